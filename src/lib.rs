@@ -13,3 +13,6 @@
 pub mod model;
 pub mod rules;
 pub mod stats;
+pub mod engine;
+pub mod textformat;
+pub mod replay;

@@ -1,0 +1,860 @@
+//! The engine: a synchronous, deterministic state machine fed timestamped inputs (samples,
+//! deploy events, ticks) that emits decisions.
+//!
+//! It never reads the clock: a tick carries `now`, so `immune replay`, `immune serve` and
+//! every test run the same code and tests are deterministic. Samples go to the [`store`];
+//! a deploy's canary event starts an analysis that holds, for each rule and phase, a
+//! [`judge::Method`] built from the pre-deploy data at that instant; each tick evaluates
+//! every active analysis over the interval since the last tick, controls the family error
+//! across the deploy's rules with weighted Holm, and turns verdicts into decisions. A
+//! `rollback` or `block` ends the deploy and blocks its service's line until an `unblock`.
+
+pub mod judge;
+pub mod store;
+
+use crate::model::{
+    CanarySelector, Decision, DecisionKind, DeployEvent, DeployEventKind, DurationMs, Phase,
+    Timestamp,
+};
+use crate::rules::{Action, Baseline, MissingAction, Rule, RuleSet, TestKind};
+use judge::{Ctx, Method, Outcome, RuleSeries, SideFilter, Verdict};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use store::{Series, SeriesId, SeriesObserver, Store, StoreError};
+
+/// Engine settings; the defaults suit 10-second scrapes.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How often rules are evaluated (ticks are expected at this spacing).
+    pub eval_interval: DurationMs,
+    /// The block over which continuous metrics are averaged into one observation.
+    pub block: DurationMs,
+    /// How long the `full` phase lasts before `watch` begins.
+    pub full_for: DurationMs,
+    /// At most this many series; new ones beyond it are refused and counted.
+    pub max_series: usize,
+    /// How many finished deploys to keep for the API.
+    pub recent_deploys: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            eval_interval: DurationMs::from_secs(10),
+            block: DurationMs::from_secs(60),
+            full_for: DurationMs::from_secs(300),
+            max_series: 1_000_000,
+            recent_deploys: 200,
+        }
+    }
+}
+
+/// Why the engine refused an input. Callers (replay, the API) report these to the sender.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// An event names a deploy immune has not seen start.
+    #[error("unknown deploy {0:?}")]
+    UnknownDeploy(String),
+    /// A canary event reuses the id of a deploy already in progress.
+    #[error("deploy {0:?} is already in progress")]
+    DuplicateDeploy(String),
+    /// A required field is missing.
+    #[error("{event} event needs the field {field:?}")]
+    MissingField {
+        /// The event kind.
+        event: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+    /// The event does not fit the deploy's phase (e.g. `full` twice).
+    #[error("deploy {deploy:?} is in phase {phase}, cannot take {event}")]
+    WrongPhase {
+        /// The deploy.
+        deploy: String,
+        /// Its phase.
+        phase: &'static str,
+        /// The event.
+        event: &'static str,
+    },
+    /// The time is not a finite number of seconds.
+    #[error("invalid time {0}")]
+    BadTime(String),
+    /// The series could not be stored.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Counters for immune's own metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EngineCounters {
+    /// Samples stored.
+    pub samples: u64,
+    /// Rule evaluations.
+    pub evaluations: u64,
+    /// Decisions by kind name.
+    pub decisions: BTreeMap<&'static str, u64>,
+}
+
+/// A service's line: open, or blocked by a deploy's decision.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LineState {
+    /// Why it is blocked; `None` when open.
+    pub blocked: Option<Blocked>,
+    /// Past blocks and unblocks, newest last (bounded).
+    pub history: Vec<Value>,
+}
+
+/// What blocked a line.
+#[derive(Clone, Debug, Serialize)]
+pub struct Blocked {
+    /// The deploy that was judged.
+    pub deploy: String,
+    /// The rule that failed.
+    pub rule: String,
+    /// `rollback` or `block`.
+    pub decision: DecisionKind,
+    /// When (seconds).
+    pub at: f64,
+    /// One line for people.
+    pub summary: String,
+}
+
+struct RuleState {
+    rule: usize,
+    phases: Vec<Phase>,
+    method: Option<Method>,
+    fleet_wide: bool,
+    last: Option<Outcome>,
+    reported: bool,
+    alive_at_start: bool,
+}
+
+struct Analysis {
+    id: String,
+    service: String,
+    version: Option<String>,
+    commits: Vec<String>,
+    canary: CanarySelector,
+    started: Timestamp,
+    phase: Phase,
+    phase_start: Timestamp,
+    full_at: Option<Timestamp>,
+    last_eval: Timestamp,
+    states: Vec<RuleState>,
+    promoted: bool,
+    decisions: Vec<Decision>,
+    done: bool,
+}
+
+/// Series on one side of a comparison for one deploy.
+struct Side<'a> {
+    canary: &'a CanarySelector,
+    want_canary: bool,
+    everything: bool,
+}
+
+fn is_canary(sel: &CanarySelector, s: &Series) -> bool {
+    sel.iter()
+        .any(|(label, values)| values.values().contains(&s.label(label)))
+}
+
+impl SideFilter for Side<'_> {
+    fn includes(&self, _: SeriesId, s: &Series) -> bool {
+        self.everything || is_canary(self.canary, s) == self.want_canary
+    }
+}
+
+struct Index<'a> {
+    rules: &'a [Rule],
+    series: &'a mut [RuleSeries],
+}
+
+impl SeriesObserver for Index<'_> {
+    fn on_new_series(&mut self, id: SeriesId, series: &Series) -> bool {
+        let mut history = false;
+        for (rule, rs) in self.rules.iter().zip(self.series.iter_mut()) {
+            let before = rs.main.len() + rs.denom.len() + rs.buckets.len();
+            rs.offer(rule, id, series);
+            let matched = rs.main.len() + rs.denom.len() + rs.buckets.len() > before;
+            history |= matched && matches!(rule.baseline, Baseline::Seasonal { .. });
+        }
+        history
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    cfg: EngineConfig,
+    rules: Vec<Rule>,
+    rule_series: Vec<RuleSeries>,
+    store: Store,
+    analyses: BTreeMap<String, Analysis>,
+    finished: VecDeque<Analysis>,
+    lines: BTreeMap<String, LineState>,
+    counters: EngineCounters,
+}
+
+const MISSING_LIVENESS_SLACK: DurationMs = DurationMs::from_secs(60);
+
+impl Engine {
+    /// An engine judging with `rules`.
+    pub fn new(rules: RuleSet, cfg: EngineConfig) -> Engine {
+        let longest_pre = rules
+            .rules
+            .iter()
+            .filter_map(|r| match r.baseline {
+                Baseline::PreDeploy { window } => Some(window),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default()
+            .max(judge::CONTROL_CALIBRATION);
+        let longest_season = rules
+            .rules
+            .iter()
+            .filter_map(|r| match r.baseline {
+                Baseline::Seasonal { offset } => Some(offset),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        let retention = DurationMs(longest_pre.0 + 2 * cfg.block.0 + 2 * cfg.eval_interval.0);
+        let history = DurationMs(longest_season.0 + 6 * 3_600_000);
+        let n = rules.rules.len();
+        Engine {
+            store: Store::new(retention, history, cfg.max_series),
+            rule_series: vec![RuleSeries::default(); n],
+            rules: rules.rules,
+            cfg,
+            analyses: BTreeMap::new(),
+            finished: VecDeque::new(),
+            lines: BTreeMap::new(),
+            counters: EngineCounters::default(),
+        }
+    }
+
+    /// Replaces the rules (a reload). Analyses in flight keep judging with the rules they
+    /// started with where a rule of the same name still exists; series are re-indexed.
+    pub fn set_rules(&mut self, rules: RuleSet) {
+        let old_names: Vec<String> = self.rules.iter().map(|r| r.name.clone()).collect();
+        self.rules = rules.rules;
+        self.rule_series = vec![RuleSeries::default(); self.rules.len()];
+        let ids: Vec<SeriesId> = self.store.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            let s = self.store.get(id);
+            for (rule, rs) in self.rules.iter().zip(self.rule_series.iter_mut()) {
+                rs.offer(rule, id, s);
+            }
+        }
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        for a in self.analyses.values_mut() {
+            a.states.retain_mut(|st| {
+                match names.iter().position(|n| *n == old_names[st.rule]) {
+                    Some(i) => {
+                        st.rule = i;
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Stores a sample given as series text (`name{labels}`).
+    pub fn ingest_text(&mut self, series: &str, value: f64, at: Timestamp) -> Result<(), EngineError> {
+        let mut index = Index {
+            rules: &self.rules,
+            series: &mut self.rule_series,
+        };
+        let id = self.store.intern(series, &mut index)?;
+        self.store.push(id, at, value);
+        self.counters.samples += 1;
+        Ok(())
+    }
+
+    /// Stores a sample given as name and labels.
+    pub fn ingest(&mut self, name: &str, labels: &[(String, String)], value: f64, at: Timestamp) -> Result<(), EngineError> {
+        let mut index = Index {
+            rules: &self.rules,
+            series: &mut self.rule_series,
+        };
+        let id = self.store.intern_labels(name, labels, &mut index)?;
+        self.store.push(id, at, value);
+        self.counters.samples += 1;
+        Ok(())
+    }
+
+    /// The store, for metrics and inspection.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Counters for immune's own metrics.
+    pub fn counters(&self) -> &EngineCounters {
+        &self.counters
+    }
+
+    /// Applies a deploy event; returns any decision it causes at once (a canary on a
+    /// blocked line, the final decision of `end` and `abort`).
+    pub fn deploy_event(&mut self, ev: &DeployEvent) -> Result<Vec<Decision>, EngineError> {
+        let at = Timestamp::from_secs_f64(ev.at).ok_or_else(|| EngineError::BadTime(ev.at.to_string()))?;
+        let name = event_name(ev.event);
+        if ev.event == DeployEventKind::Unblock {
+            let service = ev.service.clone().ok_or(EngineError::MissingField { event: name, field: "service" })?;
+            let line = self.lines.entry(service).or_default();
+            if let Some(b) = line.blocked.take() {
+                push_bounded(&mut line.history, json!({
+                    "at": ev.at, "event": "unblock", "by": ev.by, "reason": ev.reason,
+                    "was_blocked_by": {"deploy": b.deploy, "rule": b.rule},
+                }));
+            }
+            return Ok(Vec::new());
+        }
+        let id = ev.deploy.clone().ok_or(EngineError::MissingField { event: name, field: "deploy" })?;
+        match ev.event {
+            DeployEventKind::Canary => self.start(ev, id, at),
+            DeployEventKind::Full => {
+                let a = self.analyses.get_mut(&id).ok_or_else(|| EngineError::UnknownDeploy(id.clone()))?;
+                if a.phase != Phase::Canary {
+                    return Err(EngineError::WrongPhase { deploy: id, phase: a.phase.as_str(), event: name });
+                }
+                a.phase = Phase::Full;
+                a.phase_start = at;
+                a.full_at = Some(at);
+                a.last_eval = at;
+                Ok(Vec::new())
+            }
+            DeployEventKind::End | DeployEventKind::Abort => {
+                let finished = self.finished.iter().any(|a| a.id == id);
+                let Some(mut a) = self.analyses.remove(&id) else {
+                    // Already decided (a rollback ends a deploy): the event is expected.
+                    return if finished { Ok(Vec::new()) } else { Err(EngineError::UnknownDeploy(id)) };
+                };
+                let mut evidence = summary_of(&a, &self.rules);
+                if ev.event == DeployEventKind::Abort {
+                    evidence["aborted"] = json!({"by": ev.by, "reason": ev.reason});
+                }
+                let d = decision(&a, at, DecisionKind::Pass, "all_rules", true, false, evidence);
+                a.decisions.push(d.clone());
+                self.finish(a);
+                self.count(&d);
+                Ok(vec![d])
+            }
+            DeployEventKind::Unblock => Ok(Vec::new()),
+        }
+    }
+
+    fn start(&mut self, ev: &DeployEvent, id: String, at: Timestamp) -> Result<Vec<Decision>, EngineError> {
+        if self.analyses.contains_key(&id) {
+            return Err(EngineError::DuplicateDeploy(id));
+        }
+        let service = ev.service.clone().ok_or(EngineError::MissingField { event: "canary", field: "service" })?;
+        let canary = ev.canary.clone().ok_or(EngineError::MissingField { event: "canary", field: "canary" })?;
+        let mut a = Analysis {
+            id,
+            service: service.clone(),
+            version: ev.version.clone(),
+            commits: ev.commits.clone(),
+            canary,
+            started: at,
+            phase: Phase::Canary,
+            phase_start: at,
+            full_at: None,
+            last_eval: at,
+            states: Vec::new(),
+            promoted: false,
+            decisions: Vec::new(),
+            done: false,
+        };
+        if let Some(b) = self.lines.get(&service).and_then(|l| l.blocked.clone()) {
+            let evidence = json!({
+                "summary": format!("line of {service} is blocked by deploy {} (rule {}) since {}", b.deploy, b.rule, b.at),
+                "blocked_by": {"deploy": b.deploy, "rule": b.rule, "decision": b.decision, "at": b.at},
+            });
+            let d = decision(&a, at, DecisionKind::Block, "line_blocked", true, false, evidence);
+            a.decisions.push(d.clone());
+            self.finish(a);
+            self.count(&d);
+            return Ok(vec![d]);
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.services.is_empty() && !rule.services.contains(&service) {
+                continue;
+            }
+            let rs = &self.rule_series[i];
+            let fleet_wide = !rs.liveness().any(|id| is_canary(&a.canary, self.store.get(id)));
+            let alive_at_start = rule.on_missing.is_some_and(|m| {
+                rs.liveness().any(|id| {
+                    let s = self.store.get(id);
+                    s.last_seen >= at.sub(m.stale_after).sub(MISSING_LIVENESS_SLACK)
+                })
+            });
+            // Drift spans its phases as one test; the others get one test per phase,
+            // each with an equal share of the rule's alpha.
+            let groups: Vec<Vec<Phase>> = if rule.test == TestKind::Drift {
+                vec![rule.phases.clone()]
+            } else {
+                rule.phases.iter().map(|p| vec![*p]).collect()
+            };
+            for phases in groups {
+                let in_canary = phases == [Phase::Canary];
+                let everything = fleet_wide || !in_canary;
+                let treatment = Side { canary: &a.canary, want_canary: true, everything };
+                let control = Side { canary: &a.canary, want_canary: false, everything: false };
+                let ctx = Ctx {
+                    store: &self.store,
+                    rule,
+                    rs,
+                    treatment: &treatment,
+                    control: &control,
+                    from: at,
+                    to: at,
+                    phase_start: at,
+                    deploy_start: at,
+                    alpha: phase_alpha(rule),
+                    block: self.cfg.block,
+                };
+                let usable = !(rule.baseline == Baseline::Control && (fleet_wide || !in_canary));
+                let method = if usable { Method::start(&ctx) } else { None };
+                a.states.push(RuleState {
+                    rule: i,
+                    phases,
+                    method,
+                    fleet_wide,
+                    last: None,
+                    reported: false,
+                    alive_at_start,
+                });
+            }
+        }
+        self.analyses.insert(a.id.clone(), a);
+        Ok(Vec::new())
+    }
+
+    fn finish(&mut self, mut a: Analysis) {
+        a.done = true;
+        a.states.iter_mut().for_each(|s| s.method = None);
+        self.finished.push_back(a);
+        while self.finished.len() > self.cfg.recent_deploys {
+            self.finished.pop_front();
+        }
+    }
+
+    fn count(&mut self, d: &Decision) {
+        *self.counters.decisions.entry(d.decision.as_str()).or_default() += 1;
+    }
+
+    /// Evaluates every active deploy over the interval since its last evaluation.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Decision> {
+        let mut out = Vec::new();
+        let ids: Vec<String> = self.analyses.keys().cloned().collect();
+        for id in ids {
+            let Some(mut a) = self.analyses.remove(&id) else { continue };
+            if now <= a.last_eval {
+                self.analyses.insert(id, a);
+                continue;
+            }
+            if a.phase == Phase::Full
+                && let Some(f) = a.full_at
+                && now.since(f) >= self.cfg.full_for
+            {
+                a.phase = Phase::Watch;
+            }
+            let decisions = self.evaluate(&mut a, now);
+            a.last_eval = now;
+            for d in &decisions {
+                self.count(d);
+            }
+            let ended = decisions.iter().any(|d| d.r#final);
+            if let Some(d) = decisions.iter().find(|d| d.r#final && d.decision.blocks_line()) {
+                let line = self.lines.entry(a.service.clone()).or_default();
+                let summary = d.evidence.get("summary").and_then(Value::as_str).unwrap_or_default().to_string();
+                line.blocked = Some(Blocked {
+                    deploy: a.id.clone(),
+                    rule: d.rule.clone(),
+                    decision: d.decision,
+                    at: d.at,
+                    summary,
+                });
+                push_bounded(&mut line.history, json!({"at": d.at, "event": "blocked", "deploy": a.id, "rule": d.rule}));
+            }
+            a.decisions.extend(decisions.iter().cloned());
+            out.extend(decisions);
+            if ended {
+                self.finish(a);
+            } else {
+                self.analyses.insert(id, a);
+            }
+        }
+        out
+    }
+
+    fn evaluate(&mut self, a: &mut Analysis, now: Timestamp) -> Vec<Decision> {
+        let mut out = Vec::new();
+        let phase = a.phase;
+        let mut family: Vec<(usize, f64, f64)> = Vec::new(); // (state index, p, alpha)
+        let mut missing: Vec<(usize, MissingAction, Value)> = Vec::new();
+        for (si, st) in a.states.iter_mut().enumerate() {
+            if !st.phases.contains(&phase) {
+                continue;
+            }
+            let rule = &self.rules[st.rule];
+            let rs = &self.rule_series[st.rule];
+            let everything = st.fleet_wide || phase != Phase::Canary;
+            let treatment = Side { canary: &a.canary, want_canary: true, everything };
+            let control = Side { canary: &a.canary, want_canary: false, everything: false };
+            // Drift runs from the start of its first phase.
+            let phase_start = if rule.test == TestKind::Drift {
+                match st.phases.first() {
+                    Some(Phase::Canary) => a.started,
+                    _ => a.full_at.unwrap_or(a.phase_start),
+                }
+            } else {
+                a.phase_start
+            };
+            let ctx = Ctx {
+                store: &self.store,
+                rule,
+                rs,
+                treatment: &treatment,
+                control: &control,
+                from: a.last_eval,
+                to: now,
+                phase_start,
+                deploy_start: a.started,
+                alpha: phase_alpha(rule),
+                block: self.cfg.block,
+            };
+            if let Some(m) = rule.on_missing
+                && st.alive_at_start
+                && !st.reported
+                && m.action != MissingAction::Ignore
+            {
+                let live: Vec<&Series> = rs.liveness().map(|id| self.store.get(id)).filter(|s| treatment.includes(SeriesId(0), s)).collect();
+                let newest = live.iter().map(|s| s.last_seen).max();
+                if let Some(newest) = newest
+                    && now.since(newest) >= m.stale_after
+                {
+                    missing.push((si, m.action, json!({
+                        "test": "missing_data",
+                        "summary": format!("{}: no samples from {} series of {} for {} (stale_after {})",
+                            rule.name, live.len(), rule.selector, now.since(newest), m.stale_after),
+                        "last_sample_at": newest.as_secs_f64(),
+                        "silent_for_seconds": now.since(newest).as_secs_f64(),
+                        "stale_after_seconds": m.stale_after.as_secs_f64(),
+                        "series": live.len(),
+                    })));
+                }
+            }
+            let Some(method) = st.method.as_mut() else { continue };
+            let outcome = method.evaluate(&ctx);
+            self.counters.evaluations += 1;
+            if !rule.shadow && outcome.enough_data {
+                family.push((si, outcome.p_value, outcome.alpha));
+            }
+            st.last = Some(outcome);
+        }
+        // Silence first: a source that locked up is the loudest signal there is.
+        for (si, action, evidence) in missing {
+            let st = &mut a.states[si];
+            st.reported = true;
+            let rule = &self.rules[st.rule];
+            let kind = match action {
+                MissingAction::Rollback => DecisionKind::Rollback,
+                MissingAction::Block => DecisionKind::Block,
+                _ => DecisionKind::Warn,
+            };
+            let fin = kind.blocks_line() && !rule.shadow;
+            out.push(decision(a, now, kind, &rule.name, fin, rule.shadow, evidence));
+            if fin {
+                return out;
+            }
+        }
+        // Shadow rules: judged alone at their own alpha, reported once, never acted on.
+        for si in 0..a.states.len() {
+            let st = &a.states[si];
+            let rule = &self.rules[st.rule];
+            if rule.shadow
+                && !st.reported
+                && let Some(o) = &st.last
+                && o.verdict == Verdict::Fail
+            {
+                let mut ev = o.evidence.clone();
+                annotate(&mut ev, rule, o.alpha, o.alpha, 1);
+                let kind = action_kind(rule.action);
+                out.push(decision(a, now, kind, &rule.name, false, true, ev));
+                a.states[si].reported = true;
+            }
+        }
+        let ps: Vec<f64> = family.iter().map(|f| f.1).collect();
+        let alphas: Vec<f64> = family.iter().map(|f| f.2).collect();
+        let rejected = crate::stats::multiple::holm_weighted(&ps, &alphas);
+        let m = family.len();
+        let mut failing: Vec<(usize, f64)> = family
+            .iter()
+            .zip(&rejected)
+            .filter(|(_, r)| **r)
+            .map(|(f, _)| (f.0, f.1 / f.2))
+            .collect();
+        failing.sort_by(|x, y| {
+            let rx = action_rank(self.rules[a.states[x.0].rule].action);
+            let ry = action_rank(self.rules[a.states[y.0].rule].action);
+            ry.cmp(&rx).then(x.1.total_cmp(&y.1))
+        });
+        let also: Vec<String> = failing.iter().skip(1).map(|(si, _)| self.rules[a.states[*si].rule].name.clone()).collect();
+        for (n, (si, _)) in failing.iter().enumerate() {
+            let st = &a.states[*si];
+            let rule = &self.rules[st.rule];
+            if st.reported {
+                continue;
+            }
+            let Some(o) = &st.last else { continue };
+            let kind = action_kind(rule.action);
+            let fin = kind.blocks_line();
+            let mut ev = o.evidence.clone();
+            annotate(&mut ev, rule, o.alpha, o.alpha / m.max(1) as f64, m);
+            if n == 0 && !also.is_empty() {
+                ev["also_failing"] = json!(also);
+            }
+            out.push(decision(a, now, kind, &rule.name, fin, false, ev));
+            a.states[*si].reported = true;
+            if fin {
+                return out;
+            }
+        }
+        // Promote when every rule that can judge the canary says it is healthy.
+        if phase == Phase::Canary && !a.promoted {
+            let judging: Vec<&RuleState> = a
+                .states
+                .iter()
+                .filter(|s| s.phases.contains(&Phase::Canary) && s.method.is_some() && !self.rules[s.rule].shadow)
+                .filter(|s| {
+                    let rs = &self.rule_series[s.rule];
+                    !(rs.main.is_empty() && rs.buckets.is_empty())
+                })
+                .collect();
+            let healthy = !judging.is_empty()
+                && judging
+                    .iter()
+                    .all(|s| s.last.as_ref().is_some_and(|o| o.verdict == Verdict::Pass));
+            if healthy {
+                a.promoted = true;
+                let evidence = summary_of(a, &self.rules);
+                out.push(decision(a, now, DecisionKind::Promote, "all_rules", false, false, evidence));
+            }
+        }
+        out
+    }
+
+    /// Ends every deploy still open (end of replay input) with its final decision.
+    pub fn finish_all(&mut self, now: Timestamp) -> Vec<Decision> {
+        let ids: Vec<String> = self.analyses.keys().cloned().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            let ev = DeployEvent {
+                at: now.as_secs_f64(),
+                deploy: Some(id),
+                event: DeployEventKind::End,
+                service: None,
+                version: None,
+                commits: Vec::new(),
+                canary: None,
+                by: None,
+                reason: Some("end of input".into()),
+            };
+            if let Ok(mut ds) = self.deploy_event(&ev) {
+                for d in &mut ds {
+                    d.evidence["end_of_input"] = json!(true);
+                }
+                out.extend(ds);
+            }
+        }
+        out
+    }
+
+    /// A service's line.
+    pub fn line(&self, service: &str) -> LineState {
+        self.lines.get(service).cloned().unwrap_or_default()
+    }
+
+    /// Every service's line that has ever been blocked.
+    pub fn lines(&self) -> &BTreeMap<String, LineState> {
+        &self.lines
+    }
+
+    /// One deploy, active or recent, as JSON: phase, each rule's state, decisions.
+    pub fn deploy_view(&self, id: &str) -> Option<Value> {
+        let a = self
+            .analyses
+            .get(id)
+            .or_else(|| self.finished.iter().rev().find(|a| a.id == id))?;
+        Some(self.view(a))
+    }
+
+    /// Every active and recent deploy, newest first.
+    pub fn deploys(&self) -> Vec<Value> {
+        let mut v: Vec<&Analysis> = self.analyses.values().chain(self.finished.iter()).collect();
+        v.sort_by(|x, y| y.started.cmp(&x.started));
+        v.into_iter().map(|a| self.view(a)).collect()
+    }
+
+    /// Number of deploys being judged.
+    pub fn active_deploys(&self) -> usize {
+        self.analyses.len()
+    }
+
+    fn view(&self, a: &Analysis) -> Value {
+        let rules: Vec<Value> = a
+            .states
+            .iter()
+            .map(|s| {
+                let r = &self.rules[s.rule];
+                json!({
+                    "rule": r.name,
+                    "phases": s.phases,
+                    "baseline": r.baseline.as_str(),
+                    "shadow": r.shadow,
+                    "state": s.last.as_ref().map(|o| o.verdict),
+                    "evidence": s.last.as_ref().map(|o| o.evidence.clone()),
+                })
+            })
+            .collect();
+        json!({
+            "deploy": a.id,
+            "service": a.service,
+            "version": a.version,
+            "commits": a.commits,
+            "canary": a.canary,
+            "started_at": a.started.as_secs_f64(),
+            "phase": if a.done { "done" } else { a.phase.as_str() },
+            "promoted": a.promoted,
+            "rules": rules,
+            "decisions": a.decisions,
+        })
+    }
+}
+
+fn push_bounded(v: &mut Vec<Value>, item: Value) {
+    v.push(item);
+    if v.len() > 50 {
+        v.remove(0);
+    }
+}
+
+fn event_name(k: DeployEventKind) -> &'static str {
+    match k {
+        DeployEventKind::Canary => "canary",
+        DeployEventKind::Full => "full",
+        DeployEventKind::End => "end",
+        DeployEventKind::Abort => "abort",
+        DeployEventKind::Unblock => "unblock",
+    }
+}
+
+fn phase_alpha(rule: &Rule) -> f64 {
+    if rule.test == TestKind::Drift {
+        rule.alpha
+    } else {
+        rule.alpha / rule.phases.len().max(1) as f64
+    }
+}
+
+fn action_kind(a: Action) -> DecisionKind {
+    match a {
+        Action::Rollback => DecisionKind::Rollback,
+        Action::Block => DecisionKind::Block,
+        Action::Warn => DecisionKind::Warn,
+    }
+}
+
+fn action_rank(a: Action) -> u8 {
+    match a {
+        Action::Rollback => 2,
+        Action::Block => 1,
+        Action::Warn => 0,
+    }
+}
+
+/// Adds the rule's settings and a one-line summary to a failing outcome's evidence.
+fn annotate(ev: &mut Value, rule: &Rule, alpha: f64, threshold: f64, family: usize) {
+    let num = |path: &[&str]| {
+        let mut v = &*ev;
+        for p in path {
+            v = v.get(p)?;
+        }
+        v.as_f64()
+    };
+    let effect = num(&["effect", "ratio"])
+        .map(|r| format!("{:+.0}%", (r - 1.0) * 100.0))
+        .or_else(|| num(&["effect", "relative"]).map(|r| format!("{:+.1}%", r * 100.0)))
+        .unwrap_or_else(|| "n/a".into());
+    let (t, b) = match (num(&["treatment", "rate"]), num(&["baseline", "rate"])) {
+        (Some(t), Some(b)) => (t, b),
+        _ => (
+            num(&["treatment", "value"]).or(num(&["treatment", "last_value"])).unwrap_or(f64::NAN),
+            num(&["baseline", "value"]).or(num(&["baseline", "level"])).unwrap_or(f64::NAN),
+        ),
+    };
+    let p = num(&["p_value"]).unwrap_or(f64::NAN);
+    let summary = format!(
+        "{}: {} {:.4} vs {} {:.4} ({}), p={:.2e} <= {:.2e} ({} rules, Holm)",
+        rule.name,
+        "deploy",
+        t,
+        rule.baseline.as_str(),
+        b,
+        effect,
+        p,
+        threshold,
+        family
+    );
+    if let Value::Object(m) = ev {
+        m.insert("summary".into(), json!(summary));
+        m.insert("baseline_kind".into(), json!(rule.baseline.as_str()));
+        m.insert("alpha".into(), json!(alpha));
+        m.insert("threshold".into(), json!(judge::round(threshold)));
+        m.insert("family_size".into(), json!(family));
+        m.insert("selector".into(), json!(rule.selector.to_string()));
+        m.insert("origin".into(), json!(format!("{}:{}", rule.origin.file, rule.origin.line)));
+    }
+}
+
+fn summary_of(a: &Analysis, rules: &[Rule]) -> Value {
+    let mut states = serde_json::Map::new();
+    for s in &a.states {
+        let v = s.last.as_ref().map_or(json!("not_evaluated"), |o| json!(o.verdict));
+        let key = if s.phases.len() == 1 {
+            format!("{}@{}", rules[s.rule].name, s.phases[0].as_str())
+        } else {
+            rules[s.rule].name.clone()
+        };
+        states.insert(key, v);
+    }
+    let failed: Vec<&str> = a.decisions.iter().filter(|d| d.decision == DecisionKind::Warn).map(|d| d.rule.as_str()).collect();
+    json!({
+        "summary": format!("{} rules judged; {} warnings", a.states.len(), failed.len()),
+        "rules": states,
+        "warnings": failed,
+    })
+}
+
+fn decision(a: &Analysis, at: Timestamp, kind: DecisionKind, rule: &str, fin: bool, shadow: bool, evidence: Value) -> Decision {
+    Decision {
+        at: at.as_secs_f64(),
+        deploy: a.id.clone(),
+        service: a.service.clone(),
+        version: a.version.clone(),
+        decision: kind,
+        phase: a.phase,
+        rule: rule.to_string(),
+        r#final: fin,
+        shadow,
+        evidence,
+    }
+}

@@ -1,0 +1,341 @@
+//! The series store: every series interned once, each with a bounded window of recent
+//! points and, where a seasonal rule needs it, a per-minute history reaching back far
+//! enough for its offset.
+//!
+//! Memory is bounded by the windows and the series limit, never by how long immune has
+//! run: points older than the retention are dropped as new ones arrive. Values are stored
+//! raw; readers compute counter increments with [`increase`], which treats a drop as a
+//! restart (the counter began again at 0), exactly as Prometheus's `rate()` does, so a
+//! deploy that restarts processes is neither a negative rate nor a spike.
+
+use crate::model::{DurationMs, Labels, Timestamp};
+use crate::textformat;
+use std::collections::{HashMap, VecDeque};
+
+/// A series' index in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesId(pub u32);
+
+/// One interned series.
+#[derive(Debug)]
+pub struct Series {
+    /// Metric name.
+    pub name: Box<str>,
+    /// Sorted labels.
+    pub labels: Labels,
+    /// Recent points, oldest first.
+    pub points: VecDeque<(Timestamp, f64)>,
+    /// Per-minute history (minute start, last value in that minute), only for series a
+    /// seasonal rule reads.
+    pub history: Option<VecDeque<(Timestamp, f64)>>,
+    /// When the newest point arrived (sample time).
+    pub last_seen: Timestamp,
+}
+
+impl Series {
+    /// The value of label `name`, or "" when absent (PromQL's convention).
+    pub fn label(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Why a sample was not stored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The series text did not parse.
+    #[error("bad series {series:?}: {message}")]
+    BadSeries {
+        /// The text.
+        series: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The series limit was reached; new series are refused (and counted by the caller).
+    #[error("series limit of {limit} reached; new series refused")]
+    SeriesLimit {
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+/// What a new series needs from the rules: whether to keep long history.
+pub trait SeriesObserver {
+    /// Called once per new series; returns true if it needs per-minute history.
+    fn on_new_series(&mut self, id: SeriesId, series: &Series) -> bool;
+}
+
+/// All series.
+#[derive(Debug)]
+pub struct Store {
+    by_text: HashMap<Box<str>, SeriesId>,
+    by_canonical: HashMap<String, SeriesId>,
+    series: Vec<Series>,
+    retention: DurationMs,
+    history_retention: DurationMs,
+    max_series: usize,
+    /// Samples refused because of the series limit.
+    pub refused_samples: u64,
+    /// Samples older than the series' newest point (dropped: windows are in time order).
+    pub out_of_order_samples: u64,
+}
+
+impl Store {
+    /// A store keeping `retention` of recent points per series, `history_retention` of
+    /// per-minute history where asked, and at most `max_series` series.
+    pub fn new(retention: DurationMs, history_retention: DurationMs, max_series: usize) -> Store {
+        Store {
+            by_text: HashMap::new(),
+            by_canonical: HashMap::new(),
+            series: Vec::new(),
+            retention,
+            history_retention,
+            max_series,
+            refused_samples: 0,
+            out_of_order_samples: 0,
+        }
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True when no series has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// A series by id.
+    pub fn get(&self, id: SeriesId) -> &Series {
+        &self.series[id.0 as usize]
+    }
+
+    /// All series with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (SeriesId, &Series)> {
+        self.series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (SeriesId(i as u32), s))
+    }
+
+    /// Finds or creates the series written as `text` (`name{labels}` in any label order).
+    pub fn intern(
+        &mut self,
+        text: &str,
+        observer: &mut dyn SeriesObserver,
+    ) -> Result<SeriesId, StoreError> {
+        if let Some(id) = self.by_text.get(text) {
+            return Ok(*id);
+        }
+        let (name, labels) =
+            textformat::parse_series(text).map_err(|e| StoreError::BadSeries {
+                series: text.to_string(),
+                message: e.message,
+            })?;
+        self.intern_parsed(text, name, labels, observer)
+    }
+
+    /// Finds or creates the series `name{labels}` (labels need not be sorted).
+    pub fn intern_labels(
+        &mut self,
+        name: &str,
+        labels: &[(String, String)],
+        observer: &mut dyn SeriesObserver,
+    ) -> Result<SeriesId, StoreError> {
+        let mut sorted = labels.to_vec();
+        sorted.sort();
+        let mut text = String::new();
+        textformat::format_series(name, &sorted, &mut text);
+        if let Some(id) = self.by_text.get(text.as_str()) {
+            return Ok(*id);
+        }
+        self.intern_parsed(&text.clone(), name.to_string(), sorted, observer)
+    }
+
+    fn intern_parsed(
+        &mut self,
+        text: &str,
+        name: String,
+        labels: Labels,
+        observer: &mut dyn SeriesObserver,
+    ) -> Result<SeriesId, StoreError> {
+        let mut canonical = String::with_capacity(text.len());
+        textformat::format_series(&name, &labels, &mut canonical);
+        if let Some(id) = self.by_canonical.get(&canonical).copied() {
+            self.by_text.insert(text.into(), id);
+            return Ok(id);
+        }
+        if self.series.len() >= self.max_series {
+            self.refused_samples += 1;
+            return Err(StoreError::SeriesLimit {
+                limit: self.max_series,
+            });
+        }
+        let id = SeriesId(self.series.len() as u32);
+        self.series.push(Series {
+            name: name.into(),
+            labels,
+            points: VecDeque::new(),
+            history: None,
+            last_seen: Timestamp(i64::MIN),
+        });
+        if observer.on_new_series(id, &self.series[id.0 as usize]) {
+            self.series[id.0 as usize].history = Some(VecDeque::new());
+        }
+        self.by_text.insert(text.into(), id);
+        self.by_canonical.insert(canonical, id);
+        Ok(id)
+    }
+
+    /// Appends a point. Points at or before the series' newest are dropped and counted.
+    /// NaN values are stored: they mean "no value" (Prometheus staleness markers).
+    pub fn push(&mut self, id: SeriesId, at: Timestamp, value: f64) {
+        let retention = self.retention;
+        let history_retention = self.history_retention;
+        let s = &mut self.series[id.0 as usize];
+        if let Some(&(last, _)) = s.points.back()
+            && at <= last
+        {
+            self.out_of_order_samples += 1;
+            return;
+        }
+        s.points.push_back((at, value));
+        s.last_seen = at;
+        let horizon = at.sub(retention);
+        while s.points.len() > 2 && s.points[1].0 < horizon {
+            s.points.pop_front();
+        }
+        if let Some(h) = s.history.as_mut() {
+            let minute = Timestamp(at.0 - at.0.rem_euclid(60_000));
+            match h.back_mut() {
+                Some((m, v)) if *m == minute => *v = value,
+                _ => h.push_back((minute, value)),
+            }
+            let horizon = at.sub(history_retention);
+            while h.len() > 2 && h[1].0 < horizon {
+                h.pop_front();
+            }
+        }
+    }
+}
+
+/// The increase of a counter over the points in (from, to], with the point at or before
+/// `from` as the starting value. A drop is a restart: the counter began again at 0 and the
+/// new value is all increase. Returns `None` when there is no point in the range or no
+/// starting value (the first sample of a series carries no increase).
+pub fn increase(points: &VecDeque<(Timestamp, f64)>, from: Timestamp, to: Timestamp) -> Option<Increase> {
+    let start = points.partition_point(|(t, _)| *t <= from);
+    let end = points.partition_point(|(t, _)| *t <= to);
+    if start == end || start == 0 {
+        return None;
+    }
+    let mut prev = points[start - 1].1;
+    let mut total = 0.0;
+    let mut resets = 0;
+    for &(_, v) in points.range(start..end) {
+        if v.is_nan() {
+            continue;
+        }
+        if prev.is_nan() || v < prev {
+            if !prev.is_nan() {
+                resets += 1;
+            }
+            total += v;
+        } else {
+            total += v - prev;
+        }
+        prev = v;
+    }
+    Some(Increase {
+        value: total,
+        span: points[end - 1].0.since(points[start - 1].0),
+        resets,
+    })
+}
+
+/// A counter's increase over a range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Increase {
+    /// How much it went up, restarts accounted for.
+    pub value: f64,
+    /// The time between the first and last point used: the exposure in series-time.
+    pub span: DurationMs,
+    /// Restarts seen.
+    pub resets: u32,
+}
+
+/// The mean of the non-NaN values in (from, to], or `None`.
+pub fn mean_in(points: &VecDeque<(Timestamp, f64)>, from: Timestamp, to: Timestamp) -> Option<f64> {
+    let start = points.partition_point(|(t, _)| *t <= from);
+    let end = points.partition_point(|(t, _)| *t <= to);
+    let (mut sum, mut n) = (0.0, 0usize);
+    for &(_, v) in points.range(start..end) {
+        if v.is_finite() {
+            sum += v;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoHistory;
+    impl SeriesObserver for NoHistory {
+        fn on_new_series(&mut self, _: SeriesId, _: &Series) -> bool {
+            false
+        }
+    }
+
+    fn pts(v: &[(i64, f64)]) -> VecDeque<(Timestamp, f64)> {
+        v.iter().map(|&(t, x)| (Timestamp(t), x)).collect()
+    }
+
+    #[test]
+    fn increase_handles_restarts_as_prometheus_does() {
+        let p = pts(&[(0, 100.0), (10, 110.0), (20, 5.0), (30, 15.0)]);
+        let inc = increase(&p, Timestamp(0), Timestamp(30)).unwrap();
+        assert_eq!(inc.value, 10.0 + 5.0 + 10.0);
+        assert_eq!(inc.resets, 1);
+        assert_eq!(inc.span, DurationMs(30));
+        assert!(increase(&p, Timestamp(-5), Timestamp(30)).is_none());
+        assert!(increase(&p, Timestamp(30), Timestamp(40)).is_none());
+    }
+
+    #[test]
+    fn interning_is_canonical_and_bounded() {
+        let mut s = Store::new(DurationMs(1000), DurationMs(0), 2);
+        let a = s.intern(r#"m{b="2",a="1"}"#, &mut NoHistory).unwrap();
+        let b = s.intern(r#"m{a="1",b="2"}"#, &mut NoHistory).unwrap();
+        assert_eq!(a, b);
+        let c = s
+            .intern_labels("m", &[("b".into(), "2".into()), ("a".into(), "1".into())], &mut NoHistory)
+            .unwrap();
+        assert_eq!(a, c);
+        s.intern("n", &mut NoHistory).unwrap();
+        assert_eq!(
+            s.intern("o", &mut NoHistory),
+            Err(StoreError::SeriesLimit { limit: 2 })
+        );
+        assert_eq!(s.refused_samples, 1);
+        assert!(s.intern("m{", &mut NoHistory).is_err());
+    }
+
+    #[test]
+    fn windows_stay_bounded_and_ordered() {
+        let mut s = Store::new(DurationMs(100), DurationMs(0), 10);
+        let id = s.intern("m", &mut NoHistory).unwrap();
+        for t in 0..1000 {
+            s.push(id, Timestamp(t * 10), t as f64);
+        }
+        assert!(s.get(id).points.len() <= 12);
+        s.push(id, Timestamp(5), 1.0);
+        assert_eq!(s.out_of_order_samples, 1);
+        assert_eq!(s.get(id).last_seen, Timestamp(9990));
+    }
+}

@@ -1,0 +1,347 @@
+//! Prometheus text format 0.0.4 and OpenMetrics 1.0 parsing, line by line.
+//!
+//! Used by `immune replay` (files), the scrape source and the push endpoint. The parser
+//! borrows from the line: the series text (`name{labels}`) is handed out as written, so the
+//! engine's store can intern it with one hash lookup and parse labels only for a series it
+//! has not seen before. Timestamps: OpenMetrics writes seconds (`1764201600.5`), text 0.0.4
+//! writes milliseconds (`1764201600500`); [`TimestampUnit::Auto`] tells them apart by size
+//! (anything above 1e11 is milliseconds: 1e11 seconds is the year 5138).
+
+use crate::model::{Labels, Timestamp};
+
+/// What one line held.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Line<'a> {
+    /// A sample.
+    Sample(SampleLine<'a>),
+    /// `# TYPE name kind`.
+    Type {
+        /// Family name.
+        family: &'a str,
+        /// `counter`, `gauge`, `histogram`, ...
+        kind: &'a str,
+    },
+    /// `# EOF` (OpenMetrics end marker).
+    Eof,
+    /// A comment, `# HELP`, `# UNIT`, or a blank line.
+    Other,
+}
+
+/// A sample line, borrowed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleLine<'a> {
+    /// `name{labels}` exactly as written (the interning key).
+    pub series: &'a str,
+    /// The metric name.
+    pub name: &'a str,
+    /// The value (may be NaN, as the formats allow).
+    pub value: f64,
+    /// The timestamp, if the line had one.
+    pub at: Option<Timestamp>,
+}
+
+/// How to read a sample line's timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimestampUnit {
+    /// Seconds when below 1e11, milliseconds above.
+    #[default]
+    Auto,
+    /// OpenMetrics: seconds, may be fractional.
+    Seconds,
+    /// Text format 0.0.4: integer milliseconds.
+    Milliseconds,
+}
+
+/// A line that could not be parsed; `column` is 1-based.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {message}")]
+pub struct ParseError {
+    /// Where on the line.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn perr(column: usize, message: impl Into<String>) -> ParseError {
+    ParseError {
+        column: column + 1,
+        message: message.into(),
+    }
+}
+
+/// Parses one line (without its newline).
+pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Line<'_>, ParseError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        return Ok(Line::Other);
+    }
+    if let Some(rest) = line.strip_prefix('#') {
+        let rest = rest.trim_start();
+        if rest == "EOF" {
+            return Ok(Line::Eof);
+        }
+        if let Some(t) = rest.strip_prefix("TYPE ") {
+            let mut parts = t.split_whitespace();
+            if let (Some(family), Some(kind)) = (parts.next(), parts.next()) {
+                return Ok(Line::Type { family, kind });
+            }
+            return Err(perr(0, "TYPE line needs a family name and a type"));
+        }
+        return Ok(Line::Other);
+    }
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+    {
+        i += 1;
+    }
+    if i == 0 || bytes[0].is_ascii_digit() {
+        return Err(perr(0, "expected a metric name"));
+    }
+    let name = &line[..i];
+    if bytes.get(i) == Some(&b'{') {
+        i = skip_labels(bytes, i)?;
+    }
+    let series = &line[..i];
+    let rest = &line[i..];
+    let mut fields = rest.split_ascii_whitespace();
+    let value_text = fields
+        .next()
+        .ok_or_else(|| perr(i, "expected a value after the series"))?;
+    let value = parse_value(value_text).ok_or_else(|| {
+        perr(
+            i + rest.find(value_text).unwrap_or(0),
+            format!("invalid value {value_text:?}"),
+        )
+    })?;
+    let at = match fields.next() {
+        None => None,
+        Some(ts) => Some(parse_timestamp(ts, unit).ok_or_else(|| {
+            perr(
+                i + rest.find(ts).unwrap_or(0),
+                format!("invalid timestamp {ts:?}"),
+            )
+        })?),
+    };
+    // OpenMetrics exemplars (`# {...} v`) may follow; anything else is an error.
+    if let Some(extra) = fields.next()
+        && extra != "#"
+    {
+        return Err(perr(
+            i + rest.find(extra).unwrap_or(0),
+            format!("unexpected text {extra:?} after the timestamp"),
+        ));
+    }
+    Ok(Line::Sample(SampleLine {
+        series,
+        name,
+        value,
+        at,
+    }))
+}
+
+/// Returns the index just past the closing `}` of a label set starting at `start`.
+fn skip_labels(bytes: &[u8], start: usize) -> Result<usize, ParseError> {
+    let mut i = start + 1;
+    let mut in_quotes = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b'}' if !in_quotes => return Ok(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Err(perr(start, "unterminated label set"))
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => text.parse().ok(),
+    }
+}
+
+fn parse_timestamp(text: &str, unit: TimestampUnit) -> Option<Timestamp> {
+    let v: f64 = text.parse().ok()?;
+    let secs = match unit {
+        TimestampUnit::Seconds => v,
+        TimestampUnit::Milliseconds => v / 1000.0,
+        TimestampUnit::Auto if v.abs() > 1e11 => v / 1000.0,
+        TimestampUnit::Auto => v,
+    };
+    Timestamp::from_secs_f64(secs)
+}
+
+/// Splits series text (`name{a="b",c="d"}`) into its name and sorted labels, unescaping
+/// values. Used once per new series, so it allocates freely.
+pub fn parse_series(series: &str) -> Result<(String, Labels), ParseError> {
+    let (name, rest) = match series.find('{') {
+        Some(i) => (&series[..i], &series[i + 1..]),
+        None => (series, ""),
+    };
+    if name.is_empty() {
+        return Err(perr(0, "expected a metric name"));
+    }
+    let mut labels: Labels = Vec::new();
+    let bytes = rest.as_bytes();
+    let base = name.len() + 1;
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && (bytes[i] == b',' || bytes[i] == b' ') {
+            i += 1;
+        }
+        if i >= bytes.len() || bytes[i] == b'}' {
+            break;
+        }
+        let key_start = i;
+        while i < bytes.len() && bytes[i] != b'=' {
+            i += 1;
+        }
+        let key = rest[key_start..i].trim();
+        if key.is_empty() || i >= bytes.len() {
+            return Err(perr(base + key_start, "expected label=\"value\""));
+        }
+        i += 1;
+        if bytes.get(i) != Some(&b'"') {
+            return Err(perr(base + i, "expected a quoted label value"));
+        }
+        i += 1;
+        let mut value = String::new();
+        let mut closed = false;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => {
+                    match bytes.get(i + 1) {
+                        Some(b'n') => value.push('\n'),
+                        Some(b'"') => value.push('"'),
+                        Some(b'\\') => value.push('\\'),
+                        _ => return Err(perr(base + i, "invalid escape in label value")),
+                    }
+                    i += 2;
+                }
+                b'"' => {
+                    closed = true;
+                    i += 1;
+                    break;
+                }
+                _ => {
+                    // Copy a run of plain bytes (keeps multi-byte UTF-8 intact).
+                    let run_start = i;
+                    while i < bytes.len() && bytes[i] != b'\\' && bytes[i] != b'"' {
+                        i += 1;
+                    }
+                    value.push_str(&rest[run_start..i]);
+                }
+            }
+        }
+        if !closed {
+            return Err(perr(base + key_start, "unterminated label value"));
+        }
+        labels.push((key.to_string(), value));
+    }
+    labels.sort();
+    if labels.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(perr(base, "duplicate label name"));
+    }
+    Ok((name.to_string(), labels))
+}
+
+/// Writes `name{labels}` in canonical form (sorted labels, escaped values).
+pub fn format_series(name: &str, labels: &[(String, String)], out: &mut String) {
+    out.push_str(name);
+    if labels.is_empty() {
+        return;
+    }
+    out.push('{');
+    for (n, (k, v)) in labels.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(line: &str) -> SampleLine<'_> {
+        match parse_line(line, TimestampUnit::Auto).unwrap() {
+            Line::Sample(s) => s,
+            other => panic!("not a sample: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn openmetrics_seconds_and_text_milliseconds() {
+        let s = sample(r#"errs_total{instance="web-01:80",job="web"} 17 1764201600.5"#);
+        assert_eq!(s.name, "errs_total");
+        assert_eq!(s.series, r#"errs_total{instance="web-01:80",job="web"}"#);
+        assert_eq!(s.value, 17.0);
+        assert_eq!(s.at, Some(Timestamp(1_764_201_600_500)));
+        let t = sample("up 1 1764201600500");
+        assert_eq!(t.at, Some(Timestamp(1_764_201_600_500)));
+        let u = sample("up 0");
+        assert_eq!(u.at, None);
+    }
+
+    #[test]
+    fn labels_with_braces_spaces_and_escapes() {
+        let s = sample(r#"m{path="/a b}",q="x\"y"} +Inf 1"#);
+        assert_eq!(s.series, r#"m{path="/a b}",q="x\"y"}"#);
+        assert!(s.value.is_infinite());
+        let (name, labels) = parse_series(s.series).unwrap();
+        assert_eq!(name, "m");
+        assert_eq!(
+            labels,
+            vec![
+                ("path".to_string(), "/a b}".to_string()),
+                ("q".to_string(), "x\"y".to_string())
+            ]
+        );
+        let mut out = String::new();
+        format_series(&name, &labels, &mut out);
+        assert_eq!(parse_series(&out).unwrap(), (name, labels));
+    }
+
+    #[test]
+    fn comments_and_eof() {
+        assert_eq!(
+            parse_line("# TYPE errs counter", TimestampUnit::Auto).unwrap(),
+            Line::Type {
+                family: "errs",
+                kind: "counter"
+            }
+        );
+        assert_eq!(parse_line("# EOF", TimestampUnit::Auto).unwrap(), Line::Eof);
+        assert_eq!(parse_line("# HELP x y", TimestampUnit::Auto).unwrap(), Line::Other);
+        assert_eq!(parse_line("", TimestampUnit::Auto).unwrap(), Line::Other);
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_with_columns() {
+        assert_eq!(parse_line("m{a=\"b\" 1", TimestampUnit::Auto).unwrap_err().column, 2);
+        assert_eq!(parse_line("m 1x", TimestampUnit::Auto).unwrap_err().column, 3);
+        assert!(parse_line("m 1 2 3", TimestampUnit::Auto).is_err());
+        assert!(parse_line("m", TimestampUnit::Auto).is_err());
+        assert!(parse_line("9m 1", TimestampUnit::Auto).is_err());
+        assert!(parse_line("m 1 NaN", TimestampUnit::Auto).is_err());
+        assert!(parse_series(r#"m{a="1",a="2"}"#).is_err());
+        assert!(parse_series(r#"m{a=1}"#).is_err());
+    }
+}
