@@ -16,3 +16,4 @@ pub mod stats;
 pub mod engine;
 pub mod textformat;
 pub mod replay;
+pub mod signals;

@@ -35,11 +35,13 @@ impl Timestamp {
     }
 
     /// This instant moved by `d` (saturating).
+    #[allow(clippy::should_implement_trait)] // saturating, unlike the operator would suggest
     pub fn add(self, d: DurationMs) -> Timestamp {
         Timestamp(self.0.saturating_add(d.0))
     }
 
     /// This instant moved back by `d` (saturating).
+    #[allow(clippy::should_implement_trait)] // saturating, unlike the operator would suggest
     pub fn sub(self, d: DurationMs) -> Timestamp {
         Timestamp(self.0.saturating_sub(d.0))
     }

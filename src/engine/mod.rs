@@ -9,6 +9,7 @@
 //! across the deploy's rules with weighted Holm, and turns verdicts into decisions. A
 //! `rollback` or `block` ends the deploy and blocks its service's line until an `unblock`.
 
+pub mod handle;
 pub mod judge;
 pub mod store;
 

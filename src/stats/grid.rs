@@ -153,7 +153,8 @@ impl GridEProcess {
     /// sides' exposures in the interval. Conditioning on the total cancels whatever moves
     /// both sides at once (the daily traffic shape, a surge).
     pub fn update_conditional(&mut self, x1: f64, x0: f64, e1: f64, e0: f64) {
-        if !(e1 > 0.0 && e0 > 0.0 && e1.is_finite() && e0.is_finite()) || !(x1 + x0 > 0.0) {
+        let usable = e1 > 0.0 && e0 > 0.0 && e1.is_finite() && e0.is_finite() && x1 + x0 > 0.0;
+        if !usable {
             return;
         }
         let share = |t: f64| t * e1 / (t * e1 + e0);
