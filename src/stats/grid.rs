@@ -230,10 +230,10 @@ mod tests {
             let mut hit = [false; 3];
             for k in 0..100 {
                 // Exposure shares that change over time, as traffic does.
-                let e1 = 1.0 + (k % 7) as f64;
+                let e1 = 1.0 + (k % 7);
                 let e0 = 20.0 + (k % 13) as f64 * 3.0;
-                let x1 = Poisson::new(e1 * 0.5).unwrap().sample(&mut rng) as f64;
-                let x0 = Poisson::new(e0 * 0.5).unwrap().sample(&mut rng) as f64;
+                let x1 = Poisson::new(e1 * 0.5).unwrap().sample(&mut rng);
+                let x0 = Poisson::new(e0 * 0.5).unwrap().sample(&mut rng);
                 pois.update_poisson(x1, e1 * 0.5);
                 cond.update_conditional(x1, x0, e1, e0);
                 gauss.update_gaussian(Normal::new(0.0, 1.0).unwrap().sample(&mut rng), 1.0);
@@ -261,8 +261,8 @@ mod tests {
         for _ in 0..200 {
             let mut cond = GridEProcess::new(1.0, &log_grid(1.5, 8.0, 6)).unwrap();
             for _ in 0..50 {
-                let x1 = Poisson::new(2.0 * 1.0).unwrap().sample(&mut rng) as f64;
-                let x0 = Poisson::new(19.0).unwrap().sample(&mut rng) as f64;
+                let x1 = Poisson::new(2.0 * 1.0).unwrap().sample(&mut rng);
+                let x0 = Poisson::new(19.0).unwrap().sample(&mut rng);
                 cond.update_conditional(x1, x0, 1.0, 19.0);
             }
             detected += (cond.max_e_value() >= 100.0) as usize;
