@@ -439,6 +439,10 @@ fn parse_document(text: &str) -> Result<(Option<Node>, Vec<Problem>), Problem> {
 struct DeError {
     pos: Option<Pos>,
     message: String,
+    /// The keys from the deserialized root down to the value that failed.
+    path: Vec<String>,
+    /// The field, when the error is a missing field.
+    missing: Option<&'static str>,
 }
 
 impl DeError {
@@ -463,11 +467,16 @@ impl de::Error for DeError {
         DeError {
             pos: None,
             message: msg.to_string(),
+            path: Vec::new(),
+            missing: None,
         }
     }
 
     fn missing_field(field: &'static str) -> Self {
-        DeError::custom(format!("missing field {field:?}"))
+        DeError {
+            missing: Some(field),
+            ..<DeError as de::Error>::custom(format!("missing field {field:?}"))
+        }
     }
 
     fn duplicate_field(field: &'static str) -> Self {
@@ -549,7 +558,7 @@ impl<'a> De<'a> {
         };
         DeError {
             pos: Some(self.node.pos),
-            message,
+            ..<DeError as de::Error>::custom(message)
         }
     }
 
@@ -754,7 +763,11 @@ impl<'de, 'a> de::Deserializer<'de> for De<'a> {
                 .map_err(|e: DeError| e.at(self.node.pos)),
             Some(v) => Err(DeError {
                 pos: Some(self.node.pos),
-                message: unknown_message(self.key.unwrap_or("value"), v, variants),
+                ..<DeError as de::Error>::custom(unknown_message(
+                    self.key.unwrap_or("value"),
+                    v,
+                    variants,
+                ))
             }),
             None => Err(self.expected("a name")),
         }
@@ -813,7 +826,12 @@ impl<'de, 'a> MapAccess<'de> for MapAcc<'a> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         match self.value.take() {
-            Some((v, key)) => seed.deserialize(self.de.child(v, key)),
+            Some((v, key)) => seed.deserialize(self.de.child(v, key)).map_err(|mut e| {
+                if let Some(k) = key {
+                    e.path.insert(0, k.to_string());
+                }
+                e
+            }),
             None => Err(de::Error::custom("value requested before its key")),
         }
     }
@@ -908,17 +926,13 @@ fn compile_file(cx: &mut FileCx<'_>, doc: Option<&Node>, names: &mut Names) -> V
     };
     let mut rules = Vec::new();
     for item in items {
-        let sink = Sink::default();
-        let spec = RuleSpec::deserialize(De {
-            node: item,
-            key: None,
-            sink: &sink,
-        });
+        let (spec, problems) = deserialize_rule(item);
         let name = match &spec {
             Ok(s) => Some(s.name.clone()),
-            Err(_) => item.get("name").and_then(Node::as_str).map(str::to_string),
+            Err(()) => item.get("name").and_then(Node::as_str).map(str::to_string),
         };
-        for (pos, message) in sink.into_inner() {
+        let damaged = !problems.is_empty();
+        for (pos, message) in problems {
             cx.push(pos, name.as_deref(), message);
         }
         if let Some(name) = &name {
@@ -934,19 +948,75 @@ fn compile_file(cx: &mut FileCx<'_>, doc: Option<&Node>, names: &mut Names) -> V
                 }
             }
         }
-        match spec {
-            Ok(spec) => {
-                if let Some(rule) = compile_rule(cx, &spec, item) {
-                    rules.push(rule);
-                }
-            }
-            Err(e) => {
-                let pos = e.pos.unwrap_or(item.pos);
-                cx.push(pos, name.as_deref(), e.message);
-            }
+        if let Ok(spec) = spec
+            && let Some(rule) = compile_rule(cx, &spec, item)
+            && !damaged
+        {
+            rules.push(rule);
         }
     }
     rules
+}
+
+/// Deserializes one rule, reporting every structural problem: after a type error in a
+/// field, the field is dropped and the rule deserialized again, so the remaining fields
+/// are still checked (a later "missing field" for a dropped field is not reported).
+/// `Ok` may come with problems: the spec then lacks the dropped fields.
+fn deserialize_rule(item: &Node) -> (Result<RuleSpec, ()>, Vec<Problem>) {
+    let mut node = item.clone();
+    let mut removed: Vec<Vec<String>> = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
+    let add = |problems: &mut Vec<Problem>, p: Problem| {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    };
+    loop {
+        let sink = Sink::default();
+        let result = RuleSpec::deserialize(De {
+            node: &node,
+            key: None,
+            sink: &sink,
+        });
+        for p in sink.into_inner() {
+            add(&mut problems, p);
+        }
+        let e = match result {
+            Ok(spec) => return (Ok(spec), problems),
+            Err(e) => e,
+        };
+        if let Some(field) = e.missing {
+            let mut full = e.path.clone();
+            full.push(field.to_string());
+            if removed.contains(&full) {
+                return (Err(()), problems);
+            }
+        }
+        add(&mut problems, (e.pos.unwrap_or(item.pos), e.message));
+        if e.path.is_empty() || removed.len() >= MAX_DEPTH || !remove_at(&mut node, &e.path) {
+            return (Err(()), problems);
+        }
+        removed.push(e.path);
+    }
+}
+
+/// Removes the entry at `path` from nested mappings; false when there is none.
+fn remove_at(node: &mut Node, path: &[String]) -> bool {
+    let Kind::Map(entries) = &mut node.kind else {
+        return false;
+    };
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    let Some(i) = entries.iter().position(|(k, _)| k.as_str() == Some(first)) else {
+        return false;
+    };
+    if rest.is_empty() {
+        entries.remove(i);
+        true
+    } else {
+        remove_at(&mut entries[i].1, rest)
+    }
 }
 
 /// Checks one deserialized rule, reporting every problem; the rule when there is none.
