@@ -1663,4 +1663,115 @@ mod tests {
         assert_eq!(set.rules[1].selector.name, "node_load1");
         assert_eq!(set.rules[1].min_effect, Effect::Absolute(2.0));
     }
+
+    fn one_rule(body: &str) -> String {
+        format!(
+            "rules:\n  - name: r\n    metric: {{kind: gauge, selector: node_load1}}\n    baseline: pre_deploy\n    direction: increase\n    min_effect: \"+50%\"\n    action: warn\n{body}"
+        )
+    }
+
+    #[test]
+    fn base_names_for_mean_and_histogram() {
+        let text = GOOD
+            .replace("kind: ratio", "kind: mean")
+            .replace(
+                "      denominator: 'http_requests_total{job=\"web\"}'\n",
+                "",
+            )
+            .replace("php_errors_total{", "latency_seconds_count{");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("kind mean names the base name; drop \"_count\""),
+            "{errs:?}"
+        );
+        let text = GOOD
+            .replace(
+                "kind: ratio",
+                "kind: histogram_quantile\n      quantile: 0.9",
+            )
+            .replace(
+                "      denominator: 'http_requests_total{job=\"web\"}'\n",
+                "",
+            )
+            .replace("php_errors_total{", "latency_seconds_bucket{");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("drop \"_bucket\""), "{errs:?}");
+    }
+
+    #[test]
+    fn optional_fields_compile() {
+        let text = one_rule(
+            "    phases: [watch, full]\n    min_data: {events: 5, samples: 3, duration: 2m}\n    on_missing: {stale_after: 45s, action: ignore}\n    test: drift\n    shadow: true\n    alpha: 0.05\n    baseline_window: 30m\n",
+        );
+        let r = &load_str("t.yaml", &text).unwrap().rules[0];
+        assert_eq!(r.phases, vec![Phase::Full, Phase::Watch]);
+        assert_eq!(
+            r.min_data,
+            MinData {
+                events: 5,
+                samples: 3,
+                duration: DurationMs::from_secs(120)
+            }
+        );
+        assert_eq!(
+            r.on_missing,
+            Some(OnMissing {
+                stale_after: DurationMs::from_secs(45),
+                action: MissingAction::Ignore
+            })
+        );
+        assert_eq!(r.test, TestKind::Drift);
+        assert!(r.shadow);
+        assert_eq!(r.alpha, 0.05);
+        assert_eq!(
+            r.baseline,
+            Baseline::PreDeploy {
+                window: DurationMs::from_secs(1800)
+            }
+        );
+    }
+
+    #[test]
+    fn misplaced_and_repeated_options() {
+        let errs = errors(&one_rule(
+            "    seasonal_offset: 7d\n    phases: [full, full]\n    min_data: {samples: 1}\n",
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "t.yaml:8:22: seasonal_offset is only for baseline seasonal, not pre_deploy (rule \"r\")",
+                "t.yaml:9:20: phase \"full\" is listed twice (rule \"r\")",
+                "t.yaml:10:25: min_data samples 1 is too few: a comparison needs at least 2 (rule \"r\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn either_takes_unsigned_effects() {
+        let text = one_rule("").replace("direction: increase", "direction: either");
+        assert!(errors(&text)[0].contains("has a sign but direction is either"));
+        let text = text.replace("\"+50%\"", "50%");
+        assert_eq!(
+            load_str("t.yaml", &text).unwrap().rules[0].min_effect,
+            Effect::Relative(0.5)
+        );
+    }
+
+    #[test]
+    fn file_shape_errors() {
+        assert_eq!(
+            errors("- a\n- b\n"),
+            vec!["t.yaml:1:1: a rule file is a mapping with a \"rules\" list, found a list"]
+        );
+        assert_eq!(
+            errors("rule: []\n")[0],
+            "t.yaml:1:1: unknown field \"rule\", did you mean \"rules\"?"
+        );
+        let two_docs = format!("{GOOD}---\n{GOOD}");
+        let errs = errors(&two_docs);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("one YAML document"), "{errs:?}");
+    }
 }
