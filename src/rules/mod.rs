@@ -6,6 +6,7 @@
 //! `immune check` and the engine both go through [`load::load_paths`], so what `check`
 //! accepts is exactly what runs.
 
+pub mod check;
 pub mod file;
 pub mod load;
 pub mod selector;
