@@ -10,10 +10,10 @@
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
 #![forbid(unsafe_code)]
 
-pub mod model;
-pub mod rules;
-pub mod stats;
 pub mod engine;
-pub mod textformat;
+pub mod model;
 pub mod replay;
+pub mod rules;
 pub mod signals;
+pub mod stats;
+pub mod textformat;

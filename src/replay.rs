@@ -81,7 +81,11 @@ impl<R: BufRead> DeployReader<R> {
             {
                 return Err(self.err(
                     self.line_no,
-                    format!("time goes backwards: {} after {}", ev.at, last.as_secs_f64()),
+                    format!(
+                        "time goes backwards: {} after {}",
+                        ev.at,
+                        last.as_secs_f64()
+                    ),
                 ));
             }
             self.last = Some(at);
@@ -135,25 +139,44 @@ pub fn run(
             Ok(_) => continue,
             Err(e) => return Err(merr(line_no, e.to_string())),
         };
-        let at = sample
-            .at
-            .ok_or_else(|| merr(line_no, "sample has no timestamp; replay needs one on every sample".into()))?;
+        let at = sample.at.ok_or_else(|| {
+            merr(
+                line_no,
+                "sample has no timestamp; replay needs one on every sample".into(),
+            )
+        })?;
         if let Some(last) = last_at
             && at < last
         {
             return Err(merr(
                 line_no,
-                format!("time goes backwards: {} after {}", at.as_secs_f64(), last.as_secs_f64()),
+                format!(
+                    "time goes backwards: {} after {}",
+                    at.as_secs_f64(),
+                    last.as_secs_f64()
+                ),
             ));
         }
         if last_at != Some(at) {
-            let tick = next_tick.get_or_insert(Timestamp(at.0 - at.0.rem_euclid(interval) + interval));
-            advance(engine, &mut deploys, tick, interval, at, true, out, &mut summary)?;
+            let tick =
+                next_tick.get_or_insert(Timestamp(at.0 - at.0.rem_euclid(interval) + interval));
+            advance(
+                engine,
+                &mut deploys,
+                tick,
+                interval,
+                at,
+                true,
+                out,
+                &mut summary,
+            )?;
             last_at = Some(at);
         }
         match engine.ingest_text(sample.series, sample.value, at) {
             Ok(()) => summary.samples += 1,
-            Err(EngineError::Store(crate::engine::store::StoreError::SeriesLimit { .. })) => summary.refused += 1,
+            Err(EngineError::Store(crate::engine::store::StoreError::SeriesLimit { .. })) => {
+                summary.refused += 1
+            }
             Err(e) => return Err(merr(line_no, e.to_string())),
         }
     }
@@ -161,7 +184,16 @@ pub fn run(
     // the data (silence after the end of a file is not a lock-up).
     let end = last_at.unwrap_or_default();
     if let Some(tick) = next_tick.as_mut() {
-        advance(engine, &mut deploys, tick, interval, Timestamp(end.0 + 1), true, out, &mut summary)?;
+        advance(
+            engine,
+            &mut deploys,
+            tick,
+            interval,
+            Timestamp(end.0 + 1),
+            true,
+            out,
+            &mut summary,
+        )?;
     }
     let mut last_event = end;
     while let Some((line, ev, at)) = deploys.peek()?.cloned() {
@@ -216,7 +248,11 @@ fn advance<R: BufRead>(
     }
 }
 
-fn emit(out: &mut dyn Write, ds: &[Decision], summary: &mut ReplaySummary) -> Result<(), ReplayError> {
+fn emit(
+    out: &mut dyn Write,
+    ds: &[Decision],
+    summary: &mut ReplaySummary,
+) -> Result<(), ReplayError> {
     for d in ds {
         serde_json::to_writer(&mut *out, d).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;

@@ -91,7 +91,8 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Line<'_>, ParseErro
     }
     let bytes = line.as_bytes();
     let mut i = 0;
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+    while i < bytes.len()
+        && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
     {
         i += 1;
     }
@@ -329,14 +330,25 @@ mod tests {
             }
         );
         assert_eq!(parse_line("# EOF", TimestampUnit::Auto).unwrap(), Line::Eof);
-        assert_eq!(parse_line("# HELP x y", TimestampUnit::Auto).unwrap(), Line::Other);
+        assert_eq!(
+            parse_line("# HELP x y", TimestampUnit::Auto).unwrap(),
+            Line::Other
+        );
         assert_eq!(parse_line("", TimestampUnit::Auto).unwrap(), Line::Other);
     }
 
     #[test]
     fn malformed_lines_are_errors_with_columns() {
-        assert_eq!(parse_line("m{a=\"b\" 1", TimestampUnit::Auto).unwrap_err().column, 2);
-        assert_eq!(parse_line("m 1x", TimestampUnit::Auto).unwrap_err().column, 3);
+        assert_eq!(
+            parse_line("m{a=\"b\" 1", TimestampUnit::Auto)
+                .unwrap_err()
+                .column,
+            2
+        );
+        assert_eq!(
+            parse_line("m 1x", TimestampUnit::Auto).unwrap_err().column,
+            3
+        );
         assert!(parse_line("m 1 2 3", TimestampUnit::Auto).is_err());
         assert!(parse_line("m", TimestampUnit::Auto).is_err());
         assert!(parse_line("9m 1", TimestampUnit::Auto).is_err());

@@ -25,7 +25,10 @@ pub enum Input {
     /// A batch of samples from one source.
     Samples(Vec<Sample>),
     /// A deploy event; the reply carries the decisions it caused or why it was refused.
-    Deploy(DeployEvent, oneshot::Sender<Result<Vec<Decision>, EngineError>>),
+    Deploy(
+        DeployEvent,
+        oneshot::Sender<Result<Vec<Decision>, EngineError>>,
+    ),
     /// Evaluate everything up to `now`.
     Tick(Timestamp),
     /// Read state.
@@ -107,7 +110,10 @@ impl EngineHandle {
     }
 
     /// Applies a deploy event and returns the decisions it caused.
-    pub async fn deploy_event(&self, ev: DeployEvent) -> Result<Result<Vec<Decision>, EngineError>, HandleError> {
+    pub async fn deploy_event(
+        &self,
+        ev: DeployEvent,
+    ) -> Result<Result<Vec<Decision>, EngineError>, HandleError> {
         let (reply, rx) = oneshot::channel();
         self.send_blocking(Input::Deploy(ev, reply)).await?;
         rx.await.map_err(|_| HandleError::Stopped)
@@ -167,7 +173,11 @@ pub fn spawn(
     Ok((handle, join))
 }
 
-fn run(mut engine: Engine, rx: Receiver<Input>, mut on_decisions: Box<dyn FnMut(&[Decision]) + Send>) -> Engine {
+fn run(
+    mut engine: Engine,
+    rx: Receiver<Input>,
+    mut on_decisions: Box<dyn FnMut(&[Decision]) + Send>,
+) -> Engine {
     while let Ok(input) = rx.recv() {
         match input {
             Input::Samples(batch) => {

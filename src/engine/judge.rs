@@ -154,7 +154,10 @@ pub fn count_agg(
         if let Some(inc) = store::increase(&s.points, from, to) {
             agg.events += inc.value;
             agg.integral &= inc.value.fract() == 0.0;
-            let h = agg.hosts.entry(s.label(&rule.host_label).to_string()).or_default();
+            let h = agg
+                .hosts
+                .entry(s.label(&rule.host_label).to_string())
+                .or_default();
             h.0 += inc.value;
             if !ratio {
                 let secs = inc.span.as_secs_f64();
@@ -281,7 +284,12 @@ fn ratio_grids(direction: Direction, effect: f64) -> (f64, Vec<f64>, f64, Vec<f6
         }
         Direction::Decrease => {
             let bad = (1.0 - e).max(0.01);
-            (1.0, log_grid(bad, (bad / 8.0).max(0.001), 6), bad, vec![1.0, (1.0 + e).min(1.0 / bad)])
+            (
+                1.0,
+                log_grid(bad, (bad / 8.0).max(0.001), 6),
+                bad,
+                vec![1.0, (1.0 + e).min(1.0 / bad)],
+            )
         }
     }
 }
@@ -314,9 +322,20 @@ impl Evidence {
 
     fn for_shift(rule: &Rule, null: f64) -> Option<Evidence> {
         let e = relative_effect(rule).abs().max(1e-9);
-        let sign = if rule.direction == Direction::Decrease { -1.0 } else { 1.0 };
+        let sign = if rule.direction == Direction::Decrease {
+            -1.0
+        } else {
+            1.0
+        };
         Some(Evidence {
-            harm: GridEProcess::new(null, &[null + sign * e, null + sign * 2.0 * e, null + sign * 4.0 * e])?,
+            harm: GridEProcess::new(
+                null,
+                &[
+                    null + sign * e,
+                    null + sign * 2.0 * e,
+                    null + sign * 4.0 * e,
+                ],
+            )?,
             safe: GridEProcess::new(null + sign * e, &[null, null - sign * e])?,
         })
     }
@@ -474,7 +493,14 @@ impl Method {
                 })),
                 Baseline::PreDeploy { window } => {
                     let from = ctx.deploy_start.sub(window);
-                    let agg = count_agg(ctx.store, rule, ctx.rs, ctx.treatment, from, ctx.deploy_start);
+                    let agg = count_agg(
+                        ctx.store,
+                        rule,
+                        ctx.rs,
+                        ctx.treatment,
+                        from,
+                        ctx.deploy_start,
+                    );
                     // Time dispersion of the baseline: per-interval counts of the same side.
                     let mut chi2 = (0.0, 0.0);
                     let step = DurationMs(ctx.block.0.max(1));
@@ -513,11 +539,20 @@ impl Method {
         }
         let (pre, pre_level) = match rule.baseline {
             Baseline::Control => (
-                block_diffs(ctx, ctx.deploy_start.sub(CONTROL_CALIBRATION), ctx.deploy_start),
+                block_diffs(
+                    ctx,
+                    ctx.deploy_start.sub(CONTROL_CALIBRATION),
+                    ctx.deploy_start,
+                ),
                 None,
             ),
             Baseline::PreDeploy { window } => {
-                let vals = block_values(ctx, ctx.treatment, ctx.deploy_start.sub(window), ctx.deploy_start);
+                let vals = block_values(
+                    ctx,
+                    ctx.treatment,
+                    ctx.deploy_start.sub(window),
+                    ctx.deploy_start,
+                );
                 match mean(&vals) {
                     Some(m) if m != 0.0 => (vals.iter().map(|v| v / m - 1.0).collect(), Some(m)),
                     _ => (Vec::new(), None),
@@ -538,7 +573,11 @@ impl Method {
                 _ => 0.0,
             };
             let bound = z_for(ctx.alpha / 2.0) * (v / pre.len() as f64).sqrt();
-            let shift = if rule.direction == Direction::Decrease { offset - bound } else { offset + bound };
+            let shift = if rule.direction == Direction::Decrease {
+                offset - bound
+            } else {
+                offset + bound
+            };
             (Some(v), shift)
         } else {
             (None, 0.0)
@@ -596,8 +635,22 @@ fn block_diffs(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> Vec<f64> {
     let mut out = Vec::new();
     let mut t = from;
     while t.add(ctx.block) <= to {
-        let a = continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.treatment, t, t.add(ctx.block));
-        let b = continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.control, t, t.add(ctx.block));
+        let a = continuous_value(
+            ctx.store,
+            ctx.rule,
+            ctx.rs,
+            ctx.treatment,
+            t,
+            t.add(ctx.block),
+        );
+        let b = continuous_value(
+            ctx.store,
+            ctx.rule,
+            ctx.rs,
+            ctx.control,
+            t,
+            t.add(ctx.block),
+        );
         if let (Some(a), Some(b)) = (a, b)
             && b != 0.0
         {
@@ -622,7 +675,11 @@ fn verdict(ev: &Evidence, alpha: f64, enough: bool) -> Verdict {
 
 fn dispersion(chi2: (f64, f64), integral: bool) -> f64 {
     let phi = if chi2.1 > 0.0 { chi2.0 / chi2.1 } else { 1.0 };
-    if integral { phi.max(1.0) } else { phi.max(1e-9) }
+    if integral {
+        phi.max(1.0)
+    } else {
+        phi.max(1e-9)
+    }
 }
 
 fn ev_json(ev: &Evidence) -> Value {
@@ -637,7 +694,11 @@ fn ev_json(ev: &Evidence) -> Value {
 /// Rounds to 6 significant digits for readable evidence.
 pub fn round(x: f64) -> f64 {
     if x == 0.0 || !x.is_finite() {
-        return if x.is_finite() { 0.0 } else { f64::MAX.copysign(x) };
+        return if x.is_finite() {
+            0.0
+        } else {
+            f64::MAX.copysign(x)
+        };
     }
     let digits = 6 - x.abs().log10().ceil() as i32;
     let f = 10f64.powi(digits.clamp(-300, 300));
@@ -656,8 +717,12 @@ impl CountControl {
         let c = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.control, ctx.from, ctx.to);
         if t.exposure > 0.0 && c.exposure > 0.0 {
             self.intervals += 1;
-            self.ev.harm.update_conditional(t.events, c.events, t.exposure, c.exposure);
-            self.ev.safe.update_conditional(t.events, c.events, t.exposure, c.exposure);
+            self.ev
+                .harm
+                .update_conditional(t.events, c.events, t.exposure, c.exposure);
+            self.ev
+                .safe
+                .update_conditional(t.events, c.events, t.exposure, c.exposure);
             self.treatment.0 += t.events;
             self.treatment.1 += t.exposure;
             self.control.0 += c.events;
@@ -675,7 +740,11 @@ impl CountControl {
         let enough = events >= ctx.rule.min_data.events as f64
             && ctx.to.since(ctx.phase_start) >= ctx.rule.min_data.duration;
         let rate = |(x, e): (f64, f64)| if e > 0.0 { x / e } else { 0.0 };
-        let ratio = if rate(self.control) > 0.0 { rate(self.treatment) / rate(self.control) } else { f64::NAN };
+        let ratio = if rate(self.control) > 0.0 {
+            rate(self.treatment) / rate(self.control)
+        } else {
+            f64::NAN
+        };
         let mut evidence = json!({
             "test": "conditional_binomial_mixture",
             "treatment": {"events": round(self.treatment.0), "exposure": round(self.treatment.1), "rate": round(rate(self.treatment))},
@@ -720,12 +789,20 @@ impl CountPast {
             }
         };
         self.baseline_rate_bound = bound;
-        self.ev = if bound > 0.0 { Evidence::for_ratio(rule, 1.0) } else { None };
+        self.ev = if bound > 0.0 {
+            Evidence::for_ratio(rule, 1.0)
+        } else {
+            None
+        };
     }
 
     fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
         let t = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, ctx.from, ctx.to);
-        let alpha_e = if self.seasonal { ctx.alpha } else { ctx.alpha / 2.0 };
+        let alpha_e = if self.seasonal {
+            ctx.alpha
+        } else {
+            ctx.alpha / 2.0
+        };
         if self.seasonal {
             if let Baseline::Seasonal { offset } = ctx.rule.baseline {
                 let b = seasonal_agg(ctx, offset);
@@ -770,7 +847,11 @@ impl CountPast {
             && ctx.to.since(ctx.phase_start) >= ctx.rule.min_data.duration;
         let rate = |(x, e): (f64, f64)| if e > 0.0 { x / e } else { 0.0 };
         let base_rate = rate(self.baseline);
-        let ratio = if base_rate > 0.0 { rate(self.treatment) / base_rate } else { f64::NAN };
+        let ratio = if base_rate > 0.0 {
+            rate(self.treatment) / base_rate
+        } else {
+            f64::NAN
+        };
         let mut evidence = json!({
             "test": if self.seasonal { "conditional_binomial_mixture" } else { "poisson_mixture_vs_baseline_bound" },
             "treatment": {"events": round(self.treatment.0), "exposure": round(self.treatment.1), "rate": round(rate(self.treatment))},
@@ -779,12 +860,18 @@ impl CountPast {
             "dispersion": round(dispersion(self.chi2, self.integral)),
         });
         if !self.seasonal {
-            merge(&mut evidence, json!({"baseline_rate_bound": round(self.baseline_rate_bound)}));
+            merge(
+                &mut evidence,
+                json!({"baseline_rate_bound": round(self.baseline_rate_bound)}),
+            );
         }
         let (verdict_now, p) = match &self.ev {
             Some(ev) => {
                 merge(&mut evidence, ev_json(ev));
-                (verdict(ev, alpha_e, enough), if enough { ev.harm.p_value() } else { 1.0 })
+                (
+                    verdict(ev, alpha_e, enough),
+                    if enough { ev.harm.p_value() } else { 1.0 },
+                )
             }
             None => (Verdict::Inconclusive, 1.0),
         };
@@ -840,13 +927,19 @@ impl Continuous {
         let blocks_done = ctx.to.since(ctx.phase_start).0 / ctx.block.0.max(1);
         while self.blocks_seen < blocks_done {
             self.blocks_seen += 1;
-            let end = ctx.phase_start.add(DurationMs(self.blocks_seen * ctx.block.0));
+            let end = ctx
+                .phase_start
+                .add(DurationMs(self.blocks_seen * ctx.block.0));
             let start = end.sub(ctx.block);
             let t = continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.treatment, start, end);
             let b = match ctx.rule.baseline {
-                Baseline::Control => continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.control, start, end),
+                Baseline::Control => {
+                    continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.control, start, end)
+                }
                 Baseline::PreDeploy { .. } => self.pre_level,
-                Baseline::Seasonal { offset } => seasonal_value(ctx, start.sub(offset), end.sub(offset)),
+                Baseline::Seasonal { offset } => {
+                    seasonal_value(ctx, start.sub(offset), end.sub(offset))
+                }
             };
             self.last_treatment = t;
             self.last_baseline = b;
@@ -867,7 +960,11 @@ impl Continuous {
         if let Some(v) = self.variance {
             self.ev.set_scale(1.0 / v);
         }
-        let alpha_e = if self.pre_variance.is_some() { ctx.alpha / 2.0 } else { ctx.alpha };
+        let alpha_e = if self.pre_variance.is_some() {
+            ctx.alpha / 2.0
+        } else {
+            ctx.alpha
+        };
         let enough = self.variance.is_some()
             && self.post.len() >= ctx.rule.min_data.samples
             && ctx.to.since(ctx.phase_start) >= ctx.rule.min_data.duration;
@@ -915,15 +1012,25 @@ impl Drift {
         let blocks_done = (elapsed / ctx.block.0.max(1)) as usize;
         let mut looked = false;
         while self.values.len() < blocks_done {
-            let end = ctx.phase_start.add(DurationMs(((self.values.len() + 1) as i64) * ctx.block.0));
-            match continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.treatment, end.sub(ctx.block), end) {
+            let end = ctx
+                .phase_start
+                .add(DurationMs(((self.values.len() + 1) as i64) * ctx.block.0));
+            match continuous_value(
+                ctx.store,
+                ctx.rule,
+                ctx.rs,
+                ctx.treatment,
+                end.sub(ctx.block),
+                end,
+            ) {
                 Some(v) => self.values.push(v),
                 None => break,
             }
             looked = true;
         }
         let n = self.values.len();
-        let enough = n >= ctx.rule.min_data.samples.max(4) && ctx.to.since(ctx.phase_start) >= ctx.rule.min_data.duration;
+        let enough = n >= ctx.rule.min_data.samples.max(4)
+            && ctx.to.since(ctx.phase_start) >= ctx.rule.min_data.duration;
         let mut relative = 0.0;
         if looked && enough {
             self.looks += 1;
@@ -942,7 +1049,10 @@ impl Drift {
                 };
             }
         }
-        let level = self.level.or_else(|| self.values.first().copied()).unwrap_or(0.0);
+        let level = self
+            .level
+            .or_else(|| self.values.first().copied())
+            .unwrap_or(0.0);
         if level != 0.0 {
             relative = self.slope * n as f64 / level;
         }
@@ -960,9 +1070,17 @@ impl Drift {
             "look_alpha": round(self.last_alpha),
         });
         Outcome {
-            verdict: if fail { Verdict::Fail } else { Verdict::Inconclusive },
+            verdict: if fail {
+                Verdict::Fail
+            } else {
+                Verdict::Inconclusive
+            },
             // Expressed against the rule's alpha so Holm can compare it with the others.
-            p_value: if enough && big_enough { (self.last_p * ctx.alpha / self.last_alpha).min(1.0) } else { 1.0 },
+            p_value: if enough && big_enough {
+                (self.last_p * ctx.alpha / self.last_alpha).min(1.0)
+            } else {
+                1.0
+            },
             alpha: ctx.alpha,
             enough_data: enough,
             evidence,

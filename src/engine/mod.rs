@@ -250,15 +250,15 @@ impl Engine {
         }
         let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
         for a in self.analyses.values_mut() {
-            a.states.retain_mut(|st| {
-                match names.iter().position(|n| *n == old_names[st.rule]) {
+            a.states.retain_mut(
+                |st| match names.iter().position(|n| *n == old_names[st.rule]) {
                     Some(i) => {
                         st.rule = i;
                         true
                     }
                     None => false,
-                }
-            });
+                },
+            );
         }
     }
 
@@ -268,7 +268,12 @@ impl Engine {
     }
 
     /// Stores a sample given as series text (`name{labels}`).
-    pub fn ingest_text(&mut self, series: &str, value: f64, at: Timestamp) -> Result<(), EngineError> {
+    pub fn ingest_text(
+        &mut self,
+        series: &str,
+        value: f64,
+        at: Timestamp,
+    ) -> Result<(), EngineError> {
         let mut index = Index {
             rules: &self.rules,
             series: &mut self.rule_series,
@@ -280,7 +285,13 @@ impl Engine {
     }
 
     /// Stores a sample given as name and labels.
-    pub fn ingest(&mut self, name: &str, labels: &[(String, String)], value: f64, at: Timestamp) -> Result<(), EngineError> {
+    pub fn ingest(
+        &mut self,
+        name: &str,
+        labels: &[(String, String)],
+        value: f64,
+        at: Timestamp,
+    ) -> Result<(), EngineError> {
         let mut index = Index {
             rules: &self.rules,
             series: &mut self.rule_series,
@@ -304,26 +315,43 @@ impl Engine {
     /// Applies a deploy event; returns any decision it causes at once (a canary on a
     /// blocked line, the final decision of `end` and `abort`).
     pub fn deploy_event(&mut self, ev: &DeployEvent) -> Result<Vec<Decision>, EngineError> {
-        let at = Timestamp::from_secs_f64(ev.at).ok_or_else(|| EngineError::BadTime(ev.at.to_string()))?;
+        let at = Timestamp::from_secs_f64(ev.at)
+            .ok_or_else(|| EngineError::BadTime(ev.at.to_string()))?;
         let name = event_name(ev.event);
         if ev.event == DeployEventKind::Unblock {
-            let service = ev.service.clone().ok_or(EngineError::MissingField { event: name, field: "service" })?;
+            let service = ev.service.clone().ok_or(EngineError::MissingField {
+                event: name,
+                field: "service",
+            })?;
             let line = self.lines.entry(service).or_default();
             if let Some(b) = line.blocked.take() {
-                push_bounded(&mut line.history, json!({
-                    "at": ev.at, "event": "unblock", "by": ev.by, "reason": ev.reason,
-                    "was_blocked_by": {"deploy": b.deploy, "rule": b.rule},
-                }));
+                push_bounded(
+                    &mut line.history,
+                    json!({
+                        "at": ev.at, "event": "unblock", "by": ev.by, "reason": ev.reason,
+                        "was_blocked_by": {"deploy": b.deploy, "rule": b.rule},
+                    }),
+                );
             }
             return Ok(Vec::new());
         }
-        let id = ev.deploy.clone().ok_or(EngineError::MissingField { event: name, field: "deploy" })?;
+        let id = ev.deploy.clone().ok_or(EngineError::MissingField {
+            event: name,
+            field: "deploy",
+        })?;
         match ev.event {
             DeployEventKind::Canary => self.start(ev, id, at),
             DeployEventKind::Full => {
-                let a = self.analyses.get_mut(&id).ok_or_else(|| EngineError::UnknownDeploy(id.clone()))?;
+                let a = self
+                    .analyses
+                    .get_mut(&id)
+                    .ok_or_else(|| EngineError::UnknownDeploy(id.clone()))?;
                 if a.phase != Phase::Canary {
-                    return Err(EngineError::WrongPhase { deploy: id, phase: a.phase.as_str(), event: name });
+                    return Err(EngineError::WrongPhase {
+                        deploy: id,
+                        phase: a.phase.as_str(),
+                        event: name,
+                    });
                 }
                 a.phase = Phase::Full;
                 a.phase_start = at;
@@ -335,13 +363,25 @@ impl Engine {
                 let finished = self.finished.iter().any(|a| a.id == id);
                 let Some(mut a) = self.analyses.remove(&id) else {
                     // Already decided (a rollback ends a deploy): the event is expected.
-                    return if finished { Ok(Vec::new()) } else { Err(EngineError::UnknownDeploy(id)) };
+                    return if finished {
+                        Ok(Vec::new())
+                    } else {
+                        Err(EngineError::UnknownDeploy(id))
+                    };
                 };
                 let mut evidence = summary_of(&a, &self.rules);
                 if ev.event == DeployEventKind::Abort {
                     evidence["aborted"] = json!({"by": ev.by, "reason": ev.reason});
                 }
-                let d = decision(&a, at, DecisionKind::Pass, "all_rules", true, false, evidence);
+                let d = decision(
+                    &a,
+                    at,
+                    DecisionKind::Pass,
+                    "all_rules",
+                    true,
+                    false,
+                    evidence,
+                );
                 a.decisions.push(d.clone());
                 self.finish(a);
                 self.count(&d);
@@ -351,12 +391,23 @@ impl Engine {
         }
     }
 
-    fn start(&mut self, ev: &DeployEvent, id: String, at: Timestamp) -> Result<Vec<Decision>, EngineError> {
+    fn start(
+        &mut self,
+        ev: &DeployEvent,
+        id: String,
+        at: Timestamp,
+    ) -> Result<Vec<Decision>, EngineError> {
         if self.analyses.contains_key(&id) {
             return Err(EngineError::DuplicateDeploy(id));
         }
-        let service = ev.service.clone().ok_or(EngineError::MissingField { event: "canary", field: "service" })?;
-        let canary = ev.canary.clone().ok_or(EngineError::MissingField { event: "canary", field: "canary" })?;
+        let service = ev.service.clone().ok_or(EngineError::MissingField {
+            event: "canary",
+            field: "service",
+        })?;
+        let canary = ev.canary.clone().ok_or(EngineError::MissingField {
+            event: "canary",
+            field: "canary",
+        })?;
         let mut a = Analysis {
             id,
             service: service.clone(),
@@ -378,7 +429,15 @@ impl Engine {
                 "summary": format!("line of {service} is blocked by deploy {} (rule {}) since {}", b.deploy, b.rule, b.at),
                 "blocked_by": {"deploy": b.deploy, "rule": b.rule, "decision": b.decision, "at": b.at},
             });
-            let d = decision(&a, at, DecisionKind::Block, "line_blocked", true, false, evidence);
+            let d = decision(
+                &a,
+                at,
+                DecisionKind::Block,
+                "line_blocked",
+                true,
+                false,
+                evidence,
+            );
             a.decisions.push(d.clone());
             self.finish(a);
             self.count(&d);
@@ -389,7 +448,9 @@ impl Engine {
                 continue;
             }
             let rs = &self.rule_series[i];
-            let fleet_wide = !rs.liveness().any(|id| is_canary(&a.canary, self.store.get(id)));
+            let fleet_wide = !rs
+                .liveness()
+                .any(|id| is_canary(&a.canary, self.store.get(id)));
             let alive_at_start = rule.on_missing.is_some_and(|m| {
                 rs.liveness().any(|id| {
                     let s = self.store.get(id);
@@ -406,8 +467,16 @@ impl Engine {
             for phases in groups {
                 let in_canary = phases == [Phase::Canary];
                 let everything = fleet_wide || !in_canary;
-                let treatment = Side { canary: &a.canary, want_canary: true, everything };
-                let control = Side { canary: &a.canary, want_canary: false, everything: false };
+                let treatment = Side {
+                    canary: &a.canary,
+                    want_canary: true,
+                    everything,
+                };
+                let control = Side {
+                    canary: &a.canary,
+                    want_canary: false,
+                    everything: false,
+                };
                 let ctx = Ctx {
                     store: &self.store,
                     rule,
@@ -448,7 +517,11 @@ impl Engine {
     }
 
     fn count(&mut self, d: &Decision) {
-        *self.counters.decisions.entry(d.decision.as_str()).or_default() += 1;
+        *self
+            .counters
+            .decisions
+            .entry(d.decision.as_str())
+            .or_default() += 1;
     }
 
     /// Evaluates every active deploy over the interval since its last evaluation.
@@ -456,7 +529,9 @@ impl Engine {
         let mut out = Vec::new();
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {
-            let Some(mut a) = self.analyses.remove(&id) else { continue };
+            let Some(mut a) = self.analyses.remove(&id) else {
+                continue;
+            };
             if now <= a.last_eval {
                 self.analyses.insert(id, a);
                 continue;
@@ -473,9 +548,17 @@ impl Engine {
                 self.count(d);
             }
             let ended = decisions.iter().any(|d| d.r#final);
-            if let Some(d) = decisions.iter().find(|d| d.r#final && d.decision.blocks_line()) {
+            if let Some(d) = decisions
+                .iter()
+                .find(|d| d.r#final && d.decision.blocks_line())
+            {
                 let line = self.lines.entry(a.service.clone()).or_default();
-                let summary = d.evidence.get("summary").and_then(Value::as_str).unwrap_or_default().to_string();
+                let summary = d
+                    .evidence
+                    .get("summary")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 line.blocked = Some(Blocked {
                     deploy: a.id.clone(),
                     rule: d.rule.clone(),
@@ -483,7 +566,10 @@ impl Engine {
                     at: d.at,
                     summary,
                 });
-                push_bounded(&mut line.history, json!({"at": d.at, "event": "blocked", "deploy": a.id, "rule": d.rule}));
+                push_bounded(
+                    &mut line.history,
+                    json!({"at": d.at, "event": "blocked", "deploy": a.id, "rule": d.rule}),
+                );
             }
             a.decisions.extend(decisions.iter().cloned());
             out.extend(decisions);
@@ -508,8 +594,16 @@ impl Engine {
             let rule = &self.rules[st.rule];
             let rs = &self.rule_series[st.rule];
             let everything = st.fleet_wide || phase != Phase::Canary;
-            let treatment = Side { canary: &a.canary, want_canary: true, everything };
-            let control = Side { canary: &a.canary, want_canary: false, everything: false };
+            let treatment = Side {
+                canary: &a.canary,
+                want_canary: true,
+                everything,
+            };
+            let control = Side {
+                canary: &a.canary,
+                want_canary: false,
+                everything: false,
+            };
             // Drift runs from the start of its first phase.
             let phase_start = if rule.test == TestKind::Drift {
                 match st.phases.first() {
@@ -537,7 +631,11 @@ impl Engine {
                 && !st.reported
                 && m.action != MissingAction::Ignore
             {
-                let live: Vec<&Series> = rs.liveness().map(|id| self.store.get(id)).filter(|s| treatment.includes(SeriesId(0), s)).collect();
+                let live: Vec<&Series> = rs
+                    .liveness()
+                    .map(|id| self.store.get(id))
+                    .filter(|s| treatment.includes(SeriesId(0), s))
+                    .collect();
                 let newest = live.iter().map(|s| s.last_seen).max();
                 if let Some(newest) = newest
                     && now.since(newest) >= m.stale_after
@@ -553,7 +651,9 @@ impl Engine {
                     })));
                 }
             }
-            let Some(method) = st.method.as_mut() else { continue };
+            let Some(method) = st.method.as_mut() else {
+                continue;
+            };
             let outcome = method.evaluate(&ctx);
             self.counters.evaluations += 1;
             if !rule.shadow && outcome.enough_data {
@@ -572,7 +672,15 @@ impl Engine {
                 _ => DecisionKind::Warn,
             };
             let fin = kind.blocks_line() && !rule.shadow;
-            out.push(decision(a, now, kind, &rule.name, fin, rule.shadow, evidence));
+            out.push(decision(
+                a,
+                now,
+                kind,
+                &rule.name,
+                fin,
+                rule.shadow,
+                evidence,
+            ));
             if fin {
                 return out;
             }
@@ -608,7 +716,11 @@ impl Engine {
             let ry = action_rank(self.rules[a.states[y.0].rule].action);
             ry.cmp(&rx).then(x.1.total_cmp(&y.1))
         });
-        let also: Vec<String> = failing.iter().skip(1).map(|(si, _)| self.rules[a.states[*si].rule].name.clone()).collect();
+        let also: Vec<String> = failing
+            .iter()
+            .skip(1)
+            .map(|(si, _)| self.rules[a.states[*si].rule].name.clone())
+            .collect();
         for (n, (si, _)) in failing.iter().enumerate() {
             let st = &a.states[*si];
             let rule = &self.rules[st.rule];
@@ -634,7 +746,11 @@ impl Engine {
             let judging: Vec<&RuleState> = a
                 .states
                 .iter()
-                .filter(|s| s.phases.contains(&Phase::Canary) && s.method.is_some() && !self.rules[s.rule].shadow)
+                .filter(|s| {
+                    s.phases.contains(&Phase::Canary)
+                        && s.method.is_some()
+                        && !self.rules[s.rule].shadow
+                })
                 .filter(|s| {
                     let rs = &self.rule_series[s.rule];
                     !(rs.main.is_empty() && rs.buckets.is_empty())
@@ -647,7 +763,15 @@ impl Engine {
             if healthy {
                 a.promoted = true;
                 let evidence = summary_of(a, &self.rules);
-                out.push(decision(a, now, DecisionKind::Promote, "all_rules", false, false, evidence));
+                out.push(decision(
+                    a,
+                    now,
+                    DecisionKind::Promote,
+                    "all_rules",
+                    false,
+                    false,
+                    evidence,
+                ));
             }
         }
         out
@@ -798,8 +922,12 @@ fn annotate(ev: &mut Value, rule: &Rule, alpha: f64, threshold: f64, family: usi
     let (t, b) = match (num(&["treatment", "rate"]), num(&["baseline", "rate"])) {
         (Some(t), Some(b)) => (t, b),
         _ => (
-            num(&["treatment", "value"]).or(num(&["treatment", "last_value"])).unwrap_or(f64::NAN),
-            num(&["baseline", "value"]).or(num(&["baseline", "level"])).unwrap_or(f64::NAN),
+            num(&["treatment", "value"])
+                .or(num(&["treatment", "last_value"]))
+                .unwrap_or(f64::NAN),
+            num(&["baseline", "value"])
+                .or(num(&["baseline", "level"]))
+                .unwrap_or(f64::NAN),
         ),
     };
     let p = num(&["p_value"]).unwrap_or(f64::NAN);
@@ -822,14 +950,20 @@ fn annotate(ev: &mut Value, rule: &Rule, alpha: f64, threshold: f64, family: usi
         m.insert("threshold".into(), json!(judge::round(threshold)));
         m.insert("family_size".into(), json!(family));
         m.insert("selector".into(), json!(rule.selector.to_string()));
-        m.insert("origin".into(), json!(format!("{}:{}", rule.origin.file, rule.origin.line)));
+        m.insert(
+            "origin".into(),
+            json!(format!("{}:{}", rule.origin.file, rule.origin.line)),
+        );
     }
 }
 
 fn summary_of(a: &Analysis, rules: &[Rule]) -> Value {
     let mut states = serde_json::Map::new();
     for s in &a.states {
-        let v = s.last.as_ref().map_or(json!("not_evaluated"), |o| json!(o.verdict));
+        let v = s
+            .last
+            .as_ref()
+            .map_or(json!("not_evaluated"), |o| json!(o.verdict));
         let key = if s.phases.len() == 1 {
             format!("{}@{}", rules[s.rule].name, s.phases[0].as_str())
         } else {
@@ -837,7 +971,12 @@ fn summary_of(a: &Analysis, rules: &[Rule]) -> Value {
         };
         states.insert(key, v);
     }
-    let failed: Vec<&str> = a.decisions.iter().filter(|d| d.decision == DecisionKind::Warn).map(|d| d.rule.as_str()).collect();
+    let failed: Vec<&str> = a
+        .decisions
+        .iter()
+        .filter(|d| d.decision == DecisionKind::Warn)
+        .map(|d| d.rule.as_str())
+        .collect();
     json!({
         "summary": format!("{} rules judged; {} warnings", a.states.len(), failed.len()),
         "rules": states,
@@ -845,7 +984,15 @@ fn summary_of(a: &Analysis, rules: &[Rule]) -> Value {
     })
 }
 
-fn decision(a: &Analysis, at: Timestamp, kind: DecisionKind, rule: &str, fin: bool, shadow: bool, evidence: Value) -> Decision {
+fn decision(
+    a: &Analysis,
+    at: Timestamp,
+    kind: DecisionKind,
+    rule: &str,
+    fin: bool,
+    shadow: bool,
+    evidence: Value,
+) -> Decision {
     Decision {
         at: at.as_secs_f64(),
         deploy: a.id.clone(),

@@ -130,11 +130,10 @@ impl Store {
         if let Some(id) = self.by_text.get(text) {
             return Ok(*id);
         }
-        let (name, labels) =
-            textformat::parse_series(text).map_err(|e| StoreError::BadSeries {
-                series: text.to_string(),
-                message: e.message,
-            })?;
+        let (name, labels) = textformat::parse_series(text).map_err(|e| StoreError::BadSeries {
+            series: text.to_string(),
+            message: e.message,
+        })?;
         self.intern_parsed(text, name, labels, observer)
     }
 
@@ -226,7 +225,11 @@ impl Store {
 /// `from` as the starting value. A drop is a restart: the counter began again at 0 and the
 /// new value is all increase. Returns `None` when there is no point in the range or no
 /// starting value (the first sample of a series carries no increase).
-pub fn increase(points: &VecDeque<(Timestamp, f64)>, from: Timestamp, to: Timestamp) -> Option<Increase> {
+pub fn increase(
+    points: &VecDeque<(Timestamp, f64)>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Option<Increase> {
     let start = points.partition_point(|(t, _)| *t <= from);
     let end = points.partition_point(|(t, _)| *t <= to);
     if start == end || start == 0 {
@@ -314,7 +317,11 @@ mod tests {
         let b = s.intern(r#"m{a="1",b="2"}"#, &mut NoHistory).unwrap();
         assert_eq!(a, b);
         let c = s
-            .intern_labels("m", &[("b".into(), "2".into()), ("a".into(), "1".into())], &mut NoHistory)
+            .intern_labels(
+                "m",
+                &[("b".into(), "2".into()), ("a".into(), "1".into())],
+                &mut NoHistory,
+            )
             .unwrap();
         assert_eq!(a, c);
         s.intern("n", &mut NoHistory).unwrap();

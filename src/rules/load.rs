@@ -129,6 +129,56 @@ pub fn load_str(file_name: &str, text: &str) -> Result<RuleSet, Diagnostics> {
     into_result(vec![load_text(file_name, text, &mut HashMap::new())])
 }
 
+/// Loads rule files given as (name, text) pairs, as the embedded defaults are; rule names
+/// must be unique across them.
+pub fn load_sources(sources: &[(&str, &str)]) -> Result<RuleSet, Diagnostics> {
+    let mut names = HashMap::new();
+    into_result(
+        sources
+            .iter()
+            .map(|(name, text)| load_text(name, text, &mut names))
+            .collect(),
+    )
+}
+
+/// Deserializes any YAML document (immune.yaml) with the same positioned diagnostics as
+/// rule files: unknown keys with suggestions, type errors at their `line:column`. This
+/// keeps every YAML file immune reads behind one parser.
+pub fn from_yaml_str<T: serde::de::DeserializeOwned>(
+    file_name: &str,
+    text: &str,
+) -> Result<T, Diagnostics> {
+    let diag = |(pos, message): Problem| Diagnostic {
+        file: file_name.to_string(),
+        line: pos.line,
+        column: pos.col,
+        rule: None,
+        message,
+    };
+    let (doc, problems) = parse_document(text).map_err(|p| Diagnostics(vec![diag(p)]))?;
+    let empty = Node {
+        pos: Pos { line: 1, col: 1 },
+        kind: Kind::Map(Vec::new()),
+    };
+    let node = doc.unwrap_or(empty);
+    let sink = Sink::default();
+    let result = T::deserialize(De {
+        node: &node,
+        key: None,
+        sink: &sink,
+    });
+    let mut all: Vec<Diagnostic> = problems.into_iter().map(diag).collect();
+    all.extend(sink.into_inner().into_iter().map(diag));
+    match result {
+        Ok(v) if all.is_empty() => Ok(v),
+        Ok(_) => Err(Diagnostics(all)),
+        Err(e) => {
+            all.push(diag((e.pos.unwrap_or(node.pos), e.message)));
+            Err(Diagnostics(all))
+        }
+    }
+}
+
 fn into_result(outcomes: Vec<FileOutcome>) -> Result<RuleSet, Diagnostics> {
     let mut rules = Vec::new();
     let mut diags = Vec::new();

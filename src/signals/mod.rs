@@ -26,7 +26,11 @@ pub struct Signals {}
 impl Signals {
     /// Opens (or creates) the store under `data_dir`. `public_url` is immune's own base
     /// URL, for links in signal bodies.
-    pub fn open(_cfg: SignalsConfig, _data_dir: &Path, _public_url: String) -> Result<Signals, SignalsError> {
+    pub fn open(
+        _cfg: SignalsConfig,
+        _data_dir: &Path,
+        _public_url: String,
+    ) -> Result<Signals, SignalsError> {
         Ok(Signals {})
     }
 
@@ -46,7 +50,10 @@ impl Signals {
     }
 
     /// Starts delivery; returns when `shutdown` turns true.
-    pub fn spawn_delivery(&self, _shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_delivery(
+        &self,
+        _shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async {})
     }
 

@@ -70,7 +70,12 @@ impl GridEProcess {
 
     /// Log of the current e-value: log of the mean of the alternatives' likelihood ratios.
     pub fn log_e_value(&self) -> f64 {
-        let m = self.log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max) * self.scale;
+        let m = self
+            .log_lr
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+            * self.scale;
         if !m.is_finite() {
             return m;
         }
