@@ -217,7 +217,8 @@ struct Host {
     /// AR(1) log-jitter of this host's latency median.
     latency_jitter: f64,
     load1: f64,
-    /// Process counters (reset on deploy), in series order.
+    /// Process counters (reset on deploy), in series order; latency buckets are kept
+    /// per bucket here (not cumulative).
     counters: [f64; WEB_SERIES],
 }
 
@@ -680,6 +681,12 @@ impl Fleet {
             let present = !rng.chance(self.cfg.missing_ratio);
             let base = h * WEB_SERIES;
             self.values[base..base + WEB_SERIES].copy_from_slice(&host.counters);
+            // Buckets are kept per bucket and exposed cumulative (`le`).
+            let mut cum = 0.0;
+            for b in 0..LATENCY_BOUNDS.len() {
+                cum += host.counters[W_BUCKET + b];
+                self.values[base + W_BUCKET + b] = cum;
+            }
             self.values[base + W_LOAD] = (host.load1 * 100.0).round() / 100.0;
             self.present[base..base + WEB_SERIES].fill(present);
         }
