@@ -10,10 +10,12 @@
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod defaults;
 pub mod engine;
 pub mod model;
 pub mod replay;
 pub mod rules;
 pub mod signals;
+pub mod sim;
 pub mod stats;
 pub mod textformat;
