@@ -107,9 +107,8 @@ pub struct TheilSen {
 /// Method: Theil (1950), Sen (1968): slope = median of (y_j − y_i)/(x_j − x_i)
 /// over pairs with x_j ≠ x_i; intercept = median(y) − slope·median(x); 95% CI
 /// from Sen's eq. 2.6 with tie corrections. Matches `scipy.stats.theilslopes(y,
-/// x, alpha=0.95, method='separate')` (rounding half to even, as NumPy); where
-/// SciPy's CI index would go negative (tiny samples with many x ties, an
-/// indexing artefact there) we clamp it to the smallest slope. O(n² log n).
+/// x, alpha=0.95, method='separate')` (rounding half to even, as NumPy).
+/// O(n² log n).
 /// Errors: length mismatch, fewer than 2 points, all x equal.
 pub fn theil_sen(x: &[f64], y: &[f64]) -> Result<TheilSen, StatsError> {
     if x.len() != y.len() {
@@ -169,10 +168,8 @@ pub fn theil_sen(x: &[f64], y: &[f64]) -> Result<TheilSen, StatsError> {
     let nt = slopes.len() as f64;
     let sigma = sigsq.max(0.0).sqrt();
     let last = slopes.len() - 1;
-    let ru = ((nt - Z * sigma) / 2.0).round_ties_even().max(0.0) as usize;
-    let rl = ((nt + Z * sigma) / 2.0).round_ties_even() - 1.0;
-    let ru = ru.min(last);
-    let rl = (rl.max(0.0) as usize).min(last);
+    let ru = (((nt + Z * sigma) / 2.0).round_ties_even() as usize).min(last);
+    let rl = ((((nt - Z * sigma) / 2.0).round_ties_even() - 1.0).max(0.0) as usize).min(last);
     Ok(TheilSen {
         slope,
         intercept,
