@@ -267,10 +267,16 @@ impl Cusum {
             return Err(StatsError::NonFinite { what: "target" });
         }
         if !k.is_finite() || k < 0.0 {
-            return Err(StatsError::InvalidParameter { what: "k", value: k });
+            return Err(StatsError::InvalidParameter {
+                what: "k",
+                value: k,
+            });
         }
         if !h.is_finite() || h <= 0.0 {
-            return Err(StatsError::InvalidParameter { what: "h", value: h });
+            return Err(StatsError::InvalidParameter {
+                what: "h",
+                value: h,
+            });
         }
         Ok(Self {
             target,

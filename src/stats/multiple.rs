@@ -116,6 +116,9 @@ mod tests {
     fn nan_is_never_rejected() {
         assert_eq!(holm(&[f64::NAN, 0.001], 0.05), vec![false, true]);
         assert_eq!(holm_adjusted(&[f64::NAN]), vec![1.0]);
-        assert_eq!(benjamini_hochberg_adjusted(&[f64::NAN, 0.01]), vec![1.0, 0.02]);
+        assert_eq!(
+            benjamini_hochberg_adjusted(&[f64::NAN, 0.01]),
+            vec![1.0, 0.02]
+        );
     }
 }

@@ -91,7 +91,11 @@ pub(crate) fn binom_test_p(k: u64, n: u64, p: f64, alt: Alternative) -> f64 {
                             hi = mid;
                         }
                     }
-                    let lower = if lo == 0 { 0.0 } else { binom_cdf(lo - 1, n, p) };
+                    let lower = if lo == 0 {
+                        0.0
+                    } else {
+                        binom_cdf(lo - 1, n, p)
+                    };
                     lower + binom_ge(k, n, p)
                 }
             }
@@ -326,8 +330,8 @@ mod tests {
             Err(StatsError::Degenerate { .. })
         ));
         // Zero-exposure, zero-count units are skipped.
-        let a = poisson_ratio_overdispersed(&[3, 0], &[1.0, 0.0], &[4, 5], &[1.0, 1.0], alt)
-            .unwrap();
+        let a =
+            poisson_ratio_overdispersed(&[3, 0], &[1.0, 0.0], &[4, 5], &[1.0, 1.0], alt).unwrap();
         let b = poisson_ratio_overdispersed(&[3], &[1.0], &[4, 5], &[1.0, 1.0], alt).unwrap();
         assert_eq!(a, b);
     }

@@ -488,7 +488,10 @@ mod tests {
         assert!(frac <= bound(), "null crossing fraction {frac}");
         // Composite null: a *lower* true ratio is even less likely to cross.
         let frac_low = rate_ratio_crossings(0.7, 8);
-        assert!(frac_low <= bound(), "theta=0.7 crossing fraction {frac_low}");
+        assert!(
+            frac_low <= bound(),
+            "theta=0.7 crossing fraction {frac_low}"
+        );
     }
 
     #[test]
@@ -571,7 +574,10 @@ mod tests {
         assert!(beta_binomial_bayes_factor(1, 2, 1.0, 1.0, 1.0).is_err());
         assert!(beta_binomial_bayes_factor(1, 2, 0.5, 0.0, 1.0).is_err());
         assert!(beta_binomial_bayes_factor(1, 2, f64::NAN, 1.0, 1.0).is_err());
-        assert_eq!(beta_binomial_bayes_factor(0, 0, 0.3, 2.0, 3.0).unwrap(), 1.0);
+        assert_eq!(
+            beta_binomial_bayes_factor(0, 0, 0.3, 2.0, 3.0).unwrap(),
+            1.0
+        );
         assert!(msprt_normal(3, f64::NAN, 0.0, 1.0, 1.0).is_err());
         assert!(msprt_normal(3, 0.0, 0.0, 0.0, 1.0).is_err());
         let mut nm = NormalMixtureEProcess::new(0.0, 1.0).unwrap();

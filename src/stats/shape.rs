@@ -139,7 +139,11 @@ fn exact_outside(n1: usize, n2: usize, dint: i128, alt: Alternative) -> f64 {
             } else {
                 let s = (i + j) as f64;
                 let from_left = if i > 0 { row[j] * i as f64 / s } else { 0.0 };
-                let from_below = if j > 0 { row[j - 1] * j as f64 / s } else { 0.0 };
+                let from_below = if j > 0 {
+                    row[j - 1] * j as f64 / s
+                } else {
+                    0.0
+                };
                 from_left + from_below
             };
             if arrive > 0.0 && outside(i, j) {
@@ -181,7 +185,10 @@ pub fn quantile(values: &[f64], q: f64) -> Result<f64, StatsError> {
     check_sample("values", values)?;
     let q = finite("q", q)?;
     if !(0.0..=1.0).contains(&q) {
-        return Err(StatsError::InvalidParameter { what: "q", value: q });
+        return Err(StatsError::InvalidParameter {
+            what: "q",
+            value: q,
+        });
     }
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
