@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "immune", version, about = "A cluster immune system for continuous deployment")]
+#[command(
+    name = "immune",
+    version,
+    about = "A cluster immune system for continuous deployment"
+)]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true)]
@@ -79,8 +83,13 @@ fn init_logging(json: bool) {
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check { paths } => {
-            let ok = immune::rules::check::check(&paths, &mut std::io::stdout(), &mut std::io::stderr());
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            let ok =
+                immune::rules::check::check(&paths, &mut std::io::stdout(), &mut std::io::stderr());
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Replay {
             rules,
@@ -93,7 +102,9 @@ fn run(command: Command) -> Result<ExitCode> {
                 "auto" => TimestampUnit::Auto,
                 "seconds" | "s" => TimestampUnit::Seconds,
                 "milliseconds" | "ms" => TimestampUnit::Milliseconds,
-                other => anyhow::bail!("--timestamps: expected auto, seconds or milliseconds, got {other:?}"),
+                other => anyhow::bail!(
+                    "--timestamps: expected auto, seconds or milliseconds, got {other:?}"
+                ),
             };
             let eval = DurationMs::parse(&eval_interval)
                 .filter(|d| d.0 > 0)

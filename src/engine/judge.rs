@@ -481,7 +481,7 @@ impl Method {
                 slope: 0.0,
             }));
         }
-        if rule.kind.is_count() {
+        if rule.counts_events() {
             return match rule.baseline {
                 Baseline::Control => Some(Method::CountControl(CountControl {
                     ev: Evidence::for_ratio(rule, 1.0)?,

@@ -339,6 +339,14 @@ impl Engine {
             event: name,
             field: "deploy",
         })?;
+        // A deploy immune already decided (a rollback ends it) still gets the deploy
+        // tool's later events; they change nothing.
+        if ev.event != DeployEventKind::Canary
+            && !self.analyses.contains_key(&id)
+            && self.finished.iter().any(|a| a.id == id)
+        {
+            return Ok(Vec::new());
+        }
         match ev.event {
             DeployEventKind::Canary => self.start(ev, id, at),
             DeployEventKind::Full => {
@@ -360,14 +368,8 @@ impl Engine {
                 Ok(Vec::new())
             }
             DeployEventKind::End | DeployEventKind::Abort => {
-                let finished = self.finished.iter().any(|a| a.id == id);
                 let Some(mut a) = self.analyses.remove(&id) else {
-                    // Already decided (a rollback ends a deploy): the event is expected.
-                    return if finished {
-                        Ok(Vec::new())
-                    } else {
-                        Err(EngineError::UnknownDeploy(id))
-                    };
+                    return Err(EngineError::UnknownDeploy(id));
                 };
                 let mut evidence = summary_of(&a, &self.rules);
                 if ev.event == DeployEventKind::Abort {

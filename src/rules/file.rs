@@ -123,6 +123,12 @@ pub struct MetricSpec {
     /// `instance`.
     #[serde(default)]
     pub host_label: Option<String>,
+    /// For `counter_rate` and `ratio`: what the counter counts. `events` (default): each
+    /// increment is one event (errors, signups), judged with count statistics. `amount`:
+    /// the counter sums values (cents of revenue, CPU seconds, bytes), whose increments are
+    /// far noisier than event counts; they are judged block by block as a continuous value.
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 /// The least data a rule needs before it may judge. Absent fields take the defaults of

@@ -1289,6 +1289,28 @@ fn compile_rule(cx: &mut FileCx<'_>, spec: &RuleSpec, node: &Node) -> Option<Rul
         );
     }
 
+    let amounts = match spec.metric.unit.as_deref() {
+        None | Some("events") => false,
+        Some("amount") => {
+            if !matches!(
+                kind,
+                Some(MetricKind::CounterRate | MetricKind::Ratio { .. }) | None
+            ) {
+                r.fail(
+                    &["metric", "unit"],
+                    "unit applies to counter_rate and ratio only".to_string(),
+                );
+            }
+            true
+        }
+        Some(other) => {
+            r.fail(
+                &["metric", "unit"],
+                format!("unknown unit {other:?}: expected events or amount"),
+            );
+            false
+        }
+    };
     let baseline = compile_baseline(&mut r, spec);
     let direction = r.choice(&["direction"], "direction", &spec.direction, DIRECTIONS);
     let min_effect = compile_effect(&mut r, &spec.min_effect, direction);
@@ -1324,6 +1346,7 @@ fn compile_rule(cx: &mut FileCx<'_>, spec: &RuleSpec, node: &Node) -> Option<Rul
         selector: selector?,
         kind: kind?,
         host_label,
+        amounts,
         baseline: baseline?,
         direction: direction?,
         min_effect: min_effect?,

@@ -54,8 +54,8 @@ pub enum MetricKind {
 }
 
 impl MetricKind {
-    /// True for the kinds judged as event counts (Poisson/binomial statistics).
-    pub fn is_count(&self) -> bool {
+    /// True for the kinds read from counter increments (`counter_rate`, `ratio`).
+    pub fn is_counter(&self) -> bool {
         matches!(self, MetricKind::CounterRate | MetricKind::Ratio { .. })
     }
 }
@@ -189,6 +189,9 @@ pub struct Rule {
     pub kind: MetricKind,
     /// The label that names a host (default `instance`).
     pub host_label: String,
+    /// The counter sums amounts (cents, seconds), not events: judged as a continuous
+    /// value per block rather than with count statistics.
+    pub amounts: bool,
     /// What it compares with.
     pub baseline: Baseline,
     /// Which way is bad.
@@ -212,6 +215,11 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether this rule is judged with event-count statistics.
+    pub fn counts_events(&self) -> bool {
+        self.kind.is_counter() && !self.amounts
+    }
+
     /// Whether this rule judges deploys of `service` in `phase`.
     pub fn applies(&self, service: &str, phase: Phase) -> bool {
         self.phases.contains(&phase)
