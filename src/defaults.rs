@@ -65,12 +65,12 @@ pub fn replay_example(
     sim::write_replay_files(&cfg, &plans, until, &mut metrics, &mut deploys)?;
     replay::run(
         engine,
-        "example.om",
-        metrics.as_slice(),
-        "example.jsonl",
-        deploys.as_slice(),
-        TimestampUnit::Seconds,
-        eval_interval_ms,
+        replay::Input::new("example.om", metrics.as_slice()),
+        replay::Input::new("example.jsonl", deploys.as_slice()),
+        replay::Options {
+            unit: TimestampUnit::Seconds,
+            eval_interval_ms,
+        },
         out,
     )
 }

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use immune::engine::{Engine, EngineConfig};
 use immune::model::DurationMs;
+use immune::replay;
 use immune::textformat::TimestampUnit;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
@@ -128,12 +129,12 @@ fn run(command: Command) -> Result<ExitCode> {
                         File::open(&d).with_context(|| format!("{}: cannot open", d.display()))?;
                     immune::replay::run(
                         &mut engine,
-                        &m,
-                        BufReader::with_capacity(1 << 16, metrics_reader),
-                        &d.display().to_string(),
-                        BufReader::new(deploys_reader),
-                        unit,
-                        eval.0,
+                        replay::Input::new(&m, BufReader::with_capacity(1 << 16, metrics_reader)),
+                        replay::Input::new(d.display().to_string(), BufReader::new(deploys_reader)),
+                        replay::Options {
+                            unit,
+                            eval_interval_ms: eval.0,
+                        },
                         &mut out,
                     )?
                 }

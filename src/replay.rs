@@ -95,17 +95,47 @@ impl<R: BufRead> DeployReader<R> {
     }
 }
 
+/// A named input stream (the name goes into error messages).
+pub struct Input<R> {
+    /// The file name as the user gave it (`-` for standard input).
+    pub name: String,
+    /// The stream.
+    pub reader: R,
+}
+
+impl<R> Input<R> {
+    /// Names a stream.
+    pub fn new(name: impl Into<String>, reader: R) -> Input<R> {
+        Input {
+            name: name.into(),
+            reader,
+        }
+    }
+}
+
+/// How to read the metrics and how often to evaluate.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The metrics' timestamp unit.
+    pub unit: TimestampUnit,
+    /// Evaluation interval in milliseconds of the data's clock.
+    pub eval_interval_ms: i64,
+}
+
 /// Replays `metrics` and `deploys` through `engine`, writing decisions to `out`.
 pub fn run(
     engine: &mut Engine,
-    metrics_name: &str,
-    metrics: impl BufRead,
-    deploys_name: &str,
-    deploys: impl BufRead,
-    unit: TimestampUnit,
-    eval_interval_ms: i64,
+    metrics: Input<impl BufRead>,
+    deploys: Input<impl BufRead>,
+    options: Options,
     out: &mut dyn Write,
 ) -> Result<ReplaySummary, ReplayError> {
+    let Options {
+        unit,
+        eval_interval_ms,
+    } = options;
+    let metrics_name = metrics.name.as_str();
+    let (deploys_name, deploys) = (deploys.name, deploys.reader);
     let mut summary = ReplaySummary::default();
     let mut deploys = DeployReader {
         name: deploys_name.to_string(),
@@ -119,7 +149,7 @@ pub fn run(
     let mut next_tick: Option<Timestamp> = None;
     let mut last_at: Option<Timestamp> = None;
     let mut line_no = 0usize;
-    let mut metrics = metrics;
+    let mut metrics = metrics.reader;
     let mut buf = String::new();
     let merr = |line: usize, message: String| ReplayError::Input {
         file: metrics_name.to_string(),

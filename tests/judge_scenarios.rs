@@ -6,7 +6,7 @@
 
 use immune::defaults;
 use immune::engine::{Engine, EngineConfig};
-use immune::model::{Decision, DecisionKind, DurationMs, Phase, Timestamp};
+use immune::model::{Decision, DecisionKind, DurationMs, Phase};
 use immune::sim::{self, DeployPlan, FleetConfig, Scenario};
 use immune::textformat::TimestampUnit;
 
@@ -27,12 +27,12 @@ fn judge(seed: u64, scenario: Scenario, tweak: impl FnOnce(&mut FleetConfig)) ->
     let mut out = Vec::new();
     immune::replay::run(
         &mut engine,
-        "sim.om",
-        metrics.as_slice(),
-        "sim.jsonl",
-        deploys.as_slice(),
-        TimestampUnit::Seconds,
-        10_000,
+        immune::replay::Input::new("sim.om", metrics.as_slice()),
+        immune::replay::Input::new("sim.jsonl", deploys.as_slice()),
+        immune::replay::Options {
+            unit: TimestampUnit::Seconds,
+            eval_interval_ms: 10_000,
+        },
         &mut out,
     )
     .unwrap();
@@ -49,20 +49,238 @@ fn final_of(ds: &[Decision]) -> &Decision {
     finals[0]
 }
 
+/// The start of the simulated fleet for `seed`: spread over the week so deploys meet
+/// every part of the daily traffic shape.
+fn start_for(seed: u64) -> immune::model::Timestamp {
+    FleetConfig::default().start.add(DurationMs::from_secs(
+        (seed as i64 * 37 * 60) % (7 * 86_400),
+    ))
+}
+
 #[test]
-#[ignore = "exploration: prints which rules fire on healthy deploys"]
-fn explore_healthy() {
-    let mut fired = std::collections::BTreeMap::<String, usize>::new();
-    let n = 60;
-    for seed in 0..n {
-        for d in judge(seed, Scenario::Healthy, |_| {}) {
-            if d.decision != DecisionKind::Pass && d.decision != DecisionKind::Promote {
-                *fired
-                    .entry(format!("{}:{:?}", d.rule, d.decision))
-                    .or_default() += 1;
-                eprintln!("{}", serde_json::to_string(&d).unwrap());
-            }
+fn a_healthy_deploy_is_promoted_and_passes() {
+    let ds = judge(3, Scenario::Healthy, |_| {});
+    let fin = final_of(&ds);
+    assert_eq!(fin.decision, DecisionKind::Pass, "{ds:#?}");
+    assert!(
+        ds.iter()
+            .any(|d| d.decision == DecisionKind::Promote && d.phase == Phase::Canary),
+        "a healthy canary is promoted: {ds:#?}"
+    );
+    assert!(!ds.iter().any(|d| d.decision.blocks_line()), "{ds:#?}");
+}
+
+#[test]
+fn a_traffic_surge_at_deploy_time_is_not_a_regression() {
+    for seed in 0..5 {
+        let ds = judge(seed, Scenario::Surge, |c| c.start = start_for(seed));
+        assert_eq!(
+            final_of(&ds).decision,
+            DecisionKind::Pass,
+            "seed {seed}: {ds:#?}"
+        );
+    }
+}
+
+fn assert_explained(fin: &Decision) {
+    let ev = &fin.evidence;
+    let ratio = ev["effect"]["ratio"].as_f64().unwrap();
+    assert!(ratio > 1.4, "effect {ratio}");
+    assert!(ev["treatment"]["events"].as_f64().unwrap() > 0.0);
+    assert!(ev["baseline"]["rate"].as_f64().unwrap() > 0.0);
+    assert!(ev["p_value"].as_f64().unwrap() <= ev["threshold"].as_f64().unwrap());
+    assert!(ev["summary"].as_str().unwrap().contains(&fin.rule));
+}
+
+#[test]
+fn doubled_errors_on_two_of_forty_hosts_roll_back_during_the_canary() {
+    let ds = judge(0, Scenario::ErrorRate(2.0), |c| c.start = start_for(0));
+    let fin = final_of(&ds);
+    assert_eq!(fin.decision, DecisionKind::Rollback, "{ds:#?}");
+    assert_eq!(fin.phase, Phase::Canary);
+    assert_eq!(fin.rule, "php_error_ratio");
+    // The evidence explains itself: both sides' numbers, the effect, the threshold.
+    assert_explained(fin);
+}
+
+/// Over seeds, host-to-host differences make some canary pairs better than the fleet
+/// before the deploy, so a 2x regression can look like 1.5x; a 10-minute canary on two
+/// hosts does not always hold enough errors to prove that at the family's level. Every one
+/// is still rolled back before the deploy ends, most during the canary.
+#[test]
+fn doubled_errors_are_rolled_back_on_every_seed_mostly_during_the_canary() {
+    let mut in_canary = 0;
+    for seed in 0..6 {
+        let ds = judge(seed, Scenario::ErrorRate(2.0), |c| {
+            c.start = start_for(seed)
+        });
+        let fin = final_of(&ds);
+        assert_eq!(fin.decision, DecisionKind::Rollback, "seed {seed}: {ds:#?}");
+        assert!(
+            fin.rule.starts_with("php_error_ratio"),
+            "seed {seed}: {}",
+            fin.rule
+        );
+        assert_explained(fin);
+        in_canary += (fin.phase == Phase::Canary) as usize;
+    }
+    assert!(in_canary >= 4, "only {in_canary} of 6 in the canary");
+}
+
+#[test]
+fn mysql_going_silent_mid_canary_triggers_on_missing() {
+    let ds = judge(4, Scenario::MysqlLockup, |_| {});
+    let fin = final_of(&ds);
+    assert_eq!(fin.decision, DecisionKind::Rollback, "{ds:#?}");
+    assert_eq!(fin.rule, "mysql_threads_running");
+    assert_eq!(fin.evidence["test"], "missing_data");
+    // The source goes silent 60 s after the canary; the rule's stale_after is 30 s and the
+    // engine looks every 10 s: the decision comes within stale_after plus one interval of
+    // the last sample (plus one scrape interval of slack for where the tick falls).
+    let last = fin.evidence["last_sample_at"].as_f64().unwrap();
+    assert!(
+        last <= ds_canary_at(4) + 60.0,
+        "silence began at the lock-up"
+    );
+    assert!(
+        fin.at >= last + 30.0,
+        "not before stale_after: {}",
+        fin.at - last
+    );
+    assert!(
+        fin.at <= last + 30.0 + 10.0 + 10.0,
+        "late: {}",
+        fin.at - last
+    );
+}
+
+#[test]
+fn memcached_going_silent_mid_canary_triggers_on_missing() {
+    let ds = judge(5, Scenario::MemcachedLockup, |_| {});
+    let fin = final_of(&ds);
+    assert!(fin.decision.blocks_line(), "{ds:#?}");
+    assert_eq!(fin.evidence["test"], "missing_data", "{fin:#?}");
+}
+
+fn ds_canary_at(seed: u64) -> f64 {
+    let cfg = FleetConfig {
+        seed,
+        ..FleetConfig::default()
+    };
+    cfg.start.add(DurationMs::from_secs(15 * 60)).as_secs_f64()
+}
+
+#[test]
+fn a_query_that_slows_a_little_every_minute_is_caught_by_the_drift_rule() {
+    let ds = judge(6, Scenario::SlowBurn(0.01), |_| {});
+    let fin = final_of(&ds);
+    assert_eq!(fin.decision, DecisionKind::Rollback, "{ds:#?}");
+    assert_eq!(fin.rule, "db_query_drift", "{fin:#?}");
+    assert!(matches!(fin.phase, Phase::Full | Phase::Watch));
+    assert!(fin.evidence["effect"]["relative"].as_f64().unwrap() >= 0.1);
+}
+
+/// The false-rollback rate over many healthy deploys, each judged every 10 s.
+///
+/// Bound: within one phase, weighted Holm keeps the family's error at or below the
+/// largest per-phase alpha of the rules judging it (each rule's alpha is split evenly over
+/// its phases; a drift rule spends its whole alpha over the phases it spans). Summed over
+/// the three phases this is the deploy's bound, computed here from the shipped rules.
+#[test]
+fn healthy_deploys_are_wrongly_stopped_at_most_at_the_configured_alpha() {
+    let rules = defaults::load_rules(&[]).unwrap();
+    let bound: f64 = [Phase::Canary, Phase::Full, Phase::Watch]
+        .iter()
+        .map(|p| {
+            rules
+                .rules
+                .iter()
+                .filter(|r| {
+                    r.phases.contains(p) && !r.shadow && r.action != immune::rules::Action::Warn
+                })
+                .map(|r| match r.test {
+                    immune::rules::TestKind::Drift => r.alpha,
+                    _ => r.alpha / r.phases.len() as f64,
+                })
+                .fold(0.0, f64::max)
+        })
+        .sum();
+    let runs = 500u64;
+    let mut stopped = Vec::new();
+    for seed in 1000..1000 + runs {
+        let scenario = if seed % 5 == 0 {
+            Scenario::Surge
+        } else {
+            Scenario::Healthy
+        };
+        let ds = judge(seed, scenario, |c| c.start = start_for(seed));
+        if final_of(&ds).decision.blocks_line() {
+            stopped.push((seed, final_of(&ds).rule.clone()));
         }
     }
-    eprintln!("{fired:#?} over {n}");
+    let rate = stopped.len() as f64 / runs as f64;
+    let tolerance = 3.0 * (bound * (1.0 - bound) / runs as f64).sqrt();
+    eprintln!(
+        "wrongly stopped {} of {runs} (bound {bound}): {stopped:?}",
+        stopped.len()
+    );
+    assert!(
+        rate <= bound + tolerance,
+        "rate {rate} > {bound} + {tolerance}: {stopped:?}"
+    );
+}
+
+#[test]
+#[ignore = "exploration: rule states at the end of a healthy canary"]
+fn explore_canary_states() {
+    let seed: u64 = std::env::var("SEED").map_or(3, |s| s.parse().unwrap());
+    let scenario: Scenario =
+        std::env::var("SCENARIO").map_or(Scenario::Healthy, |s| s.parse().unwrap());
+    let cfg = FleetConfig {
+        seed,
+        start: start_for(seed),
+        ..FleetConfig::default()
+    };
+    let canary_at = cfg.start.add(DurationMs::from_secs(15 * 60));
+    let plan = DeployPlan::new("d", canary_at, scenario);
+    let until = plan.full_at.sub(DurationMs::from_secs(1));
+    let (mut metrics, mut deploys) = (Vec::new(), Vec::new());
+    sim::write_replay_files(&cfg, &[plan], until, &mut metrics, &mut deploys).unwrap();
+    let deploys: Vec<u8> = String::from_utf8(deploys)
+        .unwrap()
+        .lines()
+        .take(1)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes();
+    let mut engine = Engine::new(defaults::load_rules(&[]).unwrap(), EngineConfig::default());
+    let mut out = Vec::new();
+    immune::replay::run(
+        &mut engine,
+        immune::replay::Input::new("m", metrics.as_slice()),
+        immune::replay::Input::new("d", deploys.as_slice()),
+        immune::replay::Options {
+            unit: TimestampUnit::Seconds,
+            eval_interval_ms: 10_000,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let v = engine.deploys();
+    for r in v[0]["rules"].as_array().unwrap() {
+        eprintln!(
+            "{} {} {} {}",
+            r["rule"], r["phases"], r["state"], r["evidence"]
+        );
+    }
+}
+
+#[test]
+#[ignore = "exploration: print decisions of one scenario and seed"]
+fn explore_one() {
+    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
+    let scenario: Scenario = std::env::var("SCENARIO").unwrap().parse().unwrap();
+    for d in judge(seed, scenario, |c| c.start = start_for(seed)) {
+        eprintln!("{}", serde_json::to_string(&d).unwrap());
+    }
 }

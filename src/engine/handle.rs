@@ -147,20 +147,25 @@ impl EngineHandle {
         match tx.try_send(input) {
             Ok(()) => Ok(()),
             Err(TrySendError::Disconnected(_)) => Err(HandleError::Stopped),
-            Err(TrySendError::Full(input)) => tokio::task::spawn_blocking(move || tx.send(input))
-                .await
-                .map_err(|_| HandleError::Stopped)?
-                .map_err(|_| HandleError::Stopped),
+            Err(TrySendError::Full(input)) => {
+                tokio::task::spawn_blocking(move || tx.send(input).map_err(|_| ()))
+                    .await
+                    .map_err(|_| HandleError::Stopped)?
+                    .map_err(|_| HandleError::Stopped)
+            }
         }
     }
 }
+
+/// Where the engine thread hands each batch of decisions (the outbox, a log).
+pub type DecisionSink = Box<dyn FnMut(&[Decision]) + Send>;
 
 /// Starts the engine on its own thread with a channel of `capacity` inputs. Every batch of
 /// decisions goes to `on_decisions` on that thread before the next input is read.
 pub fn spawn(
     engine: Engine,
     capacity: usize,
-    on_decisions: Box<dyn FnMut(&[Decision]) + Send>,
+    on_decisions: DecisionSink,
 ) -> std::io::Result<(EngineHandle, JoinHandle<Engine>)> {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     let handle = EngineHandle {
@@ -173,11 +178,7 @@ pub fn spawn(
     Ok((handle, join))
 }
 
-fn run(
-    mut engine: Engine,
-    rx: Receiver<Input>,
-    mut on_decisions: Box<dyn FnMut(&[Decision]) + Send>,
-) -> Engine {
+fn run(mut engine: Engine, rx: Receiver<Input>, mut on_decisions: DecisionSink) -> Engine {
     while let Ok(input) = rx.recv() {
         match input {
             Input::Samples(batch) => {

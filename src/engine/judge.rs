@@ -294,6 +294,15 @@ fn ratio_grids(direction: Direction, effect: f64) -> (f64, Vec<f64>, f64, Vec<f6
     }
 }
 
+/// The change from baseline `b` to treatment `t` in the rule's terms: relative
+/// (`t/b − 1`, undefined at b = 0) for relative effects, the difference for absolute ones.
+fn change(rule: &Rule, t: f64, b: f64) -> Option<f64> {
+    match rule.min_effect {
+        Effect::Relative(_) => (b != 0.0).then(|| t / b - 1.0),
+        Effect::Absolute(_) => Some(t - b),
+    }
+}
+
 fn relative_effect(rule: &Rule) -> f64 {
     match rule.min_effect {
         Effect::Relative(r) => r,
@@ -427,6 +436,8 @@ pub struct Outcome {
     pub alpha: f64,
     /// Whether the rule has enough data to judge.
     pub enough_data: bool,
+    /// The current e-value against "no regression" (1 means no evidence either way).
+    pub harm_e_value: f64,
     /// The numbers, for the decision's evidence.
     pub evidence: Value,
 }
@@ -554,8 +565,11 @@ impl Method {
                     ctx.deploy_start,
                 );
                 match mean(&vals) {
-                    Some(m) if m != 0.0 => (vals.iter().map(|v| v / m - 1.0).collect(), Some(m)),
-                    _ => (Vec::new(), None),
+                    Some(m) => {
+                        let d: Vec<f64> = vals.iter().filter_map(|v| change(rule, *v, m)).collect();
+                        (d, Some(m))
+                    }
+                    None => (Vec::new(), None),
                 }
             }
             Baseline::Seasonal { .. } => (Vec::new(), None),
@@ -651,10 +665,8 @@ fn block_diffs(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> Vec<f64> {
             t,
             t.add(ctx.block),
         );
-        if let (Some(a), Some(b)) = (a, b)
-            && b != 0.0
-        {
-            out.push(a / b - 1.0);
+        if let Some(d) = a.zip(b).and_then(|(a, b)| change(ctx.rule, a, b)) {
+            out.push(d);
         }
         t = t.add(ctx.block);
     }
@@ -759,6 +771,7 @@ impl CountControl {
             p_value: if enough { self.ev.harm.p_value() } else { 1.0 },
             alpha: ctx.alpha,
             enough_data: enough,
+            harm_e_value: self.ev.harm.e_value(),
             evidence,
         }
     }
@@ -865,6 +878,7 @@ impl CountPast {
                 json!({"baseline_rate_bound": round(self.baseline_rate_bound)}),
             );
         }
+        let harm_e_value = self.ev.as_ref().map_or(1.0, |ev| ev.harm.e_value());
         let (verdict_now, p) = match &self.ev {
             Some(ev) => {
                 merge(&mut evidence, ev_json(ev));
@@ -880,6 +894,7 @@ impl CountPast {
             p_value: p,
             alpha: alpha_e,
             enough_data: enough,
+            harm_e_value,
             evidence,
         }
     }
@@ -943,10 +958,7 @@ impl Continuous {
             };
             self.last_treatment = t;
             self.last_baseline = b;
-            if let (Some(t), Some(b)) = (t, b)
-                && b != 0.0
-            {
-                let d = t / b - 1.0;
+            if let Some(d) = t.zip(b).and_then(|(t, b)| change(ctx.rule, t, b)) {
                 self.post.push(d);
                 self.ev.harm.update_gaussian(d, 1.0);
                 self.ev.safe.update_gaussian(d, 1.0);
@@ -986,6 +998,7 @@ impl Continuous {
             p_value: if enough { self.ev.harm.p_value() } else { 1.0 },
             alpha: alpha_e,
             enough_data: enough,
+            harm_e_value: self.ev.harm.e_value(),
             evidence,
         }
     }
@@ -1083,6 +1096,7 @@ impl Drift {
             },
             alpha: ctx.alpha,
             enough_data: enough,
+            harm_e_value: 1.0,
             evidence,
         }
     }

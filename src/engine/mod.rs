@@ -37,6 +37,9 @@ pub struct EngineConfig {
     pub max_series: usize,
     /// How many finished deploys to keep for the API.
     pub recent_deploys: usize,
+    /// After this long in canary, rules still gathering evidence may let a healthy canary
+    /// be promoted if they lean healthy.
+    pub promote_after: DurationMs,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +50,7 @@ impl Default for EngineConfig {
             full_for: DurationMs::from_secs(300),
             max_series: 1_000_000,
             recent_deploys: 200,
+            promote_after: DurationMs::from_secs(300),
         }
     }
 }
@@ -703,16 +707,30 @@ impl Engine {
                 a.states[si].reported = true;
             }
         }
-        let ps: Vec<f64> = family.iter().map(|f| f.1).collect();
-        let alphas: Vec<f64> = family.iter().map(|f| f.2).collect();
-        let rejected = crate::stats::multiple::holm_weighted(&ps, &alphas);
-        let m = family.len();
-        let mut failing: Vec<(usize, f64)> = family
-            .iter()
-            .zip(&rejected)
-            .filter(|(_, r)| **r)
-            .map(|(f, _)| (f.0, f.1 / f.2))
-            .collect();
+        // Holm within each action class: rules that stop the line (rollback, block) form
+        // one family, warnings another, so adding warn rules costs the stopping rules no
+        // power and a false warning is never a false rollback.
+        let mut failing: Vec<(usize, f64, f64, usize)> = Vec::new(); // (state, p/α, threshold, family size)
+        for stops in [true, false] {
+            let members: Vec<&(usize, f64, f64)> = family
+                .iter()
+                .filter(|f| (self.rules[a.states[f.0].rule].action != Action::Warn) == stops)
+                .collect();
+            let ps: Vec<f64> = members.iter().map(|f| f.1).collect();
+            let alphas: Vec<f64> = members.iter().map(|f| f.2).collect();
+            let rejected = crate::stats::multiple::holm_weighted(&ps, &alphas);
+            let mut order: Vec<&&(usize, f64, f64)> = members
+                .iter()
+                .zip(&rejected)
+                .filter(|(_, r)| **r)
+                .map(|(f, _)| f)
+                .collect();
+            order.sort_by(|x, y| (x.1 / x.2).total_cmp(&(y.1 / y.2)));
+            let m = members.len();
+            for (step, f) in order.into_iter().enumerate() {
+                failing.push((f.0, f.1 / f.2, f.2 / (m - step) as f64, m));
+            }
+        }
         failing.sort_by(|x, y| {
             let rx = action_rank(self.rules[a.states[x.0].rule].action);
             let ry = action_rank(self.rules[a.states[y.0].rule].action);
@@ -721,9 +739,10 @@ impl Engine {
         let also: Vec<String> = failing
             .iter()
             .skip(1)
-            .map(|(si, _)| self.rules[a.states[*si].rule].name.clone())
+            .map(|f| self.rules[a.states[f.0].rule].name.clone())
             .collect();
-        for (n, (si, _)) in failing.iter().enumerate() {
+        for (n, &(si, _, threshold, m)) in failing.iter().enumerate() {
+            let si = &si;
             let st = &a.states[*si];
             let rule = &self.rules[st.rule];
             if st.reported {
@@ -733,7 +752,7 @@ impl Engine {
             let kind = action_kind(rule.action);
             let fin = kind.blocks_line();
             let mut ev = o.evidence.clone();
-            annotate(&mut ev, rule, o.alpha, o.alpha / m.max(1) as f64, m);
+            annotate(&mut ev, rule, o.alpha, threshold, m);
             if n == 0 && !also.is_empty() {
                 ev["also_failing"] = json!(also);
             }
@@ -758,10 +777,20 @@ impl Engine {
                     !(rs.main.is_empty() && rs.buckets.is_empty())
                 })
                 .collect();
+            // Healthy: every rule has evidence the canary is no worse than its smallest
+            // effect; or, once the canary has run `promote_after`, every rule without that
+            // evidence (rare events take long to show it, or never reach min_data) leans
+            // healthy: its e-value against "no regression" is below 1.
+            let waited = now.since(a.phase_start) >= self.cfg.promote_after;
             let healthy = !judging.is_empty()
-                && judging
-                    .iter()
-                    .all(|s| s.last.as_ref().is_some_and(|o| o.verdict == Verdict::Pass));
+                && judging.iter().all(|s| {
+                    s.last.as_ref().is_some_and(|o| {
+                        o.verdict == Verdict::Pass
+                            || (waited
+                                && o.verdict == Verdict::Inconclusive
+                                && o.harm_e_value < 1.0)
+                    })
+                });
             if healthy {
                 a.promoted = true;
                 let evidence = summary_of(a, &self.rules);
@@ -827,7 +856,7 @@ impl Engine {
     /// Every active and recent deploy, newest first.
     pub fn deploys(&self) -> Vec<Value> {
         let mut v: Vec<&Analysis> = self.analyses.values().chain(self.finished.iter()).collect();
-        v.sort_by(|x, y| y.started.cmp(&x.started));
+        v.sort_by_key(|a| std::cmp::Reverse(a.started));
         v.into_iter().map(|a| self.view(a)).collect()
     }
 

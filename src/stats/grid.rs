@@ -235,7 +235,7 @@ mod tests {
             let mut hit = [false; 3];
             for k in 0..100 {
                 // Exposure shares that change over time, as traffic does.
-                let e1 = 1.0 + (k % 7);
+                let e1 = 1.0 + (k % 7) as f64;
                 let e0 = 20.0 + (k % 13) as f64 * 3.0;
                 let x1 = Poisson::new(e1 * 0.5).unwrap().sample(&mut rng);
                 let x0 = Poisson::new(e0 * 0.5).unwrap().sample(&mut rng);
