@@ -10,10 +10,14 @@
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod config;
 pub mod engine;
 pub mod model;
 pub mod replay;
 pub mod rules;
+pub mod serve;
 pub mod signals;
+pub mod sources;
 pub mod stats;
 pub mod textformat;
