@@ -64,9 +64,11 @@ fn field_in(message: &str) -> Option<String> {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
-        let status = match &r {
-            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            _ => StatusCode::BAD_REQUEST,
+        // axum's own status: 415 without a JSON content type, 413 over the body limit,
+        // 400/422 for bad JSON (422 is folded into 400: the client sent a bad body).
+        let status = match r.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
         };
         let mut e = ApiError::bad_json(r.body_text());
         e.status = status;
