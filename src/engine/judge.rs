@@ -1043,8 +1043,8 @@ impl Drift {
             ) {
                 self.slope = ts.slope;
                 self.last_p = match ctx.rule.direction {
-                    Direction::Decrease => mk.p_less,
-                    Direction::Increase => mk.p_greater,
+                    Direction::Decrease => mk.p_decreasing,
+                    Direction::Increase => mk.p_increasing,
                     Direction::Either => mk.p_two_sided,
                 };
             }
