@@ -17,8 +17,14 @@ use std::path::PathBuf;
 pub const RULE_FILES: &[(&str, &str)] = &[
     ("rules/web.yaml", include_str!("../rules/web.yaml")),
     ("rules/mysql.yaml", include_str!("../rules/mysql.yaml")),
-    ("rules/memcached.yaml", include_str!("../rules/memcached.yaml")),
-    ("rules/business.yaml", include_str!("../rules/business.yaml")),
+    (
+        "rules/memcached.yaml",
+        include_str!("../rules/memcached.yaml"),
+    ),
+    (
+        "rules/business.yaml",
+        include_str!("../rules/business.yaml"),
+    ),
 ];
 
 /// Why rules could not be had.

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod config;
 pub mod defaults;
+pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod replay;

@@ -119,11 +119,7 @@ pub enum ServeError {
 
 /// Loads rules from `paths`, or the embedded rules when `paths` is empty.
 pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, Diagnostics> {
-    if paths.is_empty() {
-        crate::rules::load::load_paths(&[PathBuf::from("rules")])
-    } else {
-        crate::rules::load::load_paths(paths)
-    }
+    crate::defaults::load_rules(paths).map_err(|e| e.0)
 }
 
 /// Reloads rules on request (SIGHUP, `POST /-/reload`): a failed load keeps the running

@@ -33,6 +33,7 @@ pub mod mysql;
 pub mod promql;
 pub mod push;
 pub mod scrape;
+pub mod sim;
 
 use crate::engine::handle::{EngineHandle, HandleError};
 use crate::model::{Labels, Sample, Timestamp};
