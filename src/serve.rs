@@ -239,6 +239,9 @@ pub async fn run(
         "immune is starting."
     );
     let metrics = AgentMetrics::new()?;
+    // The push endpoints are always mounted: their series exist from the start.
+    metrics.sources.touch("push");
+    metrics.sources.touch("remote_write");
     let rules = match opts.rules {
         Some(r) => r,
         None => {

@@ -197,13 +197,24 @@ impl AgentMetrics {
                 }
             }
         }
+        // Every service that has deployed has a line (open unless the engine says blocked).
+        let mut services = std::collections::BTreeMap::new();
+        if let Ok(Value::Array(deploys)) = engine.query(Query::Deploys).await {
+            for d in deploys {
+                if let Some(s) = d.get("service").and_then(Value::as_str) {
+                    services.insert(s.to_string(), false);
+                }
+            }
+        }
         if let Ok(Value::Object(lines)) = engine.query(Query::Lines).await {
             for (service, line) in lines {
-                let blocked = line.get("blocked").is_some_and(|b| !b.is_null());
-                self.blocked
-                    .with_label_values(&[service.as_str()])
-                    .set(i64::from(blocked));
+                services.insert(service, line.get("blocked").is_some_and(|b| !b.is_null()));
             }
+        }
+        for (service, blocked) in services {
+            self.blocked
+                .with_label_values(&[service.as_str()])
+                .set(i64::from(blocked));
         }
     }
 
