@@ -10,7 +10,7 @@
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
 //! - [`sources`]: tasks reading MySQL, memcached, exporters, PromQL, pushes into the engine.
 //! - [`api`]: the HTTP API (deploy events, state, push, reload, own metrics) and its client.
-//! - [`config`]: `immune.yaml`.
+//! - [`config`]: the configuration file, `immune.yaml`.
 //! - [`serve`]: the live agent wiring sources, engine, signals and API; [`demo`] runs it on the simulator.
 #![forbid(unsafe_code)]
 

@@ -175,6 +175,9 @@ impl Reloader {
     }
 }
 
+/// Starts one extra source task from its context (the demo's simulator).
+pub type StartSource = Box<dyn FnOnce(SourceContext) -> JoinHandle<()> + Send>;
+
 /// Extra ways in and out of the agent, for the demo and tests.
 pub struct RunOptions {
     /// The clock (wall clock for `serve`).
@@ -185,7 +188,7 @@ pub struct RunOptions {
     /// Every decision is also sent here, after it is recorded.
     pub decisions: Option<mpsc::UnboundedSender<Decision>>,
     /// Extra sources, started with the configured ones.
-    pub sources: Vec<Box<dyn FnOnce(SourceContext) -> JoinHandle<()> + Send>>,
+    pub sources: Vec<StartSource>,
 }
 
 impl Default for RunOptions {

@@ -309,3 +309,11 @@ async fn reload_keeps_running_rules_when_the_new_ones_are_broken() {
     assert!(s.to_string().contains("api_error_ratio"), "{s}");
     agent.stop().await.unwrap();
 }
+
+#[test]
+fn the_example_configuration_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/immune.yaml");
+    let c = immune::config::Config::from_file(&path).unwrap();
+    assert_eq!(c.sources.scrape.len(), 2);
+    assert_eq!(c.sources.mysql[0].queries.len(), 2);
+}

@@ -38,12 +38,16 @@ async fn metrics_are_complete_and_promtool_clean() {
     let c = reqwest::Client::new();
     // Some activity so labelled families have children: a push, and a deploy that ends
     // on a blocked line (a line that was never blocked is open, so end it plainly).
-    c.post(format!("{}/api/v1/push?job=web&instance=web-01:80", agent.url))
-        .body("http_requests_total 10\nphp_errors_total 1\n")
-        .send()
-        .await
-        .unwrap();
-    let start = serde_json::json!({"deploy":"d1","service":"web","canary":{"instance":["web-01:80"]}});
+    c.post(format!(
+        "{}/api/v1/push?job=web&instance=web-01:80",
+        agent.url
+    ))
+    .body("http_requests_total 10\nphp_errors_total 1\n")
+    .send()
+    .await
+    .unwrap();
+    let start =
+        serde_json::json!({"deploy":"d1","service":"web","canary":{"instance":["web-01:80"]}});
     let r = c
         .post(format!("{}/api/v1/deploys", agent.url))
         .json(&start)
@@ -65,11 +69,23 @@ async fn metrics_are_complete_and_promtool_clean() {
         .await;
     let text = agent.metrics().await;
     for f in FAMILIES {
-        assert!(text.contains(&format!("# TYPE {f} ")), "{f} missing:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {f} ")),
+            "{f} missing:\n{text}"
+        );
     }
-    assert!(text.contains("immune_decisions_total{decision=\"pass\"} 1"), "{text}");
-    assert!(text.contains("immune_line_blocked{service=\"web\"} 0"), "{text}");
-    assert!(text.contains("immune_source_samples_total{source=\"push\"} 2"), "{text}");
+    assert!(
+        text.contains("immune_decisions_total{decision=\"pass\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("immune_line_blocked{service=\"web\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("immune_source_samples_total{source=\"push\"} 2"),
+        "{text}"
+    );
 
     let promtool = std::env::var("IMMUNE_TEST_PROMTOOL_BIN")
         .ok()
@@ -80,7 +96,9 @@ async fn metrics_are_complete_and_promtool_clean() {
                 .then(|| "/usr/bin/promtool".to_string())
         });
     let Some(promtool) = promtool else {
-        eprintln!("skipping the promtool check: promtool not found (IMMUNE_TEST_PROMTOOL_BIN unset)");
+        eprintln!(
+            "skipping the promtool check: promtool not found (IMMUNE_TEST_PROMTOOL_BIN unset)"
+        );
         agent.stop().await.unwrap();
         return;
     };

@@ -46,7 +46,9 @@ async fn mysql_status_and_a_business_query_over_a_real_table() {
     let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
         .await
         .unwrap();
-    conn.query_drop("DROP TABLE IF EXISTS signups").await.unwrap();
+    conn.query_drop("DROP TABLE IF EXISTS signups")
+        .await
+        .unwrap();
     conn.query_drop("CREATE TABLE signups (id INT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(100))")
         .await
         .unwrap();
@@ -64,7 +66,9 @@ async fn mysql_status_and_a_business_query_over_a_real_table() {
             BusinessQuery {
                 name: "shop_signups_total".into(),
                 query: "SELECT COUNT(*) FROM signups".into(),
-                labels: [("site".to_string(), "shop".to_string())].into_iter().collect(),
+                labels: [("site".to_string(), "shop".to_string())]
+                    .into_iter()
+                    .collect(),
                 kind: QueryKind::Counter,
             },
             BusinessQuery {
@@ -88,7 +92,10 @@ async fn mysql_status_and_a_business_query_over_a_real_table() {
         "mysql_global_status_innodb_row_lock_time",
         "mysql_up",
     ] {
-        assert!(value(&first, name, None).is_some(), "{name} missing: {first:?}");
+        assert!(
+            value(&first, name, None).is_some(),
+            "{name} missing: {first:?}"
+        );
     }
     assert!(value(&first, "mysql_global_status_threads_running", None).unwrap() >= 1.0);
     assert_eq!(value(&first, "mysql_up", None), Some(1.0));
@@ -100,10 +107,19 @@ async fn mysql_status_and_a_business_query_over_a_real_table() {
         value(&first, "shop_signups_total", Some(("site", "shop"))),
         Some(2.0)
     );
-    let s = first.iter().find(|s| s.name == "shop_signups_total").unwrap();
+    let s = first
+        .iter()
+        .find(|s| s.name == "shop_signups_total")
+        .unwrap();
     assert!(s.labels.contains(&("job".to_string(), "mysql".to_string())));
-    assert!(s.labels.contains(&("instance".to_string(), "db-1".to_string())));
-    assert!(s.labels.windows(2).all(|w| w[0].0 < w[1].0), "labels sorted");
+    assert!(
+        s.labels
+            .contains(&("instance".to_string(), "db-1".to_string()))
+    );
+    assert!(
+        s.labels.windows(2).all(|w| w[0].0 < w[1].0),
+        "labels sorted"
+    );
 
     conn.query_drop("INSERT INTO signups (email) VALUES ('c@x'), ('d@x'), ('e@x')")
         .await
@@ -146,7 +162,8 @@ async fn memcached_stats_count_hits_and_misses() {
             .find(|x| {
                 x.name == "memcached_commands_total"
                     && x.labels.contains(&("command".into(), "get".into()))
-                    && x.labels.contains(&("status".to_string(), status.to_string()))
+                    && x.labels
+                        .contains(&("status".to_string(), status.to_string()))
             })
             .map(|x| x.value)
             .unwrap()
@@ -203,7 +220,10 @@ async fn freeze_during_canary(config: String, pid: &str, source: &str, rule: &st
         .wait_decision(Duration::from_secs(60), |d| d.deploy == "fault")
         .await;
     let waited = t0.elapsed();
-    eprintln!("{source}: rollback {waited:?} after SIGSTOP: {}", d.evidence["summary"]);
+    eprintln!(
+        "{source}: rollback {waited:?} after SIGSTOP: {}",
+        d.evidence["summary"]
+    );
     drop(frozen);
     assert_eq!(d.decision, DecisionKind::Rollback, "{d:?}");
     assert_eq!(d.rule, rule);
@@ -216,13 +236,17 @@ async fn freeze_during_canary(config: String, pid: &str, source: &str, rule: &st
     );
     // The source's failures are counted while the service is frozen.
     let errors = agent
-        .metric(&format!("immune_source_errors_total{{source=\"{source}\"}}"))
+        .metric(&format!(
+            "immune_source_errors_total{{source=\"{source}\"}}"
+        ))
         .await
         .unwrap_or(0.0);
     assert!(errors >= 1.0, "no source errors counted");
     // After SIGCONT the source recovers (reconnects) and reads again.
     let before = agent
-        .metric(&format!("immune_source_samples_total{{source=\"{source}\"}}"))
+        .metric(&format!(
+            "immune_source_samples_total{{source=\"{source}\"}}"
+        ))
         .await
         .unwrap();
     agent
@@ -290,7 +314,10 @@ async fn promql_source_reads_a_real_prometheus_scraping_the_agent() {
     .unwrap();
     let child = std::process::Command::new(&bin)
         .arg(format!("--config.file={}", prom_cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
