@@ -8,14 +8,23 @@
 //! - [`textformat`]: Prometheus text / OpenMetrics parsing.
 //! - [`replay`]: runs the engine over files with the files' clock.
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
+//! - [`sources`]: tasks reading MySQL, memcached, exporters, PromQL, pushes into the engine.
+//! - [`api`]: the HTTP API (deploy events, state, push, reload, own metrics) and its client.
+//! - [`config`]: the configuration file, `immune.yaml`.
+//! - [`serve`]: the live agent wiring sources, engine, signals and API; [`demo`] runs it on the simulator.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod config;
 pub mod defaults;
+pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod replay;
 pub mod rules;
+pub mod serve;
 pub mod signals;
 pub mod sim;
+pub mod sources;
 pub mod stats;
 pub mod textformat;

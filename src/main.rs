@@ -48,11 +48,101 @@ enum Command {
         #[arg(long, default_value = "10s")]
         eval_interval: String,
     },
+    /// Run the live agent: sources, the engine, signals, the deploy API and /metrics.
+    /// Without --config: rules from ./rules (else the embedded ones), state in ./data,
+    /// listening on 127.0.0.1:9977.
+    Serve {
+        /// The configuration file (immune.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the agent on a simulated fleet, faster than real time: a healthy deploy and a
+    /// bad one (error rate x3), judged and explained. Needs no files.
+    Demo {
+        /// Stay up after the deploys, serving /metrics and the API, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Address for the API and /metrics (default: a free port; 127.0.0.1:9977 with --keep).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Report a deploy to a running agent (for deploy scripts; no curl needed).
+    Deploy {
+        /// The agent's base URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:9977")]
+        url: String,
+        /// Bearer token for the API (default: $IMMUNE_TOKEN, which keeps it out of `ps`).
+        #[arg(long, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        action: DeployAction,
+    },
     /// Check rule files; prints one line per file, or every error as file:line:column.
     Check {
         /// Rule files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeployAction {
+    /// The new version is live on the canary hosts.
+    Start {
+        /// The deploy's id.
+        deploy: String,
+        /// The service deployed.
+        #[arg(long)]
+        service: String,
+        /// The version deployed.
+        #[arg(long)]
+        version: Option<String>,
+        /// A commit in the deploy (repeatable).
+        #[arg(long = "commit")]
+        commits: Vec<String>,
+        /// Canary series as label=value (repeatable; e.g. --canary instance=web-03:80).
+        #[arg(long, required = true)]
+        canary: Vec<String>,
+    },
+    /// The new version is live everywhere.
+    Full {
+        /// The deploy's id.
+        deploy: String,
+    },
+    /// The rollout is finished; prints the final decision.
+    End {
+        /// The deploy's id.
+        deploy: String,
+    },
+    /// The deploy tool rolled back on its own.
+    Abort {
+        /// The deploy's id.
+        deploy: String,
+        /// Who aborted.
+        #[arg(long)]
+        by: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// A deploy's state and decisions (JSON).
+    Status {
+        /// The deploy's id.
+        deploy: String,
+    },
+    /// Reopen a service's blocked line.
+    Unblock {
+        /// The service.
+        service: String,
+        /// Who acknowledges.
+        #[arg(long)]
+        by: String,
+        /// Why the line may open again.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -83,6 +173,13 @@ fn init_logging(json: bool) {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Serve { config } => run_serve(config),
+        Command::Demo {
+            keep,
+            speed,
+            listen,
+        } => run_demo(keep, speed, listen),
+        Command::Deploy { url, token, action } => run_deploy(&url, token, action),
         Command::Check { paths } => {
             let ok =
                 immune::rules::check::check(&paths, &mut std::io::stdout(), &mut std::io::stderr());
@@ -150,4 +247,145 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_serve(config: Option<PathBuf>) -> Result<ExitCode> {
+    let config = match &config {
+        Some(path) => immune::config::Config::from_file(path)?,
+        None => {
+            tracing::info!(
+                listen = immune::config::DEFAULT_LISTEN,
+                "No --config: embedded defaults (rules from ./rules if present, else built in; state in ./data)."
+            );
+            immune::config::Config::default()
+        }
+    };
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        immune::serve::run(
+            listener,
+            config,
+            immune::serve::RunOptions::default(),
+            immune::serve::shutdown_signal(),
+        )
+        .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_demo(keep: bool, speed: f64, listen: Option<String>) -> Result<ExitCode> {
+    anyhow::ensure!(
+        speed.is_finite() && speed > 0.0,
+        "--speed must be a positive number"
+    );
+    let opts = immune::demo::DemoOptions {
+        listen: listen.unwrap_or_else(|| {
+            if keep {
+                immune::config::DEFAULT_LISTEN
+            } else {
+                "127.0.0.1:0"
+            }
+            .to_string()
+        }),
+        speed,
+        keep,
+    };
+    runtime()?.block_on(async move {
+        let mut out = std::io::stdout();
+        immune::demo::run(opts, &mut out, immune::serve::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<ExitCode> {
+    use immune::api::client::{Client, Step};
+    use immune::api::deploys::{DeployStep, StartDeploy, Unblock};
+    use immune::model::OneOrMany;
+    let token = token.or_else(|| std::env::var("IMMUNE_TOKEN").ok().filter(|t| !t.is_empty()));
+    let client = Client::new(url, token)?;
+    runtime()?.block_on(async move {
+        let answer = match action {
+            DeployAction::Start {
+                deploy,
+                service,
+                version,
+                commits,
+                canary,
+            } => {
+                let mut selector = immune::model::CanarySelector::new();
+                for c in canary {
+                    let (k, v) = c
+                        .split_once('=')
+                        .with_context(|| format!("--canary {c:?}: expected label=value"))?;
+                    match selector
+                        .entry(k.to_string())
+                        .or_insert_with(|| OneOrMany::Many(Vec::new()))
+                    {
+                        OneOrMany::Many(vs) => vs.push(v.to_string()),
+                        OneOrMany::One(_) => {}
+                    }
+                }
+                let body = StartDeploy {
+                    deploy,
+                    service,
+                    version,
+                    commits,
+                    canary: selector,
+                    at: None,
+                };
+                serde_json::to_value(client.start(&body).await?)?
+            }
+            DeployAction::Full { deploy } => serde_json::to_value(
+                client
+                    .step(&deploy, Step::Full, &DeployStep::default())
+                    .await?,
+            )?,
+            DeployAction::End { deploy } => serde_json::to_value(
+                client
+                    .step(&deploy, Step::End, &DeployStep::default())
+                    .await?,
+            )?,
+            DeployAction::Abort { deploy, by, reason } => {
+                let body = DeployStep {
+                    at: None,
+                    by,
+                    reason,
+                };
+                serde_json::to_value(client.step(&deploy, Step::Abort, &body).await?)?
+            }
+            DeployAction::Status { deploy } => client.status(&deploy).await?,
+            DeployAction::Unblock {
+                service,
+                by,
+                reason,
+            } => {
+                let body = Unblock {
+                    by,
+                    reason,
+                    at: None,
+                };
+                serde_json::to_value(client.unblock(&service, &body).await?)?
+            }
+        };
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        // A deploy script can branch on the exit code: 3 when a decision says stop.
+        let stop = answer["decisions"].as_array().is_some_and(|ds| {
+            ds.iter()
+                .any(|d| matches!(d["decision"].as_str(), Some("rollback" | "block")))
+        });
+        Ok(if stop {
+            ExitCode::from(3)
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
 }

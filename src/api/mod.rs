@@ -1,0 +1,204 @@
+//! The HTTP API (axum): deploy events, deploy and line state, push and remote_write, rule
+//! reload, and immune's own /metrics.
+//!
+//! | Method | Path | Auth | What |
+//! |---|---|---|---|
+//! | POST | `/api/v1/deploys` | yes | start a canary |
+//! | POST | `/api/v1/deploys/{id}/full` \| `end` \| `abort` | yes | next step of a deploy |
+//! | GET | `/api/v1/deploys`, `/api/v1/deploys/{id}` | no | deploy state and decisions |
+//! | GET | `/api/v1/lines`, `/api/v1/lines/{service}` | no | line state |
+//! | POST | `/api/v1/lines/{service}/unblock` | yes | reopen a blocked line (`by`, `reason`) |
+//! | POST | `/api/v1/push` | yes | Prometheus text, Pushgateway style |
+//! | POST | `/api/v1/write` | yes | Prometheus remote_write |
+//! | POST | `/-/reload` | yes | reload rules |
+//! | GET | `/metrics`, `/-/healthy` | no | own metrics, liveness |
+//!
+//! plus the pull gates of [`crate::signals::gates_router`]. State-changing endpoints need
+//! `Authorization: Bearer <token>` when tokens are configured. Bodies are limited
+//! (`api.body_limit`, `api.write_body_limit` for push and remote_write) and every request
+//! has `api.request_timeout`. Errors are JSON `{"error", "field"}` (see [`error`]).
+
+pub mod client;
+pub mod deploys;
+pub mod error;
+pub mod metrics;
+
+use crate::config::ApiConfig;
+use crate::engine::handle::EngineHandle;
+use crate::serve::{Clock, Reloader};
+use crate::signals::Signals;
+use crate::sources::push::{self, PushError};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use metrics::AgentMetrics;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// The outbox and durable state.
+    pub signals: Signals,
+    /// The agent's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Own metrics.
+    pub metrics: AgentMetrics,
+    /// Rule reloads.
+    pub reloader: Arc<Reloader>,
+}
+
+/// Builds the whole router.
+pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
+    let tokens = Arc::new(tokens);
+    let auth = middleware::from_fn_with_state(tokens, require_token);
+    let changes = Router::new()
+        .route("/api/v1/deploys", post(deploys::start))
+        .route("/api/v1/deploys/{id}/full", post(deploys::full))
+        .route("/api/v1/deploys/{id}/end", post(deploys::end))
+        .route("/api/v1/deploys/{id}/abort", post(deploys::abort))
+        .route("/api/v1/lines/{service}/unblock", post(deploys::unblock))
+        .route("/-/reload", post(reload))
+        .route_layer(auth.clone())
+        .layer(DefaultBodyLimit::max(cfg.body_limit));
+    let writes = Router::new()
+        .route("/api/v1/push", post(push_text))
+        .route("/api/v1/write", post(remote_write))
+        .route_layer(auth)
+        .layer(DefaultBodyLimit::max(cfg.write_body_limit));
+    let reads = Router::new()
+        .route("/metrics", get(own_metrics))
+        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/api/v1/deploys", get(deploys::list))
+        .route("/api/v1/deploys/{id}", get(deploys::get_one))
+        .route("/api/v1/lines", get(deploys::lines))
+        .route("/api/v1/lines/{service}", get(deploys::line))
+        .layer(DefaultBodyLimit::max(cfg.body_limit));
+    let engine = state.engine.clone();
+    Router::new()
+        .merge(changes)
+        .merge(writes)
+        .merge(reads)
+        .with_state(state)
+        .merge(crate::signals::gates_router(engine))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(
+            cfg.request_timeout.std(),
+            time_limit,
+        ))
+}
+
+/// Refuses requests without one of the configured bearer tokens (none configured: open).
+async fn require_token(
+    State(tokens): State<Arc<Vec<String>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if tokens.iter().any(|k| same(k.as_bytes(), t.as_bytes())) => next.run(req).await,
+        _ => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs Authorization: Bearer <token>",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Bounds every request's time.
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
+    }
+}
+
+async fn own_metrics(State(state): State<ApiState>) -> Response {
+    state.metrics.refresh(&state.engine).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn reload(State(state): State<ApiState>) -> Response {
+    match state.reloader.reload().await {
+        Ok(n) => axum::Json(json!({"status": "reloaded", "rules": n})).into_response(),
+        Err(diags) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "error": "rules not reloaded; the running rules are kept",
+                "field": null,
+                "diagnostics": diags.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+fn push_error(source: &str, state: &ApiState, e: PushError) -> ApiError {
+    state.metrics.sources.error(source);
+    match e {
+        PushError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn push_text(
+    State(state): State<ApiState>,
+    Query(labels): Query<BTreeMap<String, String>>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    const SOURCE: &str = "push";
+    let now = state.clock.now();
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))?;
+    let labels: Vec<(String, String)> = labels.into_iter().collect();
+    let batch = push::decode_text(text, now, &labels).map_err(|e| push_error(SOURCE, &state, e))?;
+    let n = push::deliver(&state.engine, batch)
+        .await
+        .map_err(|e| push_error(SOURCE, &state, e))?;
+    state.metrics.sources.success(SOURCE, now, n);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remote_write(State(state): State<ApiState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    const SOURCE: &str = "remote_write";
+    let batch = push::decode_write(&body).map_err(|e| push_error(SOURCE, &state, e))?;
+    let n = push::deliver(&state.engine, batch)
+        .await
+        .map_err(|e| push_error(SOURCE, &state, e))?;
+    state.metrics.sources.success(SOURCE, state.clock.now(), n);
+    Ok(StatusCode::NO_CONTENT)
+}

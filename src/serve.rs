@@ -1,0 +1,506 @@
+//! `immune serve`: the live agent. Wires sources, the engine thread, signals and the HTTP
+//! API together, and stops them all on one shutdown signal.
+//!
+//! Start-up order matters for durability: rules are loaded (a bad rule file stops start-up
+//! with every diagnostic), the signals store is opened, the engine thread starts with an
+//! `on_decisions` hook that writes each decision to the outbox before anything else
+//! happens, deploy events still in flight are re-applied from the store, and only then do
+//! sources, the ticker and the listener start.
+//!
+//! The wall clock is read here, at the edge, through a [`Clock`]: the ticker stamps each
+//! `tick(now)`, sources stamp samples, and the API stamps deploy events without an `at`.
+//! `immune demo` passes a [`ScaledClock`] running faster than real time instead; the engine
+//! cannot tell the difference.
+//!
+//! Like mini-redis, [`run`] takes a bound listener and a shutdown future, so tests bind
+//! port 0 and talk to the real server.
+
+use crate::api::metrics::AgentMetrics;
+use crate::api::{self, ApiState};
+use crate::config::{Config, ConfigError};
+use crate::engine::Engine;
+use crate::engine::handle::{self, EngineHandle, Query};
+use crate::model::{Decision, DurationMs, Timestamp};
+use crate::rules::RuleSet;
+use crate::rules::load::Diagnostics;
+use crate::signals::{Signals, SignalsError};
+use crate::sources::{self, Schedule, SourceContext};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Where the agent's notion of "now" comes from.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+    /// How long `d` of this clock's time lasts in real time.
+    fn real(&self, d: DurationMs) -> std::time::Duration;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now(&self) -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(d.as_millis() as i64)
+    }
+    fn real(&self, d: DurationMs) -> std::time::Duration {
+        std::time::Duration::from_millis(d.0.max(0) as u64)
+    }
+}
+
+/// A simulated clock starting at `start` and running `speed` times faster than real time.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaledClock {
+    start: Timestamp,
+    origin: Instant,
+    speed: f64,
+}
+
+impl ScaledClock {
+    /// Starts now, reading `start`.
+    pub fn new(start: Timestamp, speed: f64) -> ScaledClock {
+        ScaledClock {
+            start,
+            origin: Instant::now(),
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                1.0
+            },
+        }
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> Timestamp {
+        let ms = self.origin.elapsed().as_secs_f64() * 1000.0 * self.speed;
+        Timestamp(self.start.0 + ms as i64)
+    }
+    fn real(&self, d: DurationMs) -> std::time::Duration {
+        std::time::Duration::from_secs_f64((d.0.max(0) as f64 / 1000.0) / self.speed)
+    }
+}
+
+/// Why the agent could not start (or stopped badly).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The rules did not load.
+    #[error("rules did not load:\n{0}")]
+    Rules(Diagnostics),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The signals store failed.
+    #[error(transparent)]
+    Signals(#[from] SignalsError),
+    /// Metrics could not be registered (a duplicate name: a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A socket, thread or directory could not be had.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A source's configuration is unusable.
+    #[error("source {name}: {message}")]
+    Source {
+        /// The source.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Loads rules from `paths`, or the embedded rules when `paths` is empty.
+pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, Diagnostics> {
+    crate::defaults::load_rules(paths).map_err(|e| e.0)
+}
+
+/// Reloads rules on request (SIGHUP, `POST /-/reload`): a failed load keeps the running
+/// rules, logs every diagnostic and sets `immune_config_last_reload_successful` to 0.
+pub struct Reloader {
+    paths: Vec<PathBuf>,
+    engine: EngineHandle,
+    metrics: AgentMetrics,
+    clock: Arc<dyn Clock>,
+}
+
+impl Reloader {
+    /// Reloads from the same paths the agent started with; returns the number of rules.
+    pub async fn reload(&self) -> Result<usize, Diagnostics> {
+        let paths = self.paths.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_rules(&paths))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Diagnostics(vec![crate::rules::load::Diagnostic {
+                    file: "reload".into(),
+                    line: 0,
+                    column: 0,
+                    rule: None,
+                    message: e.to_string(),
+                }]))
+            });
+        let now = self.clock.now().as_secs_f64();
+        match loaded {
+            Ok(rules) => {
+                let n = rules.rules.len();
+                if self.engine.reload(rules).await.is_err() {
+                    self.metrics.reloaded(false, now);
+                    return Err(Diagnostics(vec![crate::rules::load::Diagnostic {
+                        file: "reload".into(),
+                        line: 0,
+                        column: 0,
+                        rule: None,
+                        message: "engine has stopped".into(),
+                    }]));
+                }
+                self.metrics.reloaded(true, now);
+                tracing::info!(rules = n, "Rules reloaded.");
+                Ok(n)
+            }
+            Err(diags) => {
+                self.metrics.reloaded(false, now);
+                for d in &diags.0 {
+                    tracing::error!(diagnostic = %d, "Rule reload failed; keeping the running rules.");
+                }
+                Err(diags)
+            }
+        }
+    }
+}
+
+/// Starts one extra source task from its context (the demo's simulator).
+pub type StartSource = Box<dyn FnOnce(SourceContext) -> JoinHandle<()> + Send>;
+
+/// Extra ways in and out of the agent, for the demo and tests.
+pub struct RunOptions {
+    /// The clock (wall clock for `serve`).
+    pub clock: Arc<dyn Clock>,
+    /// Rules already loaded (skips loading from the configuration's paths; reload still
+    /// reads those paths).
+    pub rules: Option<RuleSet>,
+    /// Every decision is also sent here, after it is recorded.
+    pub decisions: Option<mpsc::UnboundedSender<Decision>>,
+    /// Extra sources, started with the configured ones.
+    pub sources: Vec<StartSource>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            clock: Arc::new(WallClock),
+            rules: None,
+            decisions: None,
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// One readable line per decision.
+pub fn describe(d: &Decision) -> String {
+    let summary = d
+        .evidence
+        .get("summary")
+        .and_then(|s| s.as_str())
+        .unwrap_or("");
+    format!(
+        "deploy {} ({}): {}{} by rule {} in phase {}{}",
+        d.deploy,
+        d.service,
+        d.decision.as_str(),
+        if d.shadow { " (shadow)" } else { "" },
+        d.rule,
+        d.phase.as_str(),
+        if summary.is_empty() {
+            String::new()
+        } else {
+            format!(": {summary}")
+        }
+    )
+}
+
+/// Runs the agent on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let clock = opts.clock.clone();
+    let paths = config.rule_paths();
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        listen = %addr,
+        rules = %if paths.is_empty() { "embedded".to_string() } else { format!("{paths:?}") },
+        data_dir = %config.data_dir.display(),
+        "immune is starting."
+    );
+    let metrics = AgentMetrics::new()?;
+    // The push endpoints are always mounted: their series exist from the start.
+    metrics.sources.touch("push");
+    metrics.sources.touch("remote_write");
+    let rules = match opts.rules {
+        Some(r) => r,
+        None => {
+            let p = paths.clone();
+            tokio::task::spawn_blocking(move || load_rules(&p))
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
+                .map_err(ServeError::Rules)?
+        }
+    };
+    metrics.reloaded(true, clock.now().as_secs_f64());
+    tracing::info!(rules = rules.rules.len(), "Rules loaded.");
+    let tokens = config.api.all_tokens()?;
+    if tokens.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(listen = %addr, "No API tokens configured on a non-loopback address: anyone who can reach it can change deploy state.");
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let signals = Signals::open(config.signals.clone(), &config.data_dir, public_url)?;
+    signals.register_metrics(&metrics.registry);
+
+    let engine = Engine::new(rules, config.engine.engine_config());
+    let on_decisions = {
+        let signals = signals.clone();
+        let observer = opts.decisions.clone();
+        Box::new(move |ds: &[Decision]| {
+            if let Err(e) = signals.record(ds) {
+                tracing::error!(error = %e, "Decisions could not be recorded in the outbox.");
+            }
+            for d in ds {
+                let summary = d
+                    .evidence
+                    .get("summary")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("");
+                tracing::info!(
+                    deploy = %d.deploy, service = %d.service, decision = d.decision.as_str(),
+                    rule = %d.rule, phase = d.phase.as_str(), r#final = d.r#final, shadow = d.shadow,
+                    summary = %summary, "Decision."
+                );
+                if let Some(tx) = &observer {
+                    let _ = tx.send(d.clone());
+                }
+            }
+        })
+    };
+    let (engine_handle, engine_thread) =
+        handle::spawn(engine, config.engine.queue_capacity, on_decisions)?;
+
+    for ev in signals.resume_events()? {
+        match engine_handle.deploy_event(ev.clone()).await {
+            Ok(Ok(_)) => {
+                tracing::info!(deploy = ?ev.deploy, event = ?ev.event, "Deploy event resumed.")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(deploy = ?ev.deploy, error = %e, "Deploy event not resumed.")
+            }
+            Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
+        }
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    tasks.push(signals.spawn_delivery(stop_rx.clone()));
+    tasks.push(tokio::spawn(ticker(
+        engine_handle.clone(),
+        clock.clone(),
+        config.engine.eval_interval.0,
+        metrics.clone(),
+        stop_rx.clone(),
+    )));
+    let ctx = SourceContext {
+        name: String::new(),
+        engine: engine_handle.clone(),
+        metrics: metrics.sources.clone(),
+        clock: clock.clone(),
+        shutdown: stop_rx.clone(),
+    };
+    tasks.extend(start_sources(&config, &ctx)?);
+    for start in opts.sources {
+        tasks.push(start(ctx.clone()));
+    }
+
+    let reloader = Arc::new(Reloader {
+        paths,
+        engine: engine_handle.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+    });
+    tasks.push(tokio::spawn(reload_on_sighup(
+        reloader.clone(),
+        stop_rx.clone(),
+    )));
+
+    let state = ApiState {
+        engine: engine_handle.clone(),
+        signals: signals.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        reloader,
+    };
+    let app = api::router(state, &config.api, tokens);
+    tracing::info!(listen = %addr, "Listening.");
+    let mut server_stop = stop_rx.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = server_stop.wait_for(|s| *s) => {}
+            }
+        })
+        .await;
+    tracing::info!("Stopping.");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
+    let _ = engine_handle.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    served?;
+    Ok(())
+}
+
+/// Starts every configured source as its own task.
+fn start_sources(config: &Config, ctx: &SourceContext) -> Result<Vec<JoinHandle<()>>, ServeError> {
+    let mut tasks = Vec::new();
+    let s = &config.sources;
+    let bad = |name: &str, e: sources::SourceError| ServeError::Source {
+        name: name.to_string(),
+        message: e.to_string(),
+    };
+    for (i, c) in s.mysql.iter().enumerate() {
+        let name = c.name.clone().unwrap_or_else(|| numbered("mysql", i));
+        let p = sources::mysql::MysqlPoller::new(&name, c, ctx.metrics.clone())
+            .map_err(|e| bad(&name, e))?;
+        let sched = Schedule {
+            interval: c.interval.std(),
+            timeout: c.timeout.std(),
+        };
+        tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+    }
+    for (i, c) in s.memcached.iter().enumerate() {
+        let name = c.name.clone().unwrap_or_else(|| numbered("memcached", i));
+        let p = sources::memcached::MemcachedPoller::new(c);
+        let sched = Schedule {
+            interval: c.interval.std(),
+            timeout: c.timeout.std(),
+        };
+        tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+    }
+    for (i, c) in s.scrape.iter().enumerate() {
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| numbered(&format!("scrape:{}", c.job), i));
+        let p = sources::scrape::ScrapePoller::new(c).map_err(|e| bad(&name, e))?;
+        let sched = Schedule {
+            interval: c.interval.std(),
+            timeout: c.timeout.std(),
+        };
+        tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+    }
+    for (i, c) in s.promql.iter().enumerate() {
+        let name = c.name.clone().unwrap_or_else(|| numbered("promql", i));
+        let p = sources::promql::PromqlPoller::new(c).map_err(|e| bad(&name, e))?;
+        let sched = Schedule {
+            interval: c.interval.std(),
+            timeout: c.timeout.std(),
+        };
+        tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+    }
+    Ok(tasks)
+}
+
+/// `base` for the first source of a kind, `base-<n>` for the others.
+fn numbered(base: &str, i: usize) -> String {
+    if i == 0 {
+        base.to_string()
+    } else {
+        format!("{base}-{}", i + 1)
+    }
+}
+
+/// Sends `tick(now)` every eval interval and times each round trip.
+async fn ticker(
+    engine: EngineHandle,
+    clock: Arc<dyn Clock>,
+    every: DurationMs,
+    metrics: AgentMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut interval =
+        tokio::time::interval(clock.real(every).max(std::time::Duration::from_millis(1)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let started = Instant::now();
+        if engine.tick(clock.now()).await.is_err() {
+            return;
+        }
+        // The engine answers queries in order, so this answer means the tick is done.
+        if engine.query(Query::Line(String::new())).await.is_err() {
+            return;
+        }
+        metrics.evaluation.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP handler could not be installed; reload with POST /-/reload.");
+        return;
+    };
+    loop {
+        tokio::select! {
+            r = hup.recv() => {
+                if r.is_none() { return; }
+                tracing::info!("SIGHUP: reloading rules.");
+                let _ = reloader.reload().await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_reloader: Arc<Reloader>, _stop: watch::Receiver<bool>) {}
+
+/// Resolves on Ctrl-C or SIGTERM: the shutdown future `immune serve` passes to [`run`].
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
