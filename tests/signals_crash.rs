@@ -97,8 +97,8 @@ async fn signals_recorded_before_a_restart_are_delivered_after_it() {
     let dir = TempDir::new("crash-drop");
     {
         // Nothing listens here; delivery is never even started.
-        let sig = Signals::open(cfg("http://127.0.0.1:9/h"), dir.path(), "http://i".into())
-            .unwrap();
+        let sig =
+            Signals::open(cfg("http://127.0.0.1:9/h"), dir.path(), "http://i".into()).unwrap();
         record_everything(&sig, now_secs());
     }
     deliver_and_check(dir.path()).await;

@@ -43,7 +43,10 @@ async fn exec_gets_the_decision_in_env_and_the_body_on_stdin() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delivery = sig.spawn_delivery(stop_rx);
     wait_until(LONG, "exec delivered", || {
-        sig.signals(10).unwrap().iter().all(|r| r.state == "delivered")
+        sig.signals(10)
+            .unwrap()
+            .iter()
+            .all(|r| r.state == "delivered")
     })
     .await;
     stop_tx.send(true).unwrap();
@@ -84,7 +87,10 @@ async fn a_failing_command_is_retried_until_it_succeeds() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delivery = sig.spawn_delivery(stop_rx);
     wait_until(LONG, "exec delivered after retries", || {
-        sig.signals(10).unwrap().iter().all(|r| r.state == "delivered")
+        sig.signals(10)
+            .unwrap()
+            .iter()
+            .all(|r| r.state == "delivered")
     })
     .await;
     stop_tx.send(true).unwrap();
@@ -106,12 +112,21 @@ async fn a_command_past_its_timeout_is_killed_and_retried() {
         "    timeout: 300ms",
     );
     let sig = Signals::open(cfg, dir.path(), "http://i".into()).unwrap();
-    sig.record(&[decision("d1", "web", DecisionKind::Rollback, true, now_secs())])
-        .unwrap();
+    sig.record(&[decision(
+        "d1",
+        "web",
+        DecisionKind::Rollback,
+        true,
+        now_secs(),
+    )])
+    .unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delivery = sig.spawn_delivery(stop_rx);
     wait_until(LONG, "delivered after a timeout", || {
-        sig.signals(10).unwrap().iter().all(|r| r.state == "delivered")
+        sig.signals(10)
+            .unwrap()
+            .iter()
+            .all(|r| r.state == "delivered")
     })
     .await;
     stop_tx.send(true).unwrap();
@@ -122,8 +137,7 @@ async fn a_command_past_its_timeout_is_killed_and_retried() {
     // Killed (and reaped by tokio): the process is gone.
     wait_until(LONG, "the hung command is gone", || {
         !std::path::Path::new(&proc_dir).exists()
-            || std::fs::read_to_string(format!("{proc_dir}/stat"))
-                .is_ok_and(|s| s.contains(") Z "))
+            || std::fs::read_to_string(format!("{proc_dir}/stat")).is_ok_and(|s| s.contains(") Z "))
     })
     .await;
 }

@@ -64,7 +64,10 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
     let dir = TempDir::new("gates");
     let recv = Receiver::start(0, 0).await;
     let sig = Signals::open(
-        config(&format!("webhooks:\n  - name: bot\n    url: {}\n", recv.url("/h"))),
+        config(&format!(
+            "webhooks:\n  - name: bot\n    url: {}\n",
+            recv.url("/h")
+        )),
         dir.path(),
         "http://immune.test".into(),
     )
@@ -98,7 +101,11 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
         .collect();
     handle.send_samples_blocking(samples).unwrap();
     let start = T0 + 600_000;
-    let ds = handle.deploy_event(canary("d1", start)).await.unwrap().unwrap();
+    let ds = handle
+        .deploy_event(canary("d1", start))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(ds.is_empty());
     sig.record_deploy_event(&canary("d1", start)).unwrap();
 
@@ -112,8 +119,12 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
     assert_eq!(v["blocked_by"], Value::Null);
     let (st, v) = get(&client, format!("{base}/api/v1/gate/web")).await;
     assert_eq!((st, v["open"].clone()), (200, json!(true)));
-    let (st, _) = flagger(&client, &base, json!({"name": "web", "namespace": "prod",
-        "phase": "Progressing", "checksum": "abc", "metadata": {}}))
+    let (st, _) = flagger(
+        &client,
+        &base,
+        json!({"name": "web", "namespace": "prod",
+        "phase": "Progressing", "checksum": "abc", "metadata": {}}),
+    )
     .await;
     assert_eq!(st, 200);
     let mut out = Vec::new();
@@ -129,7 +140,12 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
     assert_eq!(v["line"], "blocked");
     assert_eq!(v["blocked_by"]["deploy"], "d1");
     assert_eq!(v["blocked_by"]["rule"], "mysql_threads_running");
-    assert!(v["summary"].as_str().unwrap().contains("mysql_threads_running"));
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .contains("mysql_threads_running")
+    );
 
     let (st, v) = get(&client, format!("{base}/api/v1/gate/web")).await;
     assert_eq!(st, 423);
@@ -137,9 +153,13 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
     assert_eq!(v["blocked_by"]["decision"], "rollback");
 
     // Flagger, naming the service and the deploy through metadata.
-    let (st, v) = flagger(&client, &base, json!({"name": "frontend", "namespace": "prod",
+    let (st, v) = flagger(
+        &client,
+        &base,
+        json!({"name": "frontend", "namespace": "prod",
         "phase": "Progressing", "checksum": "abc",
-        "metadata": {"service": "web", "deploy": "d1"}}))
+        "metadata": {"service": "web", "deploy": "d1"}}),
+    )
     .await;
     assert_eq!(st, 403);
     assert_eq!(v["decision"], "rollback");
@@ -149,13 +169,18 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
     assert!(!gate(&base, "web", Some("token"), &mut out).await.unwrap());
     let text = String::from_utf8(out).unwrap();
     assert!(
-        text.starts_with("line of web is blocked by deploy d1 (rollback by rule mysql_threads_running"),
+        text.starts_with(
+            "line of web is blocked by deploy d1 (rollback by rule mysql_threads_running"
+        ),
         "{text}"
     );
 
     // Another service is unaffected; an unknown deploy is not vouched for.
     let (st, v) = get(&client, format!("{base}/api/v1/verdict/api")).await;
-    assert_eq!((st, v["healthy"].clone(), v["deploy"].clone()), (200, json!(true), Value::Null));
+    assert_eq!(
+        (st, v["healthy"].clone(), v["deploy"].clone()),
+        (200, json!(true), Value::Null)
+    );
     let (st, _) = get(&client, format!("{base}/api/v1/verdict/web?deploy=nope")).await;
     assert_eq!(st, 404);
     let mut out = Vec::new();

@@ -108,7 +108,10 @@ poll_interval: 100ms
         assert_eq!(b["service"], "web");
         assert_eq!(
             b["link"],
-            format!("http://immune.test:9977/api/v1/deploys/{}", b["deploy"].as_str().unwrap())
+            format!(
+                "http://immune.test:9977/api/v1/deploys/{}",
+                b["deploy"].as_str().unwrap()
+            )
         );
         for key in [
             "decision", "deploy", "version", "commits", "phase", "rule", "final", "shadow", "at",
@@ -168,7 +171,10 @@ async fn retries_repeat_the_same_id_and_body() {
     assert_eq!(bodies.len(), 2);
     for (id, bs) in bodies {
         assert_eq!(bs.len(), 3);
-        assert!(bs.iter().all(|b| b == &bs[0] && b["signal_id"] == id.as_str()));
+        assert!(
+            bs.iter()
+                .all(|b| b == &bs[0] && b["signal_id"] == id.as_str())
+        );
     }
     for r in sig.signals(10).unwrap() {
         assert_eq!(r.attempts, 3);
@@ -188,7 +194,13 @@ async fn old_signals_expire_loudly_instead_of_vanishing() {
     sig.register_metrics(&registry);
     let now = now_secs();
     sig.record(&[
-        decision("old", "web", DecisionKind::Rollback, true, now - 2.0 * 3600.0),
+        decision(
+            "old",
+            "web",
+            DecisionKind::Rollback,
+            true,
+            now - 2.0 * 3600.0,
+        ),
         decision("new", "web", DecisionKind::Rollback, true, now),
     ])
     .unwrap();
@@ -246,8 +258,12 @@ async fn alertmanager_webhook_format_fires_then_resolves_on_unblock() {
     assert_eq!(res["status"], "resolved");
     assert_eq!(fire["alerts"][0]["labels"], res["alerts"][0]["labels"]);
     assert_eq!(fire["alerts"][0]["labels"]["severity"], "critical");
-    assert_ne!(got[0].header("x-immune-signal-id"), got[1].header("x-immune-signal-id"));
+    assert_ne!(
+        got[0].header("x-immune-signal-id"),
+        got[1].header("x-immune-signal-id")
+    );
     // Unblocking again resolves nothing new.
-    sig.record_unblock("web", "alice", "again", now + 2.0).unwrap();
+    sig.record_unblock("web", "alice", "again", now + 2.0)
+        .unwrap();
     assert_eq!(sig.signals(10).unwrap().len(), 2);
 }

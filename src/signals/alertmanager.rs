@@ -17,7 +17,7 @@
 //! (version "4"), for a webhook sink with `format: alertmanager_webhook`.
 
 use super::outbox::{DueRow, RowKind};
-use super::{ConfigDuration, Filter, RetryPolicy, Sink, SinkKind, SignalsError};
+use super::{ConfigDuration, Filter, RetryPolicy, SignalsError, Sink, SinkKind};
 use crate::model::{DecisionKind, DurationMs};
 use serde::Deserialize;
 use serde_json::{Value, json};

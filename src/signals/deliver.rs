@@ -75,7 +75,9 @@ impl Metrics {
                     "immune_signal_delivery_duration_seconds",
                     "Time one delivery attempt took.",
                 )
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
                 &["sink"],
             )
             .map_err(m)?,

@@ -9,7 +9,7 @@
 //! `IMMUNE_SIGNAL_ID`, so the command must be idempotent for a given id.
 
 use super::outbox::DueRow;
-use super::{ConfigDuration, Filter, RetryPolicy, Sink, SinkKind, SignalsError};
+use super::{ConfigDuration, Filter, RetryPolicy, SignalsError, Sink, SinkKind};
 use crate::model::DecisionKind;
 use serde::Deserialize;
 use serde_json::Value;
@@ -122,7 +122,9 @@ pub(crate) async fn deliver(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {prog}: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {prog}: {e}"))?;
     let stdin = child.stdin.take();
     let run = async move {
         if let Some(mut stdin) = stdin {

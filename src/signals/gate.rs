@@ -89,10 +89,12 @@ pub async fn gate(
         .map_err(|e| GateError::Body(super::webhook::without_url(&e)))?;
     match status {
         200 | 423 => {
-            let v: Value = serde_json::from_str(&text).map_err(|e| GateError::Body(e.to_string()))?;
-            let open = v.get("open").and_then(Value::as_bool).ok_or_else(|| {
-                GateError::Body("no boolean \"open\" in the answer".into())
-            })?;
+            let v: Value =
+                serde_json::from_str(&text).map_err(|e| GateError::Body(e.to_string()))?;
+            let open = v
+                .get("open")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| GateError::Body("no boolean \"open\" in the answer".into()))?;
             if open {
                 writeln!(out, "line of {service} is open")?;
             } else {

@@ -46,7 +46,9 @@ pub fn decision_of(view: &Value) -> (&'static str, Option<&Value>) {
         })
         .unwrap_or_default();
     fn kind(d: &Value) -> &str {
-        d.get("decision").and_then(Value::as_str).unwrap_or_default()
+        d.get("decision")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
     if let Some(d) = ds.iter().find(|d| matches!(kind(d), "rollback" | "block")) {
         return (
@@ -218,10 +220,7 @@ async fn flagger_handler(
     }
 }
 
-async fn gate_handler(
-    State(engine): State<EngineHandle>,
-    Path(service): Path<String>,
-) -> Response {
+async fn gate_handler(State(engine): State<EngineHandle>, Path(service): Path<String>) -> Response {
     let line = match ask(&engine, EngineQuery::Line(service.clone())).await {
         Ok(l) => l,
         Err(r) => return r,
@@ -250,11 +249,16 @@ mod tests {
     fn verdicts_follow_the_decisions_and_the_line() {
         let open = json!({"blocked": null, "history": []});
         let v = verdict("web", &open, Some(&view(json!([]))));
-        assert_eq!((v["decision"].as_str(), v["healthy"].as_bool()), (Some("pending"), Some(true)));
+        assert_eq!(
+            (v["decision"].as_str(), v["healthy"].as_bool()),
+            (Some("pending"), Some(true))
+        );
         let v = verdict(
             "web",
             &open,
-            Some(&view(json!([{"decision": "warn", "final": false}, {"decision": "promote", "final": false}]))),
+            Some(&view(
+                json!([{"decision": "warn", "final": false}, {"decision": "promote", "final": false}]),
+            )),
         );
         assert_eq!(v["decision"], "promote");
         assert_eq!(v["healthy"], true);

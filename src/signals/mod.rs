@@ -108,7 +108,7 @@ impl Filter {
     /// Whether `d` goes to this sink.
     pub fn matches(&self, d: &Decision) -> bool {
         self.decisions.contains(&d.decision)
-            && (self.services.is_empty() || self.services.iter().any(|s| *s == d.service))
+            && (self.services.is_empty() || self.services.contains(&d.service))
             && (!d.shadow || self.include_shadow)
     }
 }
@@ -316,9 +316,7 @@ impl Signals {
                 sinks: sinks.into_iter().map(Arc::new).collect(),
                 wake,
                 public_url: public_url.trim_end_matches('/').to_string(),
-                poll_interval: cfg
-                    .poll_interval
-                    .map_or(DurationMs::from_secs(1), |d| d.0),
+                poll_interval: cfg.poll_interval.map_or(DurationMs::from_secs(1), |d| d.0),
                 metrics: deliver::Metrics::new()?,
                 client,
             }),
@@ -349,9 +347,8 @@ impl Signals {
     /// transaction, the decision log, one signal row per (decision, matching sink), the line
     /// state and the deploy's end. Wakes delivery once committed.
     pub fn record(&self, decisions: &[Decision]) -> Result<(), SignalsError> {
-        let touched = self.with_outbox(|ob| {
-            ob.record(decisions, &self.inner.sinks, &self.inner.public_url)
-        })?;
+        let touched =
+            self.with_outbox(|ob| ob.record(decisions, &self.inner.sinks, &self.inner.public_url))?;
         self.wake(&touched);
         Ok(())
     }
@@ -397,10 +394,7 @@ impl Signals {
     /// from the restart, and each resumed deploy is logged saying so.
     pub fn resume_events(&self) -> Result<Vec<DeployEvent>, SignalsError> {
         let evs = self.with_outbox(|ob| ob.resume_events())?;
-        for ev in evs
-            .iter()
-            .filter(|e| e.event == DeployEventKind::Canary)
-        {
+        for ev in evs.iter().filter(|e| e.event == DeployEventKind::Canary) {
             tracing::warn!(
                 deploy = ev.deploy.as_deref().unwrap_or(""),
                 service = ev.service.as_deref().unwrap_or(""),
@@ -505,8 +499,7 @@ exec:
     command: [/bin/true, x]
 poll_interval: 250ms
 "#;
-        let cfg: SignalsConfig =
-            crate::rules::load::from_yaml_str("immune.yaml", yaml).unwrap();
+        let cfg: SignalsConfig = crate::rules::load::from_yaml_str("immune.yaml", yaml).unwrap();
         assert_eq!(cfg.webhooks.len(), 1);
         assert_eq!(cfg.webhooks[0].decisions.as_ref().unwrap().len(), 2);
         assert_eq!(
@@ -520,8 +513,7 @@ poll_interval: 250ms
     #[test]
     fn unknown_keys_and_bad_durations_are_errors() {
         let bad = "webhooks:\n  - name: a\n    url: http://x\n    secret: hunter2\n";
-        let e = crate::rules::load::from_yaml_str::<SignalsConfig>("immune.yaml", bad)
-            .unwrap_err();
+        let e = crate::rules::load::from_yaml_str::<SignalsConfig>("immune.yaml", bad).unwrap_err();
         assert!(format!("{e:?}").contains("secret"), "{e:?}");
         let bad = "exec:\n  - name: a\n    command: [x]\n    timeout: soon\n";
         assert!(crate::rules::load::from_yaml_str::<SignalsConfig>("immune.yaml", bad).is_err());

@@ -20,7 +20,7 @@
 //! twice (a retried batch) yields the same rows, and ids are safe in HTTP headers whatever
 //! characters the deploy id has. A resolve signal's id is derived from the id it resolves.
 
-use super::{Sink, SignalsError};
+use super::{SignalsError, Sink};
 use crate::model::{Decision, DeployEvent, DeployEventKind};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -193,7 +193,8 @@ impl Outbox {
         let mut touched = Vec::new();
         let tx = self.conn.transaction()?;
         for d in decisions {
-            let body_json = serde_json::to_string(d).map_err(|e| SignalsError::Store(e.to_string()))?;
+            let body_json =
+                serde_json::to_string(d).map_err(|e| SignalsError::Store(e.to_string()))?;
             tx.execute(
                 "INSERT INTO decisions (at, deploy, service, decision, rule, final, shadow, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -333,7 +334,14 @@ impl Outbox {
                  ORDER BY s.created_ms",
             )?;
             st.query_map([service], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<Result<_, _>>()?
         };
@@ -351,7 +359,17 @@ impl Outbox {
                    (id, sink, kind, service, deploy, decision, rule, blocking, after_id, body,
                     created_ms, state, attempts, next_ms)
                  VALUES (?1, ?2, 'resolve', ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, 'pending', 0, 0)",
-                params![rid, sink, service, deploy, decision, rule, id, body.to_string(), ms(at)],
+                params![
+                    rid,
+                    sink,
+                    service,
+                    deploy,
+                    decision,
+                    rule,
+                    id,
+                    body.to_string(),
+                    ms(at)
+                ],
             )?;
             if !touched.contains(&sink) {
                 touched.push(sink);
@@ -374,7 +392,9 @@ impl Outbox {
             for j in std::iter::once(canary).chain(full) {
                 match serde_json::from_str::<DeployEvent>(&j) {
                     Ok(ev) => out.push(ev),
-                    Err(e) => tracing::error!(error = %e, "Stored deploy event is unreadable; skipped."),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Stored deploy event is unreadable; skipped.")
+                    }
                 }
             }
         }
@@ -401,9 +421,9 @@ impl Outbox {
 
     /// Pending rows per sink.
     pub fn pending_by_sink(&self) -> Result<Vec<(String, i64)>, SignalsError> {
-        let mut st = self.conn.prepare(
-            "SELECT sink, COUNT(*) FROM signals WHERE state = 'pending' GROUP BY sink",
-        )?;
+        let mut st = self
+            .conn
+            .prepare("SELECT sink, COUNT(*) FROM signals WHERE state = 'pending' GROUP BY sink")?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;

@@ -24,7 +24,7 @@
 //! `format: alertmanager_webhook` sends instead a body shaped like Alertmanager's own
 //! webhook (version "4"), for tools that already accept that (see [`super::alertmanager`]).
 
-use super::{ConfigDuration, Filter, RetryPolicy, Secret, Sink, SinkKind, SignalsError};
+use super::{ConfigDuration, Filter, RetryPolicy, Secret, SignalsError, Sink, SinkKind};
 use crate::model::{Decision, DecisionKind};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
@@ -101,9 +101,8 @@ impl fmt::Debug for WebhookConfig {
 
 impl WebhookConfig {
     pub(crate) fn build(&self) -> Result<Sink, SignalsError> {
-        reqwest::Url::parse(&self.url).map_err(|e| {
-            SignalsError::Config(format!("webhook {:?}: bad url: {e}", self.name))
-        })?;
+        reqwest::Url::parse(&self.url)
+            .map_err(|e| SignalsError::Config(format!("webhook {:?}: bad url: {e}", self.name)))?;
         let secret = Secret::load(
             &self.name,
             super::opt_path(&self.secret_file),
@@ -248,10 +247,7 @@ pub(crate) async fn post_signed(
         .header("X-Immune-Signal-Id", signal_id)
         .header("X-Immune-Timestamp", now_secs.to_string());
     if let Some(s) = secret {
-        req = req.header(
-            "X-Immune-Signature",
-            signature(s.expose(), now_secs, &body),
-        );
+        req = req.header("X-Immune-Signature", signature(s.expose(), now_secs, &body));
     }
     let resp = req
         .body(body)
