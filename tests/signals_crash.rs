@@ -135,3 +135,28 @@ async fn signals_survive_sigkill() {
     assert!(!exit.success(), "the child died by SIGKILL");
     deliver_and_check(dir.path()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_refused_on_a_blocked_line_is_not_resumed_and_keeps_the_blocker() {
+    let dir = TempDir::new("crash-refused");
+    let sig = Signals::open(cfg("http://127.0.0.1:9/h"), dir.path(), "http://i".into()).unwrap();
+    let now = now_secs();
+    sig.record(&[decision("d1", "web", DecisionKind::Rollback, true, now)])
+        .unwrap();
+    // The engine decides a canary on a blocked line at once, before serve records the event.
+    let mut refused = decision("d2", "web", DecisionKind::Block, true, now + 10.0);
+    refused.rule = "line_blocked".into();
+    sig.record(&[refused]).unwrap();
+    sig.record_deploy_event(&event(DeployEventKind::Canary, "d2", now + 10.0))
+        .unwrap();
+    drop(sig);
+    let sig = Signals::open(cfg("http://127.0.0.1:9/h"), dir.path(), "http://i".into()).unwrap();
+    assert!(sig.resume_events().unwrap().is_empty());
+    let blocked = sig.blocked_lines().unwrap();
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(blocked[0].1.deploy, "d1", "the original blocker stays");
+    // A later deploy reusing an old id is in flight again.
+    sig.record_deploy_event(&event(DeployEventKind::Canary, "d2", now + 100.0))
+        .unwrap();
+    assert_eq!(sig.resume_events().unwrap().len(), 1);
+}
