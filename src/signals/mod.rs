@@ -469,7 +469,7 @@ pub(crate) const ALL_DECISIONS: [DecisionKind; 5] = [
     DecisionKind::Rollback,
 ];
 
-/// Reads `path` as a config path (a helper for sink configs).
+/// A sink config's optional path as a `Path` (for [`Secret::load`]).
 pub(crate) fn opt_path(p: &Option<PathBuf>) -> Option<&Path> {
     p.as_deref()
 }
