@@ -1,9 +1,44 @@
-//! Signals: carrying decisions to deploy systems, durably (INTERFACE STUB: the signals
-//! work fills this in; the signatures below are what `serve` calls).
+//! Signals: carrying decisions to whatever deploy system is in use, without ever losing one.
+//!
+//! Two directions:
+//!
+//! - **Pushed** (sinks): every decision is written to the [`outbox`] (SQLite, one
+//!   transaction, on the engine thread) *before* any delivery is tried; the [`deliver`]
+//!   loop then carries each row to its sink ([`webhook`], [`alertmanager`], [`exec`]) at
+//!   least once, with the same signal id on every try, backing off exponentially with full
+//!   jitter, and marks rows that stay undelivered past `max_age` as expired (logged at error
+//!   and counted, never silently dropped).
+//! - **Pulled** (gates): [`gates::gates_router`] answers Argo Rollouts, Flagger and
+//!   `immune gate` ([`gate::gate`]) from the engine's live state.
+//!
+//! The outbox also keeps what must survive a restart: deploys in flight
+//! ([`Signals::resume_events`]) and blocked lines ([`Signals::blocked_lines`]).
+//!
+//! What `serve` calls, in order: [`Signals::open`]; [`Signals::blocked_lines`] (re-apply each
+//! block to the engine) then [`Signals::resume_events`] (re-apply each event); hand
+//! [`Signals::record`] to the engine thread as `on_decisions`; call
+//! [`Signals::record_deploy_event`] for each deploy event the engine accepted (an `unblock`
+//! event also resolves the alerts that blocked the line, see [`Signals::record_unblock`]);
+//! [`Signals::spawn_delivery`]; [`Signals::register_metrics`]; mount [`gates_router`].
 
-use crate::engine::handle::EngineHandle;
-use crate::model::{Decision, DeployEvent};
-use std::path::Path;
+pub mod alertmanager;
+pub mod deliver;
+pub mod exec;
+pub mod gate;
+pub mod gates;
+pub mod outbox;
+pub mod webhook;
+
+pub use gate::{GateError, gate};
+pub use gates::gates_router;
+
+use crate::model::{Decision, DecisionKind, DeployEvent, DeployEventKind, DurationMs};
+use serde::{Deserialize, Deserializer};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Why signals failed.
 #[derive(Debug, thiserror::Error)]
@@ -11,57 +46,536 @@ pub enum SignalsError {
     /// The embedded store failed.
     #[error("outbox: {0}")]
     Store(String),
+    /// The `signals:` configuration is unusable (duplicate sink names, missing secret...).
+    #[error("signals config: {0}")]
+    Config(String),
+}
+
+impl From<rusqlite::Error> for SignalsError {
+    fn from(e: rusqlite::Error) -> Self {
+        SignalsError::Store(e.to_string())
+    }
+}
+
+/// A duration written as a Prometheus duration string (`500ms`, `10s`, `5m`, `24h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigDuration(pub DurationMs);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DurationMs::parse(&s)
+            .filter(|d| d.0 > 0)
+            .map(ConfigDuration)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} (expected e.g. 500ms, 10s, 5m, 24h)"
+                ))
+            })
+    }
 }
 
 /// The `signals:` section of immune.yaml.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SignalsConfig {}
+pub struct SignalsConfig {
+    /// HTTP endpoints that get each decision as a signed JSON POST (deploy bots, CD tools).
+    #[serde(default)]
+    pub webhooks: Vec<webhook::WebhookConfig>,
+    /// Alertmanagers that get rollback/block/warn decisions as alerts, resolved on unblock.
+    #[serde(default)]
+    pub alertmanagers: Vec<alertmanager::AlertmanagerConfig>,
+    /// Commands run once per decision (argv, no shell), for deploy tools driven by scripts.
+    #[serde(default)]
+    pub exec: Vec<exec::ExecConfig>,
+    /// How often delivery looks for due signals when nothing wakes it (default `1s`).
+    #[serde(default)]
+    pub poll_interval: Option<ConfigDuration>,
+}
+
+/// Which decisions a sink gets; the same keys on every sink.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filter {
+    /// Decision kinds sent.
+    pub decisions: Vec<DecisionKind>,
+    /// Services sent; empty means every service.
+    pub services: Vec<String>,
+    /// Whether decisions of shadow rules are sent.
+    pub include_shadow: bool,
+}
+
+impl Filter {
+    /// Whether `d` goes to this sink.
+    pub fn matches(&self, d: &Decision) -> bool {
+        self.decisions.contains(&d.decision)
+            && (self.services.is_empty() || self.services.contains(&d.service))
+            && (!d.shadow || self.include_shadow)
+    }
+}
+
+/// How a sink retries; the same keys on every sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// One attempt's time limit.
+    pub timeout: DurationMs,
+    /// Undelivered signals older than this are expired (logged at error, counted).
+    pub max_age: DurationMs,
+    /// First retry delay ceiling; doubles per failure.
+    pub backoff_base: DurationMs,
+    /// Largest retry delay ceiling: bounds how long a recovered receiver waits.
+    pub backoff_cap: DurationMs,
+}
+
+impl RetryPolicy {
+    fn from_opts(
+        timeout: Option<ConfigDuration>,
+        max_age: Option<ConfigDuration>,
+        base: Option<ConfigDuration>,
+        cap: Option<ConfigDuration>,
+    ) -> RetryPolicy {
+        RetryPolicy {
+            timeout: timeout.map_or(DurationMs::from_secs(10), |d| d.0),
+            max_age: max_age.map_or(DurationMs::from_secs(86_400), |d| d.0),
+            backoff_base: base.map_or(DurationMs::from_secs(1), |d| d.0),
+            backoff_cap: cap.map_or(DurationMs::from_secs(300), |d| d.0),
+        }
+    }
+}
+
+/// A secret loaded from a file or the environment. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Reads the secret named by `file` or `env` (exactly one of them may be set; neither
+    /// means no secret). A trailing newline in the file is dropped.
+    pub fn load(
+        sink: &str,
+        file: Option<&Path>,
+        env: Option<&str>,
+    ) -> Result<Option<Secret>, SignalsError> {
+        let raw = match (file, env) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(SignalsError::Config(format!(
+                    "sink {sink:?}: set secret_file or secret_env, not both"
+                )));
+            }
+            (Some(p), None) => std::fs::read(p).map_err(|e| {
+                SignalsError::Config(format!(
+                    "sink {sink:?}: cannot read secret_file {}: {e}",
+                    p.display()
+                ))
+            })?,
+            (None, Some(var)) => std::env::var_os(var)
+                .map(|v| v.into_encoded_bytes())
+                .ok_or_else(|| {
+                    SignalsError::Config(format!(
+                        "sink {sink:?}: environment variable {var} (secret_env) is not set"
+                    ))
+                })?,
+        };
+        let mut raw = raw;
+        while raw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            raw.pop();
+        }
+        if raw.is_empty() {
+            return Err(SignalsError::Config(format!(
+                "sink {sink:?}: the secret is empty"
+            )));
+        }
+        Ok(Some(Secret(raw)))
+    }
+
+    /// The secret's bytes, for signing.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A URL with any user:password and query removed, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            if u.query().is_some() {
+                u.set_query(Some("<redacted>"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+/// What a sink does with a row.
+#[derive(Debug)]
+pub(crate) enum SinkKind {
+    Webhook(webhook::Webhook),
+    Alertmanager(alertmanager::Alertmanager),
+    Exec(exec::Exec),
+}
+
+/// One configured sink, ready to deliver.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    pub name: String,
+    pub filter: Filter,
+    pub retry: RetryPolicy,
+    pub kind: SinkKind,
+}
+
+impl Sink {
+    /// Whether this sink gets `resolve` rows when a line is unblocked (alert-shaped sinks).
+    pub fn takes_resolves(&self) -> bool {
+        match &self.kind {
+            SinkKind::Alertmanager(_) => true,
+            SinkKind::Webhook(w) => w.format == webhook::WebhookFormat::AlertmanagerWebhook,
+            SinkKind::Exec(_) => false,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self.kind {
+            SinkKind::Webhook(_) => "webhook",
+            SinkKind::Alertmanager(_) => "alertmanager",
+            SinkKind::Exec(_) => "exec",
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub outbox: Mutex<outbox::Outbox>,
+    pub sinks: Vec<Arc<Sink>>,
+    pub wake: HashMap<String, Arc<Notify>>,
+    pub public_url: String,
+    pub poll_interval: DurationMs,
+    pub metrics: deliver::Metrics,
+    pub client: reqwest::Client,
+}
 
 /// The outbox and the state that survives restarts. Cheap to clone; usable from the engine
 /// thread and from async tasks.
 #[derive(Clone)]
-pub struct Signals {}
+pub struct Signals {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Signals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signals")
+            .field("sinks", &self.inner.sinks)
+            .field("public_url", &self.inner.public_url)
+            .finish()
+    }
+}
+
+/// The file name of the outbox under the data directory.
+pub const OUTBOX_FILE: &str = "signals.sqlite";
 
 impl Signals {
     /// Opens (or creates) the store under `data_dir`. `public_url` is immune's own base
-    /// URL, for links in signal bodies.
+    /// URL, for links in signal bodies. Secrets are read here, so a missing secret file
+    /// fails start-up rather than the first delivery.
     pub fn open(
-        _cfg: SignalsConfig,
-        _data_dir: &Path,
-        _public_url: String,
+        cfg: SignalsConfig,
+        data_dir: &Path,
+        public_url: String,
     ) -> Result<Signals, SignalsError> {
-        Ok(Signals {})
+        let sinks = build_sinks(&cfg)?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            SignalsError::Store(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let outbox = outbox::Outbox::open(&data_dir.join(OUTBOX_FILE))?;
+        let known: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+        for (sink, n) in outbox.pending_by_sink()? {
+            if !known.contains(&sink.as_str()) {
+                tracing::warn!(
+                    sink = %sink, pending = n,
+                    "Signals are pending for a sink that is no longer configured; they stay in the outbox until it is configured again."
+                );
+            }
+        }
+        let wake = sinks
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(Notify::new())))
+            .collect();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("immune/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SignalsError::Config(format!("http client: {e}")))?;
+        Ok(Signals {
+            inner: Arc::new(Inner {
+                outbox: Mutex::new(outbox),
+                sinks: sinks.into_iter().map(Arc::new).collect(),
+                wake,
+                public_url: public_url.trim_end_matches('/').to_string(),
+                poll_interval: cfg.poll_interval.map_or(DurationMs::from_secs(1), |d| d.0),
+                metrics: deliver::Metrics::new()?,
+                client,
+            }),
+        })
     }
 
-    /// Writes decisions durably (called on the engine thread before anything else).
-    pub fn record(&self, _decisions: &[Decision]) -> Result<(), SignalsError> {
+    pub(crate) fn with_outbox<T>(
+        &self,
+        f: impl FnOnce(&mut outbox::Outbox) -> Result<T, SignalsError>,
+    ) -> Result<T, SignalsError> {
+        let mut ob = self
+            .inner
+            .outbox
+            .lock()
+            .map_err(|_| SignalsError::Store("outbox lock poisoned".into()))?;
+        f(&mut ob)
+    }
+
+    fn wake(&self, sinks: &[String]) {
+        for s in sinks {
+            if let Some(n) = self.inner.wake.get(s) {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Writes decisions durably (called on the engine thread before anything else): in one
+    /// transaction, the decision log, one signal row per (decision, matching sink), the line
+    /// state and the deploy's end. Wakes delivery once committed.
+    pub fn record(&self, decisions: &[Decision]) -> Result<(), SignalsError> {
+        let touched =
+            self.with_outbox(|ob| ob.record(decisions, &self.inner.sinks, &self.inner.public_url))?;
+        self.wake(&touched);
         Ok(())
     }
 
-    /// Remembers a deploy event so analyses can be resumed after a restart.
-    pub fn record_deploy_event(&self, _ev: &DeployEvent) -> Result<(), SignalsError> {
+    /// Remembers a deploy event so analyses can be resumed after a restart. Call it for each
+    /// event the engine accepted. An `unblock` event also does [`Signals::record_unblock`].
+    pub fn record_deploy_event(&self, ev: &DeployEvent) -> Result<(), SignalsError> {
+        if ev.event == DeployEventKind::Unblock {
+            let Some(service) = ev.service.as_deref() else {
+                return Ok(());
+            };
+            return self.record_unblock(
+                service,
+                ev.by.as_deref().unwrap_or(""),
+                ev.reason.as_deref().unwrap_or(""),
+                ev.at,
+            );
+        }
+        self.with_outbox(|ob| ob.record_deploy_event(ev))
+    }
+
+    /// The line of `service` was opened again: forgets the block and enqueues a `resolve`
+    /// signal, for each alert-shaped sink, for every firing alert that blocked the line.
+    /// Idempotent.
+    pub fn record_unblock(
+        &self,
+        service: &str,
+        by: &str,
+        reason: &str,
+        at: f64,
+    ) -> Result<(), SignalsError> {
+        let touched =
+            self.with_outbox(|ob| ob.record_unblock(service, by, reason, at, &self.inner.sinks))?;
+        self.wake(&touched);
         Ok(())
     }
 
-    /// The deploy events to re-apply at start-up (deploys in flight, line blocks), oldest first.
+    /// The deploy events to re-apply at start-up, oldest first: the `canary` (and `full`)
+    /// events of deploys with no `end`/`abort` and no final decision. Apply
+    /// [`Signals::blocked_lines`] first.
+    ///
+    /// A resumed analysis has lost its in-memory pre-deploy window: its evidence restarts
+    /// from the restart, and each resumed deploy is logged saying so.
     pub fn resume_events(&self) -> Result<Vec<DeployEvent>, SignalsError> {
-        Ok(Vec::new())
+        let evs = self.with_outbox(|ob| ob.resume_events())?;
+        for ev in evs.iter().filter(|e| e.event == DeployEventKind::Canary) {
+            tracing::warn!(
+                deploy = ev.deploy.as_deref().unwrap_or(""),
+                service = ev.service.as_deref().unwrap_or(""),
+                "Deploy resumed after restart; its pre-deploy window was lost, so its evidence restarts from now."
+            );
+        }
+        Ok(evs)
     }
 
-    /// Starts delivery; returns when `shutdown` turns true.
+    /// Each blocked line and the decision that blocked it, to re-apply at start-up (the
+    /// engine blocks lines only through decisions, so `serve` restores them explicitly).
+    pub fn blocked_lines(&self) -> Result<Vec<(String, Decision)>, SignalsError> {
+        self.with_outbox(|ob| ob.blocked_lines())
+    }
+
+    /// Every signal row, newest first (at most `limit`), for the API and for tests.
+    pub fn signals(&self, limit: usize) -> Result<Vec<outbox::SignalRow>, SignalsError> {
+        self.with_outbox(|ob| ob.rows(limit))
+    }
+
+    /// Starts delivery (one task per sink plus a gauge task); returns when `shutdown`
+    /// turns true. An attempt in flight at shutdown is abandoned and retried after restart.
     pub fn spawn_delivery(
         &self,
-        _shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async {})
+        deliver::spawn(self.clone(), shutdown)
     }
 
     /// Registers the signals' own metrics.
-    pub fn register_metrics(&self, _registry: &prometheus::Registry) {}
+    pub fn register_metrics(&self, registry: &prometheus::Registry) {
+        self.inner.metrics.register(registry);
+    }
 }
 
-/// The pull gates (Argo Rollouts verdict, Flagger webhook, gate endpoint), mounted by the API.
-pub fn gates_router(_engine: EngineHandle) -> axum::Router {
-    axum::Router::new()
+fn build_sinks(cfg: &SignalsConfig) -> Result<Vec<Sink>, SignalsError> {
+    let mut sinks = Vec::new();
+    for w in &cfg.webhooks {
+        sinks.push(w.build()?);
+    }
+    for a in &cfg.alertmanagers {
+        sinks.push(a.build()?);
+    }
+    for e in &cfg.exec {
+        sinks.push(e.build()?);
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for s in &sinks {
+        if s.name.is_empty() {
+            return Err(SignalsError::Config(format!(
+                "a {} sink has an empty name",
+                s.label()
+            )));
+        }
+        if seen.contains(&s.name.as_str()) {
+            return Err(SignalsError::Config(format!(
+                "two sinks are named {:?}; names identify signals in the outbox and must be unique",
+                s.name
+            )));
+        }
+        seen.push(&s.name);
+    }
+    Ok(sinks)
+}
+
+/// Every decision kind, the default filter of webhook and exec sinks.
+pub(crate) const ALL_DECISIONS: [DecisionKind; 5] = [
+    DecisionKind::Promote,
+    DecisionKind::Pass,
+    DecisionKind::Warn,
+    DecisionKind::Block,
+    DecisionKind::Rollback,
+];
+
+/// A sink config's optional path as a `Path` (for [`Secret::load`]).
+pub(crate) fn opt_path(p: &Option<PathBuf>) -> Option<&Path> {
+    p.as_deref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_with_the_crate_yaml_loader() {
+        let yaml = r#"
+webhooks:
+  - name: bot
+    url: http://127.0.0.1:1/hook
+    secret_env: IMMUNE_TEST_NEVER_SET
+    decisions: [rollback, block]
+    services: [web]
+    timeout: 5s
+    max_age: 2h
+    backoff_base: 500ms
+    backoff_cap: 1m
+alertmanagers:
+  - name: am
+    url: http://127.0.0.1:9093
+exec:
+  - name: script
+    command: [/bin/true, x]
+poll_interval: 250ms
+"#;
+        let cfg: SignalsConfig = crate::rules::load::from_yaml_str("immune.yaml", yaml).unwrap();
+        assert_eq!(cfg.webhooks.len(), 1);
+        assert_eq!(cfg.webhooks[0].decisions.as_ref().unwrap().len(), 2);
+        assert_eq!(
+            cfg.webhooks[0].backoff_base,
+            Some(ConfigDuration(DurationMs(500)))
+        );
+        assert_eq!(cfg.exec[0].command, vec!["/bin/true", "x"]);
+        assert_eq!(cfg.poll_interval, Some(ConfigDuration(DurationMs(250))));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_errors() {
+        let bad = "webhooks:\n  - name: a\n    url: http://x\n    secret: hunter2\n";
+        let e = crate::rules::load::from_yaml_str::<SignalsConfig>("immune.yaml", bad).unwrap_err();
+        assert!(format!("{e:?}").contains("secret"), "{e:?}");
+        let bad = "exec:\n  - name: a\n    command: [x]\n    timeout: soon\n";
+        assert!(crate::rules::load::from_yaml_str::<SignalsConfig>("immune.yaml", bad).is_err());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let dir = std::env::temp_dir().join(format!("immune-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("s");
+        std::fs::write(&f, "hunter2\n").unwrap();
+        let s = Secret::load("a", Some(&f), None).unwrap().unwrap();
+        assert_eq!(s.expose(), b"hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let cfg = SignalsConfig {
+            webhooks: vec![webhook::WebhookConfig {
+                name: "a".into(),
+                url: "https://user:pw@example.com/h?token=abc".into(),
+                secret_file: Some(f.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let sig = Signals::open(cfg.clone(), &dir, "http://immune".into()).unwrap();
+        let dbg = format!("{sig:?} {cfg:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("pw@") && !dbg.contains("abc"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn filter_defaults_and_matching() {
+        let d = Decision {
+            at: 1.0,
+            deploy: "d1".into(),
+            service: "web".into(),
+            version: None,
+            decision: DecisionKind::Rollback,
+            phase: crate::model::Phase::Canary,
+            rule: "r".into(),
+            r#final: true,
+            shadow: false,
+            evidence: serde_json::json!({}),
+        };
+        let f = Filter {
+            decisions: vec![DecisionKind::Rollback],
+            services: vec![],
+            include_shadow: false,
+        };
+        assert!(f.matches(&d));
+        let shadow = Decision {
+            shadow: true,
+            ..d.clone()
+        };
+        assert!(!f.matches(&shadow));
+        let other = Decision {
+            service: "api".into(),
+            ..d.clone()
+        };
+        let web_only = Filter {
+            services: vec!["web".into()],
+            ..f.clone()
+        };
+        assert!(!web_only.matches(&other) && web_only.matches(&d));
+    }
 }

@@ -1,0 +1,281 @@
+//! Pull gates: deploy tools that ask rather than listen read immune's verdict here.
+//!
+//! - `GET /api/v1/verdict/{service}[?deploy=<id>]`: the verdict on a deploy (the newest of
+//!   the service when no id is given), for an Argo Rollouts `web` metric
+//!   (`jsonPath: "{$.healthy}"`, `successCondition: result == true`).
+//! - `POST /api/v1/flagger/{check}`: a Flagger webhook (`pre-rollout`, `rollout`, ...):
+//!   200 while the canary is healthy, 403 once immune decided rollback/block for it or its
+//!   line is blocked. The service is `metadata.service`, else the canary's `name`; the
+//!   deploy is `metadata.deploy`, else the newest of the service.
+//! - `GET /api/v1/gate/{service}`: 200 `{"open": true}` or 423 `{"open": false,
+//!   "blocked_by": {...}}`, for `immune gate` and scripts.
+//!
+//! A deploy named explicitly but unknown to immune is a 404 (fail closed: immune cannot
+//! vouch for what it never saw); with no deploy named and none known, the verdict is
+//! `pending`, healthy while the line is open. An engine that does not answer is a 503.
+
+use crate::engine::handle::{EngineHandle, Query as EngineQuery};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The pull gates (Argo Rollouts verdict, Flagger webhook, gate endpoint), mounted by the API.
+pub fn gates_router(engine: EngineHandle) -> Router {
+    Router::new()
+        .route("/api/v1/verdict/{service}", get(verdict_handler))
+        .route("/api/v1/flagger/{check}", post(flagger_handler))
+        .route("/api/v1/gate/{service}", get(gate_handler))
+        .with_state(engine)
+}
+
+/// The decision of a deploy view (`Query::Deploy`) as the gates report it, and the
+/// decision that made it (for rollback/block). Warnings and shadow decisions do not count.
+pub fn decision_of(view: &Value) -> (&'static str, Option<&Value>) {
+    let ds: Vec<&Value> = view
+        .get("decisions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|d| d.get("shadow").and_then(Value::as_bool) != Some(true))
+                .collect()
+        })
+        .unwrap_or_default();
+    fn kind(d: &Value) -> &str {
+        d.get("decision")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+    if let Some(d) = ds.iter().find(|d| matches!(kind(d), "rollback" | "block")) {
+        return (
+            if kind(d) == "rollback" {
+                "rollback"
+            } else {
+                "block"
+            },
+            Some(d),
+        );
+    }
+    if ds
+        .iter()
+        .any(|d| kind(d) == "pass" && d.get("final").and_then(Value::as_bool) == Some(true))
+    {
+        return ("pass", None);
+    }
+    if ds.iter().any(|d| kind(d) == "promote") {
+        return ("promote", None);
+    }
+    ("pending", None)
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The verdict JSON for `service` from its line (`Query::Line`) and a deploy view (or
+/// none): `{service, line, deploy, decision, healthy, blocked_by, summary}`.
+pub fn verdict(service: &str, line: &Value, view: Option<&Value>) -> Value {
+    let blocked_by = line.get("blocked").cloned().unwrap_or(Value::Null);
+    let open = blocked_by.is_null();
+    let (decision, by) = view.map_or(("pending", None), decision_of);
+    let healthy = open && !matches!(decision, "rollback" | "block");
+    let deploy = view.map(|v| str_of(v, "deploy").to_string());
+    let summary = match (by, view) {
+        (Some(d), Some(v)) => format!(
+            "{decision}: deploy {} of {service}, rule {}: {}",
+            str_of(v, "deploy"),
+            str_of(d, "rule"),
+            d.pointer("/evidence/summary")
+                .and_then(Value::as_str)
+                .unwrap_or("no summary")
+        ),
+        _ if !open => format!(
+            "line of {service} is blocked by deploy {} (rule {}, {}): {}",
+            str_of(&blocked_by, "deploy"),
+            str_of(&blocked_by, "rule"),
+            str_of(&blocked_by, "decision"),
+            str_of(&blocked_by, "summary")
+        ),
+        (_, Some(v)) => format!(
+            "deploy {} of {service}: {decision} (phase {})",
+            str_of(v, "deploy"),
+            str_of(v, "phase")
+        ),
+        (_, None) => format!("no deploy of {service} known to immune; line open"),
+    };
+    json!({
+        "service": service,
+        "line": if open { "open" } else { "blocked" },
+        "deploy": deploy,
+        "decision": decision,
+        "healthy": healthy,
+        "blocked_by": blocked_by,
+        "summary": summary,
+    })
+}
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (status, Json(json!({"error": msg}))).into_response()
+}
+
+async fn ask(engine: &EngineHandle, q: EngineQuery) -> Result<Value, Response> {
+    engine.query(q).await.map_err(|e| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("engine unavailable: {e}"),
+        )
+    })
+}
+
+/// Reads the line and the deploy (named, or the service's newest) and builds the verdict.
+async fn compute(
+    engine: &EngineHandle,
+    service: &str,
+    deploy: Option<&str>,
+) -> Result<Value, Response> {
+    let line = ask(engine, EngineQuery::Line(service.to_string())).await?;
+    let view = match deploy {
+        Some(id) => {
+            let v = ask(engine, EngineQuery::Deploy(id.to_string())).await?;
+            if v.is_null() || str_of(&v, "service") != service {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    format!("immune knows no deploy {id:?} of service {service:?}"),
+                ));
+            }
+            Some(v)
+        }
+        None => {
+            let all = ask(engine, EngineQuery::Deploys).await?;
+            all.as_array()
+                .and_then(|a| a.iter().find(|v| str_of(v, "service") == service))
+                .cloned()
+        }
+    };
+    Ok(verdict(service, &line, view.as_ref()))
+}
+
+#[derive(Deserialize)]
+struct VerdictParams {
+    deploy: Option<String>,
+}
+
+async fn verdict_handler(
+    State(engine): State<EngineHandle>,
+    Path(service): Path<String>,
+    Query(p): Query<VerdictParams>,
+) -> Response {
+    match compute(&engine, &service, p.deploy.as_deref()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Flagger's webhook request body.
+#[derive(Debug, Deserialize)]
+pub struct FlaggerRequest {
+    /// The Canary's name.
+    pub name: String,
+    /// The Canary's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The canary's phase (`Progressing`, ...).
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// The canary revision's checksum.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// The webhook's `metadata` from the Canary spec (`service`, `deploy`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+async fn flagger_handler(
+    State(engine): State<EngineHandle>,
+    Path(check): Path<String>,
+    Json(req): Json<FlaggerRequest>,
+) -> Response {
+    let service = req
+        .metadata
+        .get("service")
+        .cloned()
+        .unwrap_or_else(|| req.name.clone());
+    let deploy = req.metadata.get("deploy").map(String::as_str);
+    match compute(&engine, &service, deploy).await {
+        Ok(mut v) => {
+            v["check"] = json!(check);
+            v["canary"] = json!({"name": req.name, "namespace": req.namespace, "phase": req.phase});
+            let status = if v["healthy"] == json!(true) {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            (status, Json(v)).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn gate_handler(State(engine): State<EngineHandle>, Path(service): Path<String>) -> Response {
+    let line = match ask(&engine, EngineQuery::Line(service.clone())).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let blocked = line.get("blocked").cloned().unwrap_or(Value::Null);
+    if blocked.is_null() {
+        Json(json!({"service": service, "open": true})).into_response()
+    } else {
+        (
+            StatusCode::LOCKED,
+            Json(json!({"service": service, "open": false, "blocked_by": blocked})),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(decisions: Value) -> Value {
+        json!({"deploy": "d1", "service": "web", "phase": "canary", "decisions": decisions})
+    }
+
+    #[test]
+    fn verdicts_follow_the_decisions_and_the_line() {
+        let open = json!({"blocked": null, "history": []});
+        let v = verdict("web", &open, Some(&view(json!([]))));
+        assert_eq!(
+            (v["decision"].as_str(), v["healthy"].as_bool()),
+            (Some("pending"), Some(true))
+        );
+        let v = verdict(
+            "web",
+            &open,
+            Some(&view(
+                json!([{"decision": "warn", "final": false}, {"decision": "promote", "final": false}]),
+            )),
+        );
+        assert_eq!(v["decision"], "promote");
+        assert_eq!(v["healthy"], true);
+        let rb = json!([{"decision": "rollback", "final": true, "rule": "r",
+                         "evidence": {"summary": "r: worse"}}]);
+        let blocked = json!({"blocked": {"deploy": "d1", "rule": "r", "decision": "rollback",
+                                         "at": 1.0, "summary": "r: worse"}});
+        let v = verdict("web", &blocked, Some(&view(rb)));
+        assert_eq!(v["decision"], "rollback");
+        assert_eq!(v["healthy"], false);
+        assert_eq!(v["line"], "blocked");
+        assert!(v["summary"].as_str().unwrap().contains("r: worse"));
+        // A shadow rollback is reported elsewhere but does not fail the gate.
+        let sh = json!([{"decision": "rollback", "final": false, "shadow": true}]);
+        assert_eq!(verdict("web", &open, Some(&view(sh)))["healthy"], true);
+        // No deploy known: pending, healthy only while the line is open.
+        assert_eq!(verdict("web", &open, None)["healthy"], true);
+        assert_eq!(verdict("web", &blocked, None)["healthy"], false);
+    }
+}

@@ -1,0 +1,346 @@
+//! The webhook sink: each decision as a signed JSON POST. The body and headers are a
+//! public promise (receivers are written against them); extend with new fields, never
+//! rename.
+//!
+//! Body (`format: immune`, the default), one JSON object per signal:
+//!
+//! ```json
+//! {"signal_id": "5c1f…(32 hex)", "decision": "rollback", "deploy": "d42", "service": "web",
+//!  "version": "v1.2.3", "commits": ["abc123"], "phase": "canary", "rule": "php_error_ratio",
+//!  "final": true, "shadow": false, "at": 1700000000.0, "summary": "php_error_ratio: …",
+//!  "evidence": {…}, "link": "https://immune.example/api/v1/deploys/d42"}
+//! ```
+//!
+//! `version` is `null` when unknown, `commits` `[]`. A `resolve` signal (only to sinks with
+//! `format: alertmanager_webhook`) is the original body plus
+//! `"resolved": {"at", "by", "reason", "signal_id"}`.
+//!
+//! Headers: `X-Immune-Signal-Id` (the same on every retry: deduplicate on it),
+//! `X-Immune-Timestamp` (unix seconds of this attempt), and, when a secret is configured,
+//! `X-Immune-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`. Verify
+//! the signature over the raw body bytes and reject stale timestamps to stop replays.
+//! Any 2xx answer means delivered; anything else (or no answer within `timeout`) is retried.
+//!
+//! `format: alertmanager_webhook` sends instead a body shaped like Alertmanager's own
+//! webhook (version "4"), for tools that already accept that (see [`super::alertmanager`]).
+
+use super::{ConfigDuration, Filter, RetryPolicy, Secret, SignalsError, Sink, SinkKind};
+use crate::model::{Decision, DecisionKind};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The body a webhook sink sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// immune's own body (see the module doc).
+    #[default]
+    Immune,
+    /// Alertmanager's webhook payload, version "4".
+    AlertmanagerWebhook,
+}
+
+/// One webhook sink in `signals.webhooks`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Unique sink name; part of every signal id and the `sink` metric label.
+    pub name: String,
+    /// Where to POST.
+    pub url: String,
+    /// Body shape: `immune` (default) or `alertmanager_webhook`.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// File holding the HMAC secret (never put the secret in the config itself).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the HMAC secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Decision kinds sent (default: all).
+    #[serde(default)]
+    pub decisions: Option<Vec<DecisionKind>>,
+    /// Services sent (default: all).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Send decisions of shadow rules too (default false).
+    #[serde(default)]
+    pub include_shadow: bool,
+    /// Time limit of one attempt (default `10s`).
+    #[serde(default)]
+    pub timeout: Option<ConfigDuration>,
+    /// Give up (expire, log at error, count) after this long undelivered (default `24h`).
+    #[serde(default)]
+    pub max_age: Option<ConfigDuration>,
+    /// First retry delay ceiling, doubled per failure, full jitter (default `1s`).
+    #[serde(default)]
+    pub backoff_base: Option<ConfigDuration>,
+    /// Largest retry delay ceiling (default `5m`).
+    #[serde(default)]
+    pub backoff_cap: Option<ConfigDuration>,
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &super::redact_url(&self.url))
+            .field("format", &self.format)
+            .field("secret_file", &self.secret_file)
+            .field("secret_env", &self.secret_env)
+            .field("decisions", &self.decisions)
+            .field("services", &self.services)
+            .field("include_shadow", &self.include_shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookConfig {
+    pub(crate) fn build(&self) -> Result<Sink, SignalsError> {
+        reqwest::Url::parse(&self.url)
+            .map_err(|e| SignalsError::Config(format!("webhook {:?}: bad url: {e}", self.name)))?;
+        let secret = Secret::load(
+            &self.name,
+            super::opt_path(&self.secret_file),
+            self.secret_env.as_deref(),
+        )?;
+        if secret.is_none() {
+            tracing::warn!(sink = %self.name, "Webhook has no secret; its requests are unsigned.");
+        }
+        Ok(Sink {
+            name: self.name.clone(),
+            filter: Filter {
+                decisions: self
+                    .decisions
+                    .clone()
+                    .unwrap_or_else(|| super::ALL_DECISIONS.to_vec()),
+                services: self.services.clone(),
+                include_shadow: self.include_shadow,
+            },
+            retry: RetryPolicy::from_opts(
+                self.timeout,
+                self.max_age,
+                self.backoff_base,
+                self.backoff_cap,
+            ),
+            kind: SinkKind::Webhook(Webhook {
+                url: self.url.clone(),
+                format: self.format,
+                secret,
+            }),
+        })
+    }
+}
+
+/// A webhook sink, ready to deliver.
+pub(crate) struct Webhook {
+    pub url: String,
+    pub format: WebhookFormat,
+    pub secret: Option<Secret>,
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &super::redact_url(&self.url))
+            .field("format", &self.format)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// The signal body for decision `d` (see the module doc): what every sink renders from.
+pub fn body(signal_id: &str, d: &Decision, commits: &[String], public_url: &str) -> Value {
+    json!({
+        "signal_id": signal_id,
+        "decision": d.decision,
+        "deploy": d.deploy,
+        "service": d.service,
+        "version": d.version,
+        "commits": commits,
+        "phase": d.phase,
+        "rule": d.rule,
+        "final": d.r#final,
+        "shadow": d.shadow,
+        "at": d.at,
+        "summary": summary(d),
+        "evidence": d.evidence,
+        "link": deploy_link(public_url, &d.deploy),
+    })
+}
+
+/// One line for people: the evidence's own summary, or a plain sentence.
+pub fn summary(d: &Decision) -> String {
+    match d.evidence.get("summary").and_then(Value::as_str) {
+        Some(s) => s.to_string(),
+        None => format!(
+            "{} deploy {} of {} (rule {})",
+            d.decision.as_str(),
+            d.deploy,
+            d.service,
+            d.rule
+        ),
+    }
+}
+
+/// `<public_url>/api/v1/deploys/<id>`, the id percent-encoded as a path segment.
+pub fn deploy_link(public_url: &str, deploy: &str) -> String {
+    let mut enc = String::new();
+    for b in deploy.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{}/api/v1/deploys/{enc}", public_url.trim_end_matches('/'))
+}
+
+/// `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail; fall back to an empty tag anyway.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `header` is a valid signature of `body` at `timestamp` (constant time), for
+/// receivers written in Rust and for tests.
+pub fn verify(secret: &[u8], timestamp: i64, body: &[u8], header: &str) -> bool {
+    let Some(hexsig) = header.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(tag) = hex::decode(hexsig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&tag).is_ok()
+}
+
+/// POSTs `body` with the signal headers; `Err` carries a reason for the log (no secrets).
+pub(crate) async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    secret: Option<&Secret>,
+    signal_id: &str,
+    body: Vec<u8>,
+    now_secs: i64,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let mut req = client
+        .post(url)
+        .timeout(timeout)
+        .header("Content-Type", "application/json")
+        .header("X-Immune-Signal-Id", signal_id)
+        .header("X-Immune-Timestamp", now_secs.to_string());
+    if let Some(s) = secret {
+        req = req.header("X-Immune-Signature", signature(s.expose(), now_secs, &body));
+    }
+    let resp = req
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", without_url(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+/// A reqwest error's text without the URL (which may carry credentials).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect error"
+    } else {
+        "error"
+    };
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Delivers one row to a webhook sink.
+pub(crate) async fn deliver(
+    client: &reqwest::Client,
+    w: &Webhook,
+    sink: &str,
+    row: &super::outbox::DueRow,
+    public_url: &str,
+    now_secs: i64,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let payload = match w.format {
+        WebhookFormat::Immune => row.body.clone(),
+        WebhookFormat::AlertmanagerWebhook => {
+            super::alertmanager::webhook_payload(&row.body, sink, public_url, now_secs)
+        }
+    };
+    let bytes = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
+    post_signed(
+        client,
+        &w.url,
+        w.secret.as_ref(),
+        &row.id,
+        bytes,
+        now_secs,
+        timeout,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_round_trips_and_rejects_tampering() {
+        let sig = signature(b"k", 1700000000, b"{\"a\":1}");
+        assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+        assert!(verify(b"k", 1700000000, b"{\"a\":1}", &sig));
+        assert!(!verify(b"k", 1700000001, b"{\"a\":1}", &sig));
+        assert!(!verify(b"k", 1700000000, b"{\"a\":2}", &sig));
+        assert!(!verify(b"other", 1700000000, b"{\"a\":1}", &sig));
+    }
+
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // python3 -c 'import hmac,hashlib;print(hmac.new(b"secret",b"1700000000.{}",hashlib.sha256).hexdigest())'
+        assert_eq!(
+            signature(b"secret", 1700000000, b"{}"),
+            "sha256=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
+        );
+    }
+
+    #[test]
+    fn links_encode_the_deploy_id() {
+        assert_eq!(
+            deploy_link("http://i:9977/", "d 42/x"),
+            "http://i:9977/api/v1/deploys/d%2042%2Fx"
+        );
+    }
+}
