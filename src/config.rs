@@ -166,6 +166,10 @@ pub struct EngineSection {
     /// Finished deploys kept for the API.
     #[serde(default = "default_recent")]
     pub recent_deploys: usize,
+    /// After this long in canary, rules still gathering evidence that lean healthy no
+    /// longer hold back a `promote`.
+    #[serde(default = "d300s")]
+    pub promote_after: Duration,
 }
 
 impl Default for EngineSection {
@@ -177,6 +181,7 @@ impl Default for EngineSection {
             max_series: default_max_series(),
             queue_capacity: default_queue(),
             recent_deploys: default_recent(),
+            promote_after: d300s(),
         }
     }
 }
@@ -190,6 +195,7 @@ impl EngineSection {
             full_for: self.full_for.0,
             max_series: self.max_series,
             recent_deploys: self.recent_deploys,
+            promote_after: self.promote_after.0,
         }
     }
 }

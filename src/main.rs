@@ -80,6 +80,19 @@ enum Command {
         #[command(subcommand)]
         action: DeployAction,
     },
+    /// Ask a running agent whether a service's line is open: exit 0 when open, 1 with the
+    /// reason (deploy, rule, evidence) when blocked, 2 when the agent cannot be asked.
+    Gate {
+        /// The service whose line to check.
+        #[arg(long)]
+        service: String,
+        /// The agent's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9977")]
+        url: String,
+        /// A file holding the bearer token (default: $IMMUNE_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Check rule files; prints one line per file, or every error as file:line:column.
     Check {
         /// Rule files or directories.
@@ -180,6 +193,11 @@ fn run(command: Command) -> Result<ExitCode> {
             listen,
         } => run_demo(keep, speed, listen),
         Command::Deploy { url, token, action } => run_deploy(&url, token, action),
+        Command::Gate {
+            service,
+            url,
+            token_file,
+        } => run_gate(&url, &service, token_file),
         Command::Check { paths } => {
             let ok =
                 immune::rules::check::check(&paths, &mut std::io::stdout(), &mut std::io::stderr());
@@ -303,6 +321,29 @@ fn run_demo(keep: bool, speed: f64, listen: Option<String>) -> Result<ExitCode> 
         let mut out = std::io::stdout();
         immune::demo::run(opts, &mut out, immune::serve::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_gate(url: &str, service: &str, token_file: Option<PathBuf>) -> Result<ExitCode> {
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("{}: cannot read token", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("IMMUNE_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let open = runtime()?.block_on(immune::signals::gate::gate(
+        url,
+        service,
+        token.as_deref(),
+        &mut std::io::stdout(),
+    ))?;
+    Ok(if open {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -297,6 +297,14 @@ pub async fn run(
     let (engine_handle, engine_thread) =
         handle::spawn(engine, config.engine.queue_capacity, on_decisions)?;
 
+    // A restart never opens a line that a person has not acknowledged.
+    for (service, decision) in signals.blocked_lines()? {
+        tracing::info!(service = %service, deploy = %decision.deploy, rule = %decision.rule, "Line still blocked after restart.");
+        engine_handle
+            .restore_block(service, decision)
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    }
     for ev in signals.resume_events()? {
         match engine_handle.deploy_event(ev.clone()).await {
             Ok(Ok(_)) => {

@@ -35,6 +35,8 @@ pub enum Input {
     Query(Query, oneshot::Sender<Value>),
     /// Replace the rules.
     Reload(RuleSet),
+    /// Block a service's line again after a restart (service, the decision that blocked it).
+    RestoreBlock(String, Decision),
     /// Stop the thread.
     Shutdown,
 }
@@ -136,6 +138,16 @@ impl EngineHandle {
         self.send_blocking(Input::Reload(rules)).await
     }
 
+    /// Blocks a service's line again with a decision recorded before a restart.
+    pub async fn restore_block(
+        &self,
+        service: String,
+        decision: Decision,
+    ) -> Result<(), HandleError> {
+        self.send_blocking(Input::RestoreBlock(service, decision))
+            .await
+    }
+
     /// Stops the engine thread after the inputs already queued.
     pub async fn shutdown(&self) -> Result<(), HandleError> {
         self.send_blocking(Input::Shutdown).await
@@ -207,6 +219,7 @@ fn run(mut engine: Engine, rx: Receiver<Input>, mut on_decisions: DecisionSink) 
                 let _ = reply.send(answer(&engine, q));
             }
             Input::Reload(rules) => engine.set_rules(rules),
+            Input::RestoreBlock(service, d) => engine.restore_block(&service, &d),
             Input::Shutdown => break,
         }
     }

@@ -834,6 +834,26 @@ impl Engine {
         out
     }
 
+    /// Blocks `service`'s line again with a decision recorded before a restart, so a
+    /// restart never opens a line a person has not acknowledged.
+    pub fn restore_block(&mut self, service: &str, d: &Decision) {
+        let line = self.lines.entry(service.to_string()).or_default();
+        if line.blocked.is_none() {
+            line.blocked = Some(Blocked {
+                deploy: d.deploy.clone(),
+                rule: d.rule.clone(),
+                decision: d.decision,
+                at: d.at,
+                summary: d
+                    .evidence
+                    .get("summary")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+    }
+
     /// A service's line.
     pub fn line(&self, service: &str) -> LineState {
         self.lines.get(service).cloned().unwrap_or_default()
