@@ -116,7 +116,7 @@ fn parse_le(v: &str) -> Option<f64> {
 /// Which series are on a side of the comparison.
 pub trait SideFilter {
     /// True when the series is on this side.
-    fn includes(&self, id: SeriesId, series: &Series) -> bool;
+    fn includes(&self, series: &Series) -> bool;
 }
 
 /// What a rule reads from one side over one span of time.
@@ -148,7 +148,7 @@ pub fn count_agg(
     let ratio = matches!(rule.kind, MetricKind::Ratio { .. });
     for &id in &rs.main {
         let s = store.get(id);
-        if !side.includes(id, s) {
+        if !side.includes(s) {
             continue;
         }
         if let Some(inc) = store::increase(&s.points, from, to) {
@@ -169,7 +169,7 @@ pub fn count_agg(
     if ratio {
         for &id in &rs.denom {
             let s = store.get(id);
-            if !side.includes(id, s) {
+            if !side.includes(s) {
                 continue;
             }
             if let Some(inc) = store::increase(&s.points, from, to) {
@@ -222,7 +222,7 @@ pub fn continuous_value(
             let (mut sum, mut n) = (0.0, 0usize);
             for &id in &rs.main {
                 let s = store.get(id);
-                if side.includes(id, s)
+                if side.includes(s)
                     && let Some(m) = store::mean_in(&s.points, from, to)
                 {
                     sum += m;
@@ -234,7 +234,7 @@ pub fn continuous_value(
         MetricKind::Mean => {
             let total = |ids: &[SeriesId]| {
                 ids.iter()
-                    .filter(|id| side.includes(**id, store.get(**id)))
+                    .filter(|id| side.includes(store.get(**id)))
                     .filter_map(|id| store::increase(&store.get(*id).points, from, to))
                     .map(|inc| inc.value)
                     .sum::<f64>()
@@ -246,7 +246,7 @@ pub fn continuous_value(
             let mut by_le: Vec<(f64, f64)> = Vec::new();
             for &(id, le) in &rs.buckets {
                 let s = store.get(id);
-                if !side.includes(id, s) {
+                if !side.includes(s) {
                     continue;
                 }
                 if let Some(inc) = store::increase(&s.points, from, to) {
@@ -739,8 +739,6 @@ impl CountControl {
             self.treatment.1 += t.exposure;
             self.control.0 += c.events;
             self.control.1 += c.exposure;
-            let mut all = c.hosts.clone();
-            all.extend(t.hosts.clone());
             let (chi, df) = pearson(&c.hosts);
             self.chi2.0 += chi;
             self.chi2.1 += df;
@@ -911,7 +909,7 @@ fn seasonal_agg(ctx: &Ctx<'_>, offset: DurationMs) -> Option<(f64, f64)> {
     let ratio = matches!(ctx.rule.kind, MetricKind::Ratio { .. });
     let read = |id: SeriesId| -> Option<store::Increase> {
         let s = ctx.store.get(id);
-        if !ctx.treatment.includes(id, s) {
+        if !ctx.treatment.includes(s) {
             return None;
         }
         store::increase(s.history.as_ref()?, from, to)
@@ -1008,7 +1006,7 @@ fn seasonal_value(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> Option<f64> 
     let (mut sum, mut n) = (0.0, 0usize);
     for &id in &ctx.rs.main {
         let s = ctx.store.get(id);
-        if ctx.treatment.includes(id, s)
+        if ctx.treatment.includes(s)
             && let Some(h) = s.history.as_ref()
             && let Some(m) = store::mean_in(h, from.sub(DurationMs::from_secs(60)), to)
         {

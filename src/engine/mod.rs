@@ -165,7 +165,7 @@ fn is_canary(sel: &CanarySelector, s: &Series) -> bool {
 }
 
 impl SideFilter for Side<'_> {
-    fn includes(&self, _: SeriesId, s: &Series) -> bool {
+    fn includes(&self, s: &Series) -> bool {
         self.everything || is_canary(self.canary, s) == self.want_canary
     }
 }
@@ -640,7 +640,7 @@ impl Engine {
                 let live: Vec<&Series> = rs
                     .liveness()
                     .map(|id| self.store.get(id))
-                    .filter(|s| treatment.includes(SeriesId(0), s))
+                    .filter(|s| treatment.includes(s))
                     .collect();
                 let newest = live.iter().map(|s| s.last_seen).max();
                 if let Some(newest) = newest
