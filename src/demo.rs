@@ -58,13 +58,14 @@ pub enum DemoError {
 }
 
 /// The two deploys: healthy, then error rate ×3. Short phases keep the demo short: the
-/// healthy one gets 15 minutes of history, a 3-minute canary and 3 minutes at full rollout.
+/// healthy one gets 15 minutes of history, an 8-minute canary (long enough for the rules
+/// that see rare events to let it be promoted) and 3 minutes at full rollout.
 pub fn plans(cfg: &FleetConfig) -> Vec<DeployPlan> {
     let min = |m: i64| cfg.start.add(DurationMs::from_secs(60 * m));
     vec![
         DeployPlan {
-            full_at: min(18),
-            end_at: min(21),
+            full_at: min(23),
+            end_at: min(26),
             ..DeployPlan::new("d1", min(15), Scenario::Healthy)
         },
         DeployPlan {

@@ -229,3 +229,57 @@ fn healthy_deploys_are_wrongly_stopped_at_most_at_the_configured_alpha() {
         "rate {rate} > {bound} + {tolerance}: {stopped:?}"
     );
 }
+
+/// Business metrics against the same time last week: a week of history from the fleet
+/// scraped every minute, then a deploy that loses a fifth of signups once it is
+/// everywhere. The seasonal rule warns; a healthy deploy at the same time does not.
+#[test]
+fn signups_lost_after_full_rollout_are_seen_against_last_week() {
+    let run = |scenario: Scenario| {
+        let cfg = FleetConfig {
+            seed: 21,
+            scrape_interval: DurationMs::from_secs(60),
+            ..FleetConfig::default()
+        };
+        let canary_at = cfg.start.add(DurationMs::from_secs(7 * 86_400 + 3_600));
+        let plan = DeployPlan::new("d", canary_at, scenario);
+        let until = plan.end_at;
+        let (mut metrics, mut deploys) = (Vec::new(), Vec::new());
+        sim::write_replay_files(&cfg, &[plan], until, &mut metrics, &mut deploys).unwrap();
+        let mut engine = Engine::new(defaults::load_rules(&[]).unwrap(), EngineConfig::default());
+        let mut out = Vec::new();
+        immune::replay::run(
+            &mut engine,
+            immune::replay::Input::new("m", metrics.as_slice()),
+            immune::replay::Input::new("d", deploys.as_slice()),
+            immune::replay::Options {
+                unit: TimestampUnit::Seconds,
+                eval_interval_ms: 60_000,
+            },
+            &mut out,
+        )
+        .unwrap();
+        let ds: Vec<Decision> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        ds
+    };
+    let bad = run(Scenario::Signups(0.6));
+    let warn = bad
+        .iter()
+        .find(|d| d.rule == "signups_vs_last_week")
+        .unwrap_or_else(|| panic!("no seasonal warning: {bad:#?}"));
+    assert_eq!(warn.decision, DecisionKind::Warn);
+    assert!(matches!(warn.phase, Phase::Full | Phase::Watch));
+    assert!(
+        warn.evidence["effect"]["ratio"].as_f64().unwrap() < 0.8,
+        "{warn:#?}"
+    );
+    let good = run(Scenario::Healthy);
+    assert!(
+        !good.iter().any(|d| d.rule.ends_with("_vs_last_week")),
+        "{good:#?}"
+    );
+}

@@ -119,6 +119,40 @@ pub trait SideFilter {
     fn includes(&self, series: &Series) -> bool;
 }
 
+/// A span of time to read: (from, to] of the recent points, or of the per-minute history
+/// (for seasonal baselines, already shifted back by the offset).
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// Start (exclusive).
+    pub from: Timestamp,
+    /// End (inclusive).
+    pub to: Timestamp,
+    /// Read the per-minute history instead of the recent points.
+    pub history: bool,
+}
+
+impl Span {
+    /// Recent points over (from, to].
+    pub fn recent(from: Timestamp, to: Timestamp) -> Span {
+        Span {
+            from,
+            to,
+            history: false,
+        }
+    }
+
+    fn points<'s>(
+        &self,
+        s: &'s Series,
+    ) -> Option<&'s std::collections::VecDeque<(Timestamp, f64)>> {
+        if self.history {
+            s.history.as_ref()
+        } else {
+            Some(&s.points)
+        }
+    }
+}
+
 /// What a rule reads from one side over one span of time.
 #[derive(Clone, Debug, Default)]
 pub struct CountAgg {
@@ -138,9 +172,9 @@ pub fn count_agg(
     rule: &Rule,
     rs: &RuleSeries,
     side: &dyn SideFilter,
-    from: Timestamp,
-    to: Timestamp,
+    span: Span,
 ) -> CountAgg {
+    let Span { from, to, .. } = span;
     let mut agg = CountAgg {
         integral: true,
         ..CountAgg::default()
@@ -151,7 +185,7 @@ pub fn count_agg(
         if !side.includes(s) {
             continue;
         }
-        if let Some(inc) = store::increase(&s.points, from, to) {
+        if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
             agg.events += inc.value;
             agg.integral &= inc.value.fract() == 0.0;
             let h = agg
@@ -172,7 +206,7 @@ pub fn count_agg(
             if !side.includes(s) {
                 continue;
             }
-            if let Some(inc) = store::increase(&s.points, from, to) {
+            if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
                 agg.exposure += inc.value;
                 agg.hosts
                     .entry(s.label(&rule.host_label).to_string())
@@ -207,6 +241,32 @@ pub fn pearson(hosts: &HashMap<String, (f64, f64)>) -> (f64, f64) {
     (chi2, (n - 1.0).max(0.0))
 }
 
+/// Extra-binomial variation of paired intervals (now, a season ago) around their common
+/// rate ratio: Pearson χ² of each interval's split against the split the pooled ratio
+/// predicts, and its degrees of freedom (intervals − 1). Measured around the fitted ratio,
+/// so a real change does not pass for noise.
+pub fn pearson_pairs(pairs: &[[f64; 4]]) -> (f64, f64) {
+    let (x1, x0, e1, e0) = pairs.iter().fold((0.0, 0.0, 0.0, 0.0), |a, p| {
+        (a.0 + p[0], a.1 + p[1], a.2 + p[2], a.3 + p[3])
+    });
+    if x1 <= 0.0 || x0 <= 0.0 || e1 <= 0.0 || e0 <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let theta = (x1 / e1) / (x0 / e0);
+    let mut chi2 = 0.0;
+    let mut n: f64 = 0.0;
+    for &[a, b, ea, eb] in pairs {
+        let total = a + b;
+        if total <= 0.0 || ea <= 0.0 || eb <= 0.0 {
+            continue;
+        }
+        let p = theta * ea / (theta * ea + eb);
+        chi2 += (a - total * p).powi(2) / (total * p * (1.0 - p));
+        n += 1.0;
+    }
+    (chi2, (n - 1.0).max(0.0))
+}
+
 /// A continuous value of one side over (from, to]: mean of gauges across hosts, pooled
 /// mean of `_sum`/`_count`, or the quantile of pooled histogram buckets.
 pub fn continuous_value(
@@ -214,16 +274,16 @@ pub fn continuous_value(
     rule: &Rule,
     rs: &RuleSeries,
     side: &dyn SideFilter,
-    from: Timestamp,
-    to: Timestamp,
+    span: Span,
 ) -> Option<f64> {
+    let Span { from, to, .. } = span;
     match &rule.kind {
         MetricKind::Gauge => {
             let (mut sum, mut n) = (0.0, 0usize);
             for &id in &rs.main {
                 let s = store.get(id);
                 if side.includes(s)
-                    && let Some(m) = store::mean_in(&s.points, from, to)
+                    && let Some(m) = span.points(s).and_then(|p| store::mean_in(p, from, to))
                 {
                     sum += m;
                     n += 1;
@@ -235,7 +295,10 @@ pub fn continuous_value(
             let total = |ids: &[SeriesId]| {
                 ids.iter()
                     .filter(|id| side.includes(store.get(**id)))
-                    .filter_map(|id| store::increase(&store.get(*id).points, from, to))
+                    .filter_map(|id| {
+                        span.points(store.get(*id))
+                            .and_then(|p| store::increase(p, from, to))
+                    })
                     .map(|inc| inc.value)
                     .sum::<f64>()
             };
@@ -249,7 +312,7 @@ pub fn continuous_value(
                 if !side.includes(s) {
                     continue;
                 }
-                if let Some(inc) = store::increase(&s.points, from, to) {
+                if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
                     match by_le.iter_mut().find(|(l, _)| *l == le) {
                         Some(b) => b.1 += inc.value,
                         None => by_le.push((le, inc.value)),
@@ -260,7 +323,7 @@ pub fn continuous_value(
             crate::stats::shape::histogram_quantile(*quantile, &by_le)
         }
         MetricKind::CounterRate | MetricKind::Ratio { .. } => {
-            let agg = count_agg(store, rule, rs, side, from, to);
+            let agg = count_agg(store, rule, rs, side, span);
             (agg.exposure > 0.0).then(|| agg.events / agg.exposure)
         }
     }
@@ -389,6 +452,8 @@ pub struct CountPast {
     chi2: (f64, f64),
     integral: bool,
     seasonal: bool,
+    /// Seasonal only: each interval's (x now, x then, exposure now, exposure then).
+    pairs: Vec<[f64; 4]>,
 }
 
 /// Per-block relative differences.
@@ -509,8 +574,7 @@ impl Method {
                         rule,
                         ctx.rs,
                         ctx.treatment,
-                        from,
-                        ctx.deploy_start,
+                        Span::recent(from, ctx.deploy_start),
                     );
                     // Time dispersion of the baseline: per-interval counts of the same side.
                     let mut chi2 = (0.0, 0.0);
@@ -518,7 +582,13 @@ impl Method {
                     let mut t = from;
                     let mut per: HashMap<String, (f64, f64)> = HashMap::new();
                     while t < ctx.deploy_start {
-                        let a = count_agg(ctx.store, rule, ctx.rs, ctx.treatment, t, t.add(step));
+                        let a = count_agg(
+                            ctx.store,
+                            rule,
+                            ctx.rs,
+                            ctx.treatment,
+                            Span::recent(t, t.add(step)),
+                        );
                         per.insert(t.0.to_string(), (a.events, a.exposure));
                         t = t.add(step);
                     }
@@ -533,6 +603,7 @@ impl Method {
                         chi2,
                         integral: agg.integral,
                         seasonal: false,
+                        pairs: Vec::new(),
                     };
                     past.fix_bound(rule, ctx.alpha);
                     Some(Method::CountPast(past))
@@ -545,6 +616,7 @@ impl Method {
                     chi2: (0.0, 0.0),
                     integral: true,
                     seasonal: true,
+                    pairs: Vec::new(),
                 })),
             };
         }
@@ -636,7 +708,13 @@ fn block_values(ctx: &Ctx<'_>, side: &dyn SideFilter, from: Timestamp, to: Times
     let mut out = Vec::new();
     let mut t = from;
     while t.add(ctx.block) <= to {
-        if let Some(v) = continuous_value(ctx.store, ctx.rule, ctx.rs, side, t, t.add(ctx.block)) {
+        if let Some(v) = continuous_value(
+            ctx.store,
+            ctx.rule,
+            ctx.rs,
+            side,
+            Span::recent(t, t.add(ctx.block)),
+        ) {
             out.push(v);
         }
         t = t.add(ctx.block);
@@ -654,16 +732,14 @@ fn block_diffs(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> Vec<f64> {
             ctx.rule,
             ctx.rs,
             ctx.treatment,
-            t,
-            t.add(ctx.block),
+            Span::recent(t, t.add(ctx.block)),
         );
         let b = continuous_value(
             ctx.store,
             ctx.rule,
             ctx.rs,
             ctx.control,
-            t,
-            t.add(ctx.block),
+            Span::recent(t, t.add(ctx.block)),
         );
         if let Some(d) = a.zip(b).and_then(|(a, b)| change(ctx.rule, a, b)) {
             out.push(d);
@@ -725,8 +801,20 @@ fn merge(a: &mut Value, b: Value) {
 
 impl CountControl {
     fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
-        let t = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, ctx.from, ctx.to);
-        let c = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.control, ctx.from, ctx.to);
+        let t = count_agg(
+            ctx.store,
+            ctx.rule,
+            ctx.rs,
+            ctx.treatment,
+            Span::recent(ctx.from, ctx.to),
+        );
+        let c = count_agg(
+            ctx.store,
+            ctx.rule,
+            ctx.rs,
+            ctx.control,
+            Span::recent(ctx.from, ctx.to),
+        );
         if t.exposure > 0.0 && c.exposure > 0.0 {
             self.intervals += 1;
             self.ev
@@ -808,7 +896,13 @@ impl CountPast {
     }
 
     fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
-        let t = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, ctx.from, ctx.to);
+        let t = count_agg(
+            ctx.store,
+            ctx.rule,
+            ctx.rs,
+            ctx.treatment,
+            Span::recent(ctx.from, ctx.to),
+        );
         let alpha_e = if self.seasonal {
             ctx.alpha
         } else {
@@ -816,7 +910,13 @@ impl CountPast {
         };
         if self.seasonal {
             if let Baseline::Seasonal { offset } = ctx.rule.baseline {
-                let b = seasonal_agg(ctx, offset);
+                let then = Span {
+                    from: ctx.from.sub(offset),
+                    to: ctx.to.sub(offset),
+                    history: true,
+                };
+                let a = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, then);
+                let b = (a.exposure > 0.0).then_some((a.events, a.exposure));
                 if let (Some(ev), Some((bx, be))) = (self.ev.as_mut(), b)
                     && t.exposure > 0.0
                     && be > 0.0
@@ -827,12 +927,8 @@ impl CountPast {
                     self.baseline.1 += be;
                     self.treatment.0 += t.events;
                     self.treatment.1 += t.exposure;
-                    let mut pair = HashMap::new();
-                    pair.insert("now".to_string(), (t.events, t.exposure));
-                    pair.insert("then".to_string(), (bx, be));
-                    let (c, d) = pearson(&pair);
-                    self.chi2.0 += c;
-                    self.chi2.1 += d;
+                    self.pairs.push([t.events, bx, t.exposure, be]);
+                    self.chi2 = pearson_pairs(&self.pairs);
                     self.integral &= t.integral;
                 }
             }
@@ -898,42 +994,6 @@ impl CountPast {
     }
 }
 
-/// Events and exposure of the treatment side over the same interval `offset` ago, read
-/// from per-minute history (so only whole minutes count).
-fn seasonal_agg(ctx: &Ctx<'_>, offset: DurationMs) -> Option<(f64, f64)> {
-    let from = ctx.from.sub(offset);
-    let to = ctx.to.sub(offset);
-    let mut x = 0.0;
-    let mut e = 0.0;
-    let mut any = false;
-    let ratio = matches!(ctx.rule.kind, MetricKind::Ratio { .. });
-    let read = |id: SeriesId| -> Option<store::Increase> {
-        let s = ctx.store.get(id);
-        if !ctx.treatment.includes(s) {
-            return None;
-        }
-        store::increase(s.history.as_ref()?, from, to)
-    };
-    for &id in &ctx.rs.main {
-        if let Some(inc) = read(id) {
-            any = true;
-            x += inc.value;
-            if !ratio {
-                e += inc.span.as_secs_f64();
-            }
-        }
-    }
-    if ratio {
-        for &id in &ctx.rs.denom {
-            if let Some(inc) = read(id) {
-                e += inc.value;
-            }
-        }
-    }
-    // The history's span can differ from the live interval's; scale to the live span.
-    (any && e > 0.0).then_some((x, e))
-}
-
 impl Continuous {
     fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
         // Blocks are aligned to the phase start; each completed block is one observation.
@@ -944,14 +1004,29 @@ impl Continuous {
                 .phase_start
                 .add(DurationMs(self.blocks_seen * ctx.block.0));
             let start = end.sub(ctx.block);
-            let t = continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.treatment, start, end);
+            let t = continuous_value(
+                ctx.store,
+                ctx.rule,
+                ctx.rs,
+                ctx.treatment,
+                Span::recent(start, end),
+            );
             let b = match ctx.rule.baseline {
-                Baseline::Control => {
-                    continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.control, start, end)
-                }
+                Baseline::Control => continuous_value(
+                    ctx.store,
+                    ctx.rule,
+                    ctx.rs,
+                    ctx.control,
+                    Span::recent(start, end),
+                ),
                 Baseline::PreDeploy { .. } => self.pre_level,
                 Baseline::Seasonal { offset } => {
-                    seasonal_value(ctx, start.sub(offset), end.sub(offset))
+                    let then = Span {
+                        from: start.sub(offset),
+                        to: end.sub(offset),
+                        history: true,
+                    };
+                    continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.treatment, then)
                 }
             };
             self.last_treatment = t;
@@ -1002,21 +1077,6 @@ impl Continuous {
     }
 }
 
-fn seasonal_value(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> Option<f64> {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for &id in &ctx.rs.main {
-        let s = ctx.store.get(id);
-        if ctx.treatment.includes(s)
-            && let Some(h) = s.history.as_ref()
-            && let Some(m) = store::mean_in(h, from.sub(DurationMs::from_secs(60)), to)
-        {
-            sum += m;
-            n += 1;
-        }
-    }
-    (n > 0).then(|| sum / n as f64)
-}
-
 impl Drift {
     fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
         let elapsed = ctx.to.since(ctx.phase_start).0;
@@ -1031,8 +1091,7 @@ impl Drift {
                 ctx.rule,
                 ctx.rs,
                 ctx.treatment,
-                end.sub(ctx.block),
-                end,
+                Span::recent(end.sub(ctx.block), end),
             ) {
                 Some(v) => self.values.push(v),
                 None => break,

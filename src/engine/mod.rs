@@ -1010,28 +1010,40 @@ fn annotate(ev: &mut Value, rule: &Rule, alpha: f64, threshold: f64, family: usi
 
 fn summary_of(a: &Analysis, rules: &[Rule]) -> Value {
     let mut states = serde_json::Map::new();
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for s in &a.states {
-        let v = s
-            .last
-            .as_ref()
-            .map_or(json!("not_evaluated"), |o| json!(o.verdict));
+        let verdict = s.last.as_ref().map(|o| o.verdict);
+        let name = match verdict {
+            Some(Verdict::Pass) => "healthy",
+            Some(Verdict::Fail) => "failing",
+            Some(Verdict::Inconclusive) => "inconclusive",
+            Some(Verdict::NoData) | None => "not evaluated",
+        };
+        *counts.entry(name).or_default() += 1;
         let key = if s.phases.len() == 1 {
             format!("{}@{}", rules[s.rule].name, s.phases[0].as_str())
         } else {
             rules[s.rule].name.clone()
         };
-        states.insert(key, v);
+        states.insert(key, verdict.map_or(json!("not_evaluated"), |v| json!(v)));
     }
-    let failed: Vec<&str> = a
+    let warnings: Vec<&str> = a
         .decisions
         .iter()
         .filter(|d| d.decision == DecisionKind::Warn)
         .map(|d| d.rule.as_str())
         .collect();
+    let tally: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     json!({
-        "summary": format!("{} rules judged; {} warnings", a.states.len(), failed.len()),
+        "summary": format!(
+            "{} rule checks: {}; {} warnings{}",
+            a.states.len(),
+            tally.join(", "),
+            warnings.len(),
+            if warnings.is_empty() { String::new() } else { format!(" ({})", warnings.join(", ")) }
+        ),
         "rules": states,
-        "warnings": failed,
+        "warnings": warnings,
     })
 }
 
