@@ -275,3 +275,29 @@ mod tests {
         assert!(detected >= 180, "detected {detected} of 200");
     }
 }
+
+#[cfg(test)]
+mod cross_check {
+    use super::*;
+    use crate::stats::sequential::RateRatioEProcess;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// `update_conditional` and `stats::sequential::RateRatioEProcess` were written
+    /// independently from the same paper; on the same data they must agree.
+    #[test]
+    fn conditional_update_agrees_with_the_rate_ratio_e_process() {
+        let grid = log_grid(1.5, 6.0, 6);
+        let mut mine = GridEProcess::new(1.0, &grid).unwrap();
+        let mut theirs = RateRatioEProcess::new(1.0, &grid).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let (x1, x0) = (rng.random_range(0..6u64), rng.random_range(0..60u64));
+            let (e1, e0) = (rng.random_range(1.0..3.0), rng.random_range(20.0..60.0));
+            mine.update_conditional(x1 as f64, x0 as f64, e1, e0);
+            theirs.update(x1, x0, e1, e0).unwrap();
+            let (a, b) = (mine.log_e_value(), theirs.log_e_value());
+            assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}
