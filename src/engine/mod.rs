@@ -164,6 +164,25 @@ fn is_canary(sel: &CanarySelector, s: &Series) -> bool {
         .any(|(label, values)| values.values().contains(&s.label(label)))
 }
 
+impl<'a> Side<'a> {
+    /// The deploy's side (canary series, or every series when `everything`) and the
+    /// control (the non-canary series).
+    fn pair(canary: &'a CanarySelector, everything: bool) -> (Side<'a>, Side<'a>) {
+        (
+            Side {
+                canary,
+                want_canary: true,
+                everything,
+            },
+            Side {
+                canary,
+                want_canary: false,
+                everything: false,
+            },
+        )
+    }
+}
+
 impl SideFilter for Side<'_> {
     fn includes(&self, s: &Series) -> bool {
         self.everything || is_canary(self.canary, s) == self.want_canary
@@ -473,16 +492,7 @@ impl Engine {
             for phases in groups {
                 let in_canary = phases == [Phase::Canary];
                 let everything = fleet_wide || !in_canary;
-                let treatment = Side {
-                    canary: &a.canary,
-                    want_canary: true,
-                    everything,
-                };
-                let control = Side {
-                    canary: &a.canary,
-                    want_canary: false,
-                    everything: false,
-                };
+                let (treatment, control) = Side::pair(&a.canary, everything);
                 let ctx = Ctx {
                     store: &self.store,
                     rule,
@@ -600,16 +610,7 @@ impl Engine {
             let rule = &self.rules[st.rule];
             let rs = &self.rule_series[st.rule];
             let everything = st.fleet_wide || phase != Phase::Canary;
-            let treatment = Side {
-                canary: &a.canary,
-                want_canary: true,
-                everything,
-            };
-            let control = Side {
-                canary: &a.canary,
-                want_canary: false,
-                everything: false,
-            };
+            let (treatment, control) = Side::pair(&a.canary, everything);
             // Drift runs from the start of its first phase.
             let phase_start = if rule.test == TestKind::Drift {
                 match st.phases.first() {
