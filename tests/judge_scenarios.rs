@@ -178,6 +178,8 @@ fn a_query_that_slows_a_little_every_minute_is_caught_by_the_drift_rule() {
     assert_eq!(fin.rule, "db_query_drift", "{fin:#?}");
     assert!(matches!(fin.phase, Phase::Full | Phase::Watch));
     assert!(fin.evidence["effect"]["relative"].as_f64().unwrap() >= 0.1);
+    // It names the deploys that could have set it off.
+    assert_eq!(fin.evidence["suspects"][0]["deploy"], "d6", "{fin:#?}");
 }
 
 /// The false-rollback rate over many healthy deploys, each judged every 10 s.

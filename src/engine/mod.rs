@@ -221,6 +221,9 @@ pub struct Engine {
 
 const MISSING_LIVENESS_SLACK: DurationMs = DurationMs::from_secs(60);
 
+/// How far back a drift failure looks for deploys that could have caused it.
+pub const SUSPECT_WINDOW: DurationMs = DurationMs::from_secs(24 * 3600);
+
 impl Engine {
     /// An engine judging with `rules`.
     pub fn new(rules: RuleSet, cfg: EngineConfig) -> Engine {
@@ -757,6 +760,10 @@ impl Engine {
             if n == 0 && !also.is_empty() {
                 ev["also_failing"] = json!(also);
             }
+            if rule.test == TestKind::Drift {
+                // A slow failure may have been set off by an earlier deploy as well.
+                ev["suspects"] = json!(self.suspects(a, now));
+            }
             out.push(decision(a, now, kind, &rule.name, fin, false, ev));
             a.states[*si].reported = true;
             if fin {
@@ -807,6 +814,22 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// The deploys that could have set off a slow failure seen at `now` while judging
+    /// `current`: it, and every other deploy of its service that started before it within
+    /// [`SUSPECT_WINDOW`], newest first.
+    fn suspects(&self, current: &Analysis, now: Timestamp) -> Vec<Value> {
+        let mut v: Vec<&Analysis> = std::iter::once(current)
+            .chain(self.analyses.values())
+            .chain(self.finished.iter())
+            .filter(|a| a.service == current.service && a.started <= current.started)
+            .filter(|a| now.since(a.started) <= SUSPECT_WINDOW)
+            .collect();
+        v.sort_by_key(|a| std::cmp::Reverse(a.started));
+        v.iter()
+            .map(|a| json!({"deploy": a.id, "version": a.version, "started_at": a.started.as_secs_f64()}))
+            .collect()
     }
 
     /// Ends every deploy still open (end of replay input) with its final decision.
