@@ -666,7 +666,10 @@ impl Engine {
             };
             let outcome = method.evaluate(&ctx);
             self.counters.evaluations += 1;
-            if !rule.shadow && outcome.enough_data {
+            // Every rule that can judge counts in the family from the start (its p-value is
+            // 1 until it has enough data): a family that grew as rules became eligible
+            // would let early rejections pay a smaller share of alpha.
+            if !rule.shadow {
                 family.push((si, outcome.p_value, outcome.alpha));
             }
             st.last = Some(outcome);
