@@ -345,9 +345,10 @@ impl Kayenta {
 /// Wald's SPRT on the canary's share of errors, knowing the true rates: given a round's
 /// errors, each falls on the canary with probability `c q / (c q + 1 - q)` under H0 and
 /// `m c q / (m c q + 1 - q)` under H1, where `q` is the canary's share of requests, `c` the
-/// canary hosts' own error level relative to the control's (measured over the whole
-/// pre-deploy period) and `m` the scenario's factor. With error rates `alpha` and `beta`
-/// no test of H0 against H1 decides sooner on average (Wald & Wolfowitz 1948).
+/// canary hosts' own error level relative to the control's (the simulator's per-host
+/// error factors, given by the caller) and `m` the scenario's factor. With error rates
+/// `alpha` and `beta` no test of H0 against H1 decides sooner on average (Wald &
+/// Wolfowitz 1948).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Oracle {
     /// False-rollback rate.
@@ -357,14 +358,10 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// Judges the canary phase of an error-rate deploy with factor `m`. A decision for H0
+    /// Judges the canary phase of an error-rate deploy with factor `m`, the canary's
+    /// error level before the deploy being `c` times the control's. A decision for H0
     /// (healthy) is a miss; `after_s` is set for both decisions.
-    pub fn judge(&self, rounds: &[Round], w: &Window, m: f64) -> Outcome {
-        let pre = sum_rounds(rounds, Timestamp(i64::MIN), w.canary_at);
-        let c = match (pre[0].error_ratio(), pre[1].error_ratio()) {
-            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => a / b,
-            _ => 1.0,
-        };
+    pub fn judge(&self, rounds: &[Round], w: &Window, m: f64, c: f64) -> Outcome {
         let upper = ((1.0 - self.beta) / self.alpha).ln();
         let lower = (self.beta / (1.0 - self.alpha)).ln();
         let mut llr = 0.0;
@@ -512,9 +509,9 @@ mod tests {
             alpha: 0.01,
             beta: 0.05,
         };
-        let bad = o.judge(&rounds(3.0), &window(), 3.0);
+        let bad = o.judge(&rounds(3.0), &window(), 3.0, 1.0);
         assert!(bad.caught);
-        let healthy = o.judge(&rounds(1.0), &window(), 3.0);
+        let healthy = o.judge(&rounds(1.0), &window(), 3.0, 1.0);
         assert!(!healthy.caught && healthy.after_s.is_some());
     }
 }

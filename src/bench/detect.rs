@@ -118,6 +118,14 @@ struct Tracker {
     canary_hosts: usize,
     /// `[req, err, lat_sum, lat_cnt, le 0..8]` last values per host.
     last: Vec<[Option<f64>; 12]>,
+    /// Each host's first `(requests, errors)` counters: the simulator starts them "as
+    /// after days of uptime" at the host's own error ratio, so their ratio is that
+    /// host's true error level (to rounding).
+    first: Vec<(f64, f64)>,
+    /// Requests per host before the deploy (its share of traffic).
+    pre_req: Vec<f64>,
+    /// Whether the deploy has begun (requests stop counting towards `pre_req`).
+    deployed: bool,
     round: [SideAgg; 2],
     /// Cumulative-bucket increases this round, per side.
     cum: [[f64; 8]; 2],
@@ -132,6 +140,9 @@ impl Tracker {
         Tracker {
             canary_hosts,
             last: vec![[None; 12]; hosts],
+            first: vec![(0.0, 0.0); hosts],
+            pre_req: vec![0.0; hosts],
+            deployed: false,
             round: [SideAgg::default(); 2],
             cum: [[0.0; 8]; 2],
             mysql: false,
@@ -179,13 +190,23 @@ impl Tracker {
             _ => return,
         };
         let prev = last[slot].replace(s.value);
-        let Some(prev) = prev else { return };
+        let Some(prev) = prev else {
+            match slot {
+                0 => self.first[h].0 = s.value,
+                1 => self.first[h].1 = s.value,
+                _ => {}
+            }
+            return;
+        };
         // Prometheus' `increase`: a drop is a reset, counting from zero.
         let d = if s.value < prev {
             s.value
         } else {
             s.value - prev
         };
+        if slot == 0 && !self.deployed {
+            self.pre_req[h] += d;
+        }
         let r = &mut self.round[side];
         match slot {
             0 => r.req += d,
@@ -194,6 +215,22 @@ impl Tracker {
             3 => r.lat_cnt += d,
             b => self.cum[side][b - 4] += d,
         }
+    }
+
+    /// The canary hosts' true error level relative to the control's, each host weighted
+    /// by its traffic before the deploy.
+    fn canary_level(&self) -> f64 {
+        let mut acc = [(0.0, 0.0); 2];
+        for (h, ((req0, err0), w)) in self.first.iter().zip(&self.pre_req).enumerate() {
+            if *req0 > 0.0 {
+                let side = usize::from(h >= self.canary_hosts);
+                acc[side].0 += w * err0 / req0;
+                acc[side].1 += w;
+            }
+        }
+        let level = |(s, w): (f64, f64)| if w > 0.0 { s / w } else { f64::NAN };
+        let c = level(acc[0]) / level(acc[1]);
+        if c.is_finite() && c > 0.0 { c } else { 1.0 }
     }
 
     fn finish(&mut self, at: Timestamp) -> Round {
@@ -227,6 +264,8 @@ pub struct Simulated {
     pub rounds: Vec<Round>,
     /// The deploy's plan.
     pub plan: DeployPlan,
+    /// The canary hosts' true error level relative to the control's before the deploy.
+    pub canary_error_level: f64,
 }
 
 /// Simulates one case and runs immune over it.
@@ -265,6 +304,7 @@ pub fn simulate_with(
             tracker.observe(s);
         }
         rounds.push(tracker.finish(now));
+        tracker.deployed |= now >= plan.canary_at;
         while let Some((at, ev)) = events.get(next_event)
             && *at <= now
         {
@@ -290,6 +330,7 @@ pub fn simulate_with(
         decisions,
         rounds,
         plan,
+        canary_error_level: tracker.canary_level(),
     })
 }
 
@@ -332,7 +373,10 @@ pub fn run_case(case: &Case, rules: &RuleSet) -> Result<RunResult, BenchError> {
     if let Scenario::ErrorRate(m) = case.scenario
         && m > 1.0
     {
-        outcomes.insert("oracle-sprt", ORACLE.judge(&sim.rounds, &w, m));
+        outcomes.insert(
+            "oracle-sprt",
+            ORACLE.judge(&sim.rounds, &w, m, sim.canary_error_level),
+        );
     }
     Ok(RunResult {
         case: case.clone(),
@@ -486,7 +530,8 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 
 /// Summarises results per fleet, scenario and method.
 pub fn summarize(results: &[RunResult]) -> Vec<Row> {
-    let mut groups: Vec<((usize, usize, String), Vec<&RunResult>)> = Vec::new();
+    type Key = (usize, usize, String);
+    let mut groups: Vec<(Key, Vec<&RunResult>)> = Vec::new();
     for r in results {
         let key = (r.case.hosts, r.case.canary, r.case.scenario.to_string());
         match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -520,7 +565,7 @@ pub fn summarize(results: &[RunResult]) -> Vec<Row> {
                 *by.entry(o.by.clone()).or_default() += 1;
             }
             let mut by: Vec<(String, usize)> = by.into_iter().collect();
-            by.sort_by(|a, b| b.1.cmp(&a.1));
+            by.sort_by_key(|b| std::cmp::Reverse(b.1));
             group_rows.push(Row {
                 hosts,
                 canary,
@@ -674,6 +719,9 @@ mod tests {
         let counts: f64 = sim.rounds.iter().map(|r| r.side[1].lat_cnt).sum();
         assert!((buckets - counts).abs() < 1e-6 * counts);
         assert!(sim.rounds.iter().filter(|r| r.mysql).count() > sim.rounds.len() * 9 / 10);
+        // Host error factors have CV 0.2: a two-host canary is rarely off by 2x.
+        assert!((0.5..2.0).contains(&sim.canary_error_level));
+        assert_ne!(sim.canary_error_level, 1.0);
     }
 
     #[test]

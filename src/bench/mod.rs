@@ -117,7 +117,7 @@ pub fn run(cmd: BenchCommand, out: &mut dyn Write) -> Result<(), BenchError> {
             let started = std::time::Instant::now();
             let step = (cases.len() / 20).max(1);
             let progress = |done: usize, total: usize| {
-                if done % step == 0 || done == total {
+                if done.is_multiple_of(step) || done == total {
                     eprintln!(
                         "bench detect: {done}/{total} deploys, {:.0} s",
                         started.elapsed().as_secs_f64()
