@@ -93,6 +93,11 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Benchmarks: detection against other methods (`detect`) and performance (`perf`).
+    Bench {
+        #[command(subcommand)]
+        what: immune::bench::BenchCommand,
+    },
     /// Check rule files; prints one line per file, or every error as file:line:column.
     Check {
         /// Rule files or directories.
@@ -198,6 +203,7 @@ fn run(command: Command) -> Result<ExitCode> {
             url,
             token_file,
         } => run_gate(&url, &service, token_file),
+        Command::Bench { what } => run_bench(what),
         Command::Check { paths } => {
             let ok =
                 immune::rules::check::check(&paths, &mut std::io::stdout(), &mut std::io::stderr());
@@ -265,6 +271,12 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_bench(what: immune::bench::BenchCommand) -> Result<ExitCode> {
+    let stdout = std::io::stdout();
+    immune::bench::run(what, &mut stdout.lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

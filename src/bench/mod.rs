@@ -1,0 +1,145 @@
+//! `immune bench`: the detection benchmark (does immune catch bad deploys sooner, with
+//! fewer false rollbacks, than the methods in use today?) and the performance benchmark
+//! (replay and ingestion throughput, memory per series, decision latency).
+//!
+//! Both are commands rather than tests: they take minutes, print their tables, and write
+//! a JSON report; `BENCHMARKS.md` records a run. Nothing here asserts on timings.
+
+pub mod baselines;
+pub mod detect;
+pub mod perf;
+
+use crate::sim::Scenario;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Why a benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The engine refused an input (a bug in the benchmark or the engine).
+    #[error("engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+    /// The rules did not load.
+    #[error("rules: {0}")]
+    Rules(String),
+    /// Reading, writing or running a program failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Replay failed.
+    #[error("replay: {0}")]
+    Replay(#[from] crate::replay::ReplayError),
+    /// Something in the simulation went wrong.
+    #[error("simulation: {0}")]
+    Sim(&'static str),
+    /// A flag was wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// The live agent did not behave.
+    #[error("agent: {0}")]
+    Agent(String),
+}
+
+/// `immune bench ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Detection: seeded deploys judged by immune, threshold checks (Argo Rollouts,
+    /// Flagger), a Kayenta-style judge and an SPRT oracle, on the same samples.
+    /// Without --hosts/--canary/--scenarios, runs the whole suite.
+    Detect {
+        /// Seeds per bad scenario.
+        #[arg(long, default_value_t = 50)]
+        seeds: u64,
+        /// Seeds per healthy scenario (healthy, surge).
+        #[arg(long, default_value_t = 300)]
+        healthy_seeds: u64,
+        /// Web hosts (only this fleet shape).
+        #[arg(long)]
+        hosts: Option<usize>,
+        /// Canary hosts (only this fleet shape).
+        #[arg(long)]
+        canary: Option<usize>,
+        /// Scenarios, comma-separated (e.g. healthy,error-rate:2).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Write the per-run results and the summary here as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Performance: replay throughput against promtool, live ingestion over HTTP,
+    /// memory per series, decision latency.
+    Perf(perf::PerfArgs),
+}
+
+/// Runs a benchmark, printing tables to `out` and progress to standard error.
+pub fn run(cmd: BenchCommand, out: &mut dyn Write) -> Result<(), BenchError> {
+    match cmd {
+        BenchCommand::Detect {
+            seeds,
+            healthy_seeds,
+            hosts,
+            canary,
+            scenarios,
+            threads,
+            out: path,
+        } => {
+            let names: Vec<Scenario> = scenarios
+                .iter()
+                .map(|s| s.parse().map_err(|e| BenchError::Usage(format!("{e}"))))
+                .collect::<Result<_, _>>()?;
+            let single = hosts.is_some() || canary.is_some() || !names.is_empty();
+            let scenarios = if names.is_empty() {
+                detect::default_scenarios()
+            } else {
+                names
+            };
+            let cases: Vec<detect::Case> = if single {
+                let (hosts, canary) = (hosts.unwrap_or(40), canary.unwrap_or(2));
+                scenarios
+                    .iter()
+                    .flat_map(|s| {
+                        let n = if s.is_bad() { seeds } else { healthy_seeds };
+                        (0..n).map(move |i| detect::Case {
+                            hosts,
+                            canary,
+                            scenario: *s,
+                            seed: 10_000 + i,
+                        })
+                    })
+                    .collect()
+            } else {
+                detect::suite(seeds, healthy_seeds, &scenarios)
+            };
+            let rules =
+                crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
+            let started = std::time::Instant::now();
+            let step = (cases.len() / 20).max(1);
+            let progress = |done: usize, total: usize| {
+                if done.is_multiple_of(step) || done == total {
+                    eprintln!(
+                        "bench detect: {done}/{total} deploys, {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            };
+            let results = detect::run_all(&cases, &rules, threads, &progress)?;
+            let rows = detect::summarize(&results);
+            writeln!(
+                out,
+                "{} deploys judged in {:.0} s on {threads} threads",
+                results.len(),
+                started.elapsed().as_secs_f64()
+            )?;
+            out.write_all(detect::markdown(&rows).as_bytes())?;
+            if let Some(path) = path {
+                let report = serde_json::json!({"summary": rows, "runs": results});
+                let f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                serde_json::to_writer(f, &report).map_err(std::io::Error::other)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Perf(args) => perf::run(args, out),
+    }
+}

@@ -1,0 +1,666 @@
+//! The performance benchmark: how fast immune reads, how much memory a series costs, and
+//! how long a decision takes once its sample is in.
+//!
+//! - `replay`: a simulated fleet written as OpenMetrics to a file (not the repository),
+//!   replayed by `immune replay` and backfilled by `promtool tsdb create-blocks-from
+//!   openmetrics` in the same run, each under `/usr/bin/time -v` (wall, CPU, peak RSS).
+//! - `live`: a running agent (`immune serve`, a child process on a free loopback port)
+//!   fed by a load generator over `POST /api/v1/write` and `/api/v1/push`; what was
+//!   acknowledged is compared with the agent's `immune_samples_ingested_total`.
+//! - `memory`: resident bytes per active series with the default windows, each size in a
+//!   fresh child process (`--parts memory-one`) so allocator state does not carry over.
+//! - `latency`: the time from the deciding sample being in the engine to the decision
+//!   being in the SQLite outbox: `Engine::tick` plus the outbox transaction.
+
+use super::BenchError;
+use super::detect::{Case, plan_of};
+use crate::engine::{Engine, EngineConfig};
+use crate::model::{Decision, DurationMs, Sample, Timestamp};
+use crate::sim::{FleetConfig, Scenario};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Flags of `immune bench perf`.
+#[derive(Debug, clap::Args)]
+pub struct PerfArgs {
+    /// Parts to run, comma-separated: replay, live, memory, latency.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "replay,live,memory,latency"
+    )]
+    pub parts: Vec<String>,
+    /// Directory for the generated files and the agent's state.
+    #[arg(long, default_value = "/tmp/immune-bench")]
+    pub dir: PathBuf,
+    /// Web hosts of the replay file (19 series each; 14 more for MySQL, memcached, business).
+    #[arg(long, default_value_t = 2700)]
+    pub hosts: usize,
+    /// Scrape rounds (10 s apart) in the replay file.
+    #[arg(long, default_value_t = 200)]
+    pub rounds: usize,
+    /// promtool, for the comparison (skipped when missing).
+    #[arg(long, default_value = "/usr/bin/promtool")]
+    pub promtool: PathBuf,
+    /// Samples to send to the live agent per protocol (at most).
+    #[arg(long, default_value_t = 5_000_000)]
+    pub live_samples: u64,
+    /// Seconds to send for, per protocol (at most).
+    #[arg(long, default_value_t = 60)]
+    pub live_seconds: u64,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 4)]
+    pub senders: usize,
+    /// Series counts for the memory part.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub series: Vec<usize>,
+    /// Deploys per scenario for the latency part.
+    #[arg(long, default_value_t = 30)]
+    pub latency_deploys: u64,
+}
+
+/// Runs the parts asked for.
+pub fn run(args: PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    std::fs::create_dir_all(&args.dir)?;
+    for part in args.parts.clone() {
+        match part.as_str() {
+            "replay" => replay(&args, out)?,
+            "live" => live(&args, out)?,
+            "memory" => memory(&args, out)?,
+            "memory-one" => {
+                for n in &args.series {
+                    memory_one(*n, out)?;
+                }
+            }
+            "latency" => latency(&args, out)?,
+            other => return Err(BenchError::Usage(format!("unknown part {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// A writer that counts lines.
+struct Lines<W> {
+    inner: W,
+    lines: u64,
+}
+
+impl<W: Write> Write for Lines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What `/usr/bin/time -v` reported about a command.
+#[derive(Debug, Default)]
+struct Timed {
+    ok: bool,
+    wall_s: f64,
+    cpu_s: f64,
+    max_rss_kib: u64,
+    stderr_tail: String,
+}
+
+fn time_command(program: &Path, args: &[&str], cwd: Option<&Path>) -> Result<Timed, BenchError> {
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-v").arg(program).args(args);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let started = Instant::now();
+    let output = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+    let wall = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    let mut t = Timed {
+        ok: output.status.success(),
+        wall_s: wall,
+        ..Timed::default()
+    };
+    let mut tool_lines = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        let val = |p: &str| {
+            l.strip_prefix(p)
+                .map(str::trim)
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        if let Some(v) = val("User time (seconds):") {
+            t.cpu_s += v;
+        } else if let Some(v) = val("System time (seconds):") {
+            t.cpu_s += v;
+        } else if let Some(v) = val("Maximum resident set size (kbytes):") {
+            t.max_rss_kib = v as u64;
+        } else if !line.starts_with('\t') {
+            tool_lines.push(line.to_string());
+        }
+    }
+    let n = tool_lines.len();
+    t.stderr_tail = tool_lines[n.saturating_sub(4)..].join("\n");
+    Ok(t)
+}
+
+fn replay(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    let metrics_path = args.dir.join("fleet.om");
+    let deploys_path = args.dir.join("fleet.jsonl");
+    let cfg = FleetConfig {
+        hosts: args.hosts,
+        seed: 7,
+        ..FleetConfig::default()
+    };
+    let case = Case {
+        hosts: args.hosts,
+        canary: 2,
+        scenario: Scenario::ErrorRate(2.0),
+        seed: 7,
+    };
+    let (_, plan) = plan_of(&case);
+    let plan = crate::sim::DeployPlan::new(
+        "perf",
+        cfg.start.add(DurationMs::from_secs(600)),
+        plan.scenario,
+    );
+    let until = cfg
+        .start
+        .add(DurationMs(cfg.scrape_interval.0 * (args.rounds as i64 - 1)));
+    let started = Instant::now();
+    let mut metrics = Lines {
+        inner: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&metrics_path)?),
+        lines: 0,
+    };
+    let mut deploys = std::fs::File::create(&deploys_path)?;
+    crate::sim::write_replay_files(&cfg, &[plan], until, &mut metrics, &mut deploys)?;
+    // One `# TYPE` line per family (21) and `# EOF`.
+    let samples = metrics.lines.saturating_sub(22);
+    let series = args.hosts * 19 + 14;
+    let bytes = std::fs::metadata(&metrics_path)?.len();
+    writeln!(
+        out,
+        "\n### Replay throughput\n\nfile: {} ({:.0} MB), {samples} samples, {series} series, {} rounds (generated in {:.0} s)\n",
+        metrics_path.display(),
+        bytes as f64 / 1e6,
+        args.rounds,
+        started.elapsed().as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "| tool | ok | wall s | CPU s | samples/s (wall) | samples/s per CPU-second | peak RSS MiB |"
+    )?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|")?;
+    let exe = std::env::current_exe()?;
+    let m = metrics_path.to_string_lossy().to_string();
+    let d = deploys_path.to_string_lossy().to_string();
+    let row = |name: &str, t: &Timed, out: &mut dyn Write| -> Result<(), BenchError> {
+        writeln!(
+            out,
+            "| {name} | {} | {:.1} | {:.1} | {:.2}M | {:.2}M | {:.0} |",
+            if t.ok { "yes" } else { "no" },
+            t.wall_s,
+            t.cpu_s,
+            samples as f64 / t.wall_s / 1e6,
+            samples as f64 / t.cpu_s.max(1e-9) / 1e6,
+            t.max_rss_kib as f64 / 1024.0
+        )?;
+        Ok(())
+    };
+    let t = time_command(
+        &exe,
+        &[
+            "replay",
+            "--metrics",
+            &m,
+            "--deploys",
+            &d,
+            "--timestamps",
+            "seconds",
+        ],
+        None,
+    )?;
+    row("immune replay", &t, out)?;
+    if !t.ok {
+        writeln!(out, "\nimmune replay failed: {}", t.stderr_tail)?;
+    }
+    if args.promtool.exists() {
+        let blocks = args.dir.join("promtool-blocks");
+        let _ = std::fs::remove_dir_all(&blocks);
+        let b = blocks.to_string_lossy().to_string();
+        let t = time_command(
+            &args.promtool,
+            &["tsdb", "create-blocks-from", "openmetrics", &m, &b],
+            None,
+        )?;
+        row("promtool tsdb create-blocks-from openmetrics", &t, out)?;
+        if !t.ok {
+            writeln!(
+                out,
+                "\npromtool rejected the file: {}",
+                t.stderr_tail.replace('\n', " / ")
+            )?;
+        }
+        let _ = std::fs::remove_dir_all(&blocks);
+    } else {
+        writeln!(
+            out,
+            "\n{} not found: promtool skipped",
+            args.promtool.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// A free loopback port (bound and released; the agent binds it right after).
+fn free_port() -> Result<u16, BenchError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The value of an unlabelled counter in Prometheus text.
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l[name.len()..].trim().parse().ok())
+}
+
+/// Peak and current resident memory of this process, from /proc/self/status (KiB).
+fn rss_kib() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    let dir = args.dir.join("agent");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let config = dir.join("immune.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata_dir: {}\n",
+            dir.join("data").display()
+        ),
+    )?;
+    let exe = std::env::current_exe()?;
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let result = (|| -> Result<Vec<LiveResult>, BenchError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let up = Instant::now();
+            loop {
+                if let Ok(r) = client.get(format!("{base}/-/healthy")).send().await
+                    && r.status().is_success()
+                {
+                    break;
+                }
+                if up.elapsed() > Duration::from_secs(20) {
+                    return Err(BenchError::Agent("not healthy after 20 s".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut results = Vec::new();
+            for proto in [Proto::RemoteWrite, Proto::Push] {
+                results.push(load(&client, &base, proto, args).await?);
+            }
+            Ok(results)
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let results = result?;
+    writeln!(
+        out,
+        "\n### Live ingestion over loopback (agent and load generator on the same machine)\n\n\
+         | protocol | requests | samples acknowledged | seconds | samples/s | ingested (agent) | lost | failed requests |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for r in results {
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.2}M | {} | {} | {} |",
+            r.proto,
+            r.requests,
+            r.acked,
+            r.seconds,
+            r.acked as f64 / r.seconds / 1e6,
+            r.ingested,
+            r.acked as i64 - r.ingested as i64,
+            r.failed
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    RemoteWrite,
+    Push,
+}
+
+struct LiveResult {
+    proto: &'static str,
+    requests: u64,
+    acked: u64,
+    failed: u64,
+    seconds: f64,
+    ingested: u64,
+}
+
+/// Series per request and requests per sender: each sender owns its series, so every
+/// series gets its points in time order whatever the interleaving of senders.
+const BATCH: usize = 10_000;
+
+async fn ingested(client: &reqwest::Client, base: &str) -> Result<u64, BenchError> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .map_err(|e| BenchError::Agent(e.to_string()))?
+        .text()
+        .await
+        .map_err(|e| BenchError::Agent(e.to_string()))?;
+    metric_value(&text, "immune_samples_ingested_total")
+        .map(|v| v as u64)
+        .ok_or_else(|| BenchError::Agent("no immune_samples_ingested_total".into()))
+}
+
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    proto: Proto,
+    args: &PerfArgs,
+) -> Result<LiveResult, BenchError> {
+    let senders = args.senders.max(1);
+    let per_sender = (args.live_samples / (senders * BATCH) as u64).max(1) as usize;
+    let (name, path, ctype) = match proto {
+        Proto::RemoteWrite => ("remote_write", "/api/v1/write", "application/x-protobuf"),
+        Proto::Push => ("push", "/api/v1/push", "text/plain"),
+    };
+    // Bodies are built before the clock starts: the generator should not be the bottleneck.
+    let t0 = 1_700_000_000_000i64;
+    let mut bodies: Vec<Vec<Vec<u8>>> = Vec::new();
+    for s in 0..senders {
+        let mut mine = Vec::with_capacity(per_sender);
+        for k in 0..per_sender {
+            let at = Timestamp(t0 + k as i64 * 10_000);
+            let samples: Vec<Sample> = (0..BATCH)
+                .map(|i| Sample {
+                    name: format!("bench_{name}_total"),
+                    labels: vec![
+                        ("instance".to_string(), format!("h-{s}-{i}")),
+                        ("job".to_string(), "bench".to_string()),
+                    ],
+                    value: k as f64,
+                    at,
+                })
+                .collect();
+            mine.push(match proto {
+                Proto::RemoteWrite => crate::sources::push::encode_write(&samples),
+                Proto::Push => {
+                    let mut text = String::with_capacity(BATCH * 64);
+                    for smp in &samples {
+                        crate::textformat::format_series(&smp.name, &smp.labels, &mut text);
+                        text.push_str(&format!(" {} {}\n", smp.value, smp.at.0));
+                    }
+                    text.into_bytes()
+                }
+            });
+        }
+        bodies.push(mine);
+    }
+    let before = ingested(client, base).await?;
+    let deadline = Duration::from_secs(args.live_seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mine in bodies {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut failed, mut requests) = (0u64, 0u64, 0u64);
+            for body in mine {
+                if started.elapsed() > deadline {
+                    break;
+                }
+                requests += 1;
+                let mut req = client.post(&url).header("content-type", ctype).body(body);
+                if proto == Proto::RemoteWrite {
+                    req = req
+                        .header("content-encoding", "snappy")
+                        .header("x-prometheus-remote-write-version", "0.1.0");
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => acked += BATCH as u64,
+                    _ => failed += 1,
+                }
+            }
+            (acked, failed, requests)
+        }));
+    }
+    let (mut acked, mut failed, mut requests) = (0, 0, 0);
+    for t in tasks {
+        let (a, f, r) = t.await.map_err(|e| BenchError::Agent(e.to_string()))?;
+        acked += a;
+        failed += f;
+        requests += r;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // The engine drains its channel after the acknowledgements: wait until the count settles.
+    let mut last = ingested(client, base).await?;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = ingested(client, base).await?;
+        if now == last && now.saturating_sub(before) >= acked {
+            break;
+        }
+        last = now;
+    }
+    let ingested_total = ingested(client, base).await?.saturating_sub(before);
+    Ok(LiveResult {
+        proto: name,
+        requests,
+        acked,
+        failed,
+        seconds,
+        ingested: ingested_total,
+    })
+}
+
+fn memory(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    writeln!(
+        out,
+        "\n### Memory per active series (default windows, 80 points per series at 10 s)\n\n\
+         | series | RSS before MiB | RSS after MiB | bytes per series | ingest s |\n|---:|---:|---:|---:|---:|"
+    )?;
+    let exe = std::env::current_exe()?;
+    for n in &args.series {
+        let output = Command::new(&exe)
+            .args([
+                "bench",
+                "perf",
+                "--parts",
+                "memory-one",
+                "--series",
+                &n.to_string(),
+            ])
+            .arg("--dir")
+            .arg(&args.dir)
+            .output()?;
+        out.write_all(&output.stdout)?;
+        if !output.status.success() {
+            writeln!(
+                out,
+                "| {n} | failed: {} |",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Points per series: the default store keeps 10 min + 2 blocks + 2 ticks (74 points at
+/// 10 s); 80 fills it and trims.
+const MEMORY_POINTS: i64 = 80;
+
+fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
+    let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
+    // Series texts are built first so they do not count.
+    let names: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "bench_requests_total{{instance=\"h-{}\",job=\"bench\",path=\"/p{}\"}}",
+                i / 100,
+                i % 100
+            )
+        })
+        .collect();
+    let (_, before) = rss_kib();
+    let started = Instant::now();
+    let mut engine = Engine::new(
+        rules,
+        EngineConfig {
+            max_series: n.max(1),
+            ..EngineConfig::default()
+        },
+    );
+    for k in 0..MEMORY_POINTS {
+        let at = Timestamp(1_700_000_000_000 + k * 10_000);
+        for name in &names {
+            engine.ingest_text(name, k as f64, at)?;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (_, after) = rss_kib();
+    let per = (after.saturating_sub(before) * 1024) as f64 / n.max(1) as f64;
+    writeln!(
+        out,
+        "| {n} | {:.0} | {:.0} | {per:.0} | {secs:.1} |",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    )?;
+    // Keep the engine alive until measured.
+    drop(engine);
+    Ok(())
+}
+
+fn pctl(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
+    let db = args.dir.join("latency-outbox.sqlite");
+    let _ = std::fs::remove_file(&db);
+    let mut outbox =
+        crate::signals::outbox::Outbox::open(&db).map_err(|e| BenchError::Agent(e.to_string()))?;
+    let mut all_ticks: Vec<f64> = Vec::new();
+    let mut deciding: Vec<f64> = Vec::new();
+    let mut record_only: Vec<f64> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    for scenario in [Scenario::ErrorRate(2.0), Scenario::Healthy] {
+        for seed in 0..args.latency_deploys {
+            let case = Case {
+                hosts: 40,
+                canary: 2,
+                scenario,
+                seed: 20_000 + seed,
+            };
+            let mut on_tick = |took: Duration, active: bool, ds: &[Decision]| {
+                let t = took.as_secs_f64() * 1e3;
+                if active {
+                    all_ticks.push(t);
+                }
+                if !ds.is_empty() {
+                    let started = Instant::now();
+                    if let Err(e) = outbox.record(ds, &[], "http://127.0.0.1:9977") {
+                        failures.push(e.to_string());
+                    }
+                    let r = started.elapsed().as_secs_f64() * 1e3;
+                    record_only.push(r);
+                    deciding.push(t + r);
+                }
+            };
+            super::detect::simulate_with(&case, &rules, &mut on_tick)?;
+        }
+    }
+    for v in [&mut all_ticks, &mut deciding, &mut record_only] {
+        v.sort_by(f64::total_cmp);
+    }
+    writeln!(
+        out,
+        "\n### Decision latency (40 hosts, shipped rules; {} deploys)\n\n\
+         | what | n | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|",
+        2 * args.latency_deploys
+    )?;
+    for (name, v) in [
+        ("tick while a deploy is active", &all_ticks),
+        (
+            "deciding tick + outbox write (WAL, synchronous=FULL)",
+            &deciding,
+        ),
+        ("outbox write alone", &record_only),
+    ] {
+        writeln!(
+            out,
+            "| {name} | {} | {:.2} | {:.2} | {:.2} |",
+            v.len(),
+            pctl(v, 0.5),
+            pctl(v, 0.99),
+            v.last().copied().unwrap_or(f64::NAN)
+        )?;
+    }
+    if !failures.is_empty() {
+        writeln!(out, "\noutbox errors: {}", failures.join("; "))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_values_are_read_by_exact_name() {
+        let text =
+            "# HELP x\nimmune_samples_ingested_total_x 3\nimmune_samples_ingested_total 42\n";
+        assert_eq!(
+            metric_value(text, "immune_samples_ingested_total"),
+            Some(42.0)
+        );
+        assert_eq!(metric_value(text, "nope"), None);
+    }
+
+    #[test]
+    fn rss_is_read_from_proc() {
+        let (hwm, rss) = rss_kib();
+        assert!(hwm >= rss && rss > 0);
+    }
+}
