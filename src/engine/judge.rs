@@ -392,6 +392,18 @@ impl Evidence {
         })
     }
 
+    /// Rate-ratio e-processes whose nulls are moved off 1 (the harm null to the bound on
+    /// the harmless side, the safe null's smallest effect scaled by the other bound); the
+    /// alternatives keep their places. Alternatives that would fall on the null's side are
+    /// dropped; `None` when none remain.
+    fn with_nulls(rule: &Rule, harm_null: f64, safe_scale: f64) -> Option<Evidence> {
+        let (_, halts, s0, salts) = ratio_grids(rule.direction, relative_effect(rule));
+        Some(Evidence {
+            harm: GridEProcess::new(harm_null, &halts)?,
+            safe: GridEProcess::new(s0 * safe_scale, &salts)?,
+        })
+    }
+
     fn for_shift(rule: &Rule, null: f64) -> Option<Evidence> {
         let e = relative_effect(rule).abs().max(1e-9);
         let sign = if rule.direction == Direction::Decrease {
@@ -447,6 +459,8 @@ pub struct CountControl {
 pub struct CountPast {
     ev: Option<Evidence>,
     baseline: (f64, f64),
+    /// The rate the e-processes' parameters are relative to.
+    baseline_rate: f64,
     baseline_rate_bound: f64,
     treatment: (f64, f64),
     chi2: (f64, f64),
@@ -598,6 +612,7 @@ impl Method {
                     let mut past = CountPast {
                         ev: None,
                         baseline: (agg.events, agg.exposure),
+                        baseline_rate: 0.0,
                         baseline_rate_bound: 0.0,
                         treatment: (0.0, 0.0),
                         chi2,
@@ -611,6 +626,7 @@ impl Method {
                 Baseline::Seasonal { .. } => Some(Method::CountPast(CountPast {
                     ev: Evidence::for_ratio(rule, 1.0),
                     baseline: (0.0, 0.0),
+                    baseline_rate: 0.0,
                     baseline_rate_bound: 0.0,
                     treatment: (0.0, 0.0),
                     chi2: (0.0, 0.0),
@@ -873,26 +889,26 @@ impl CountPast {
         }
         let phi = dispersion(self.chi2, self.integral);
         let z = z_for(alpha / 2.0);
-        let bound = if x0 > 0.0 {
-            let rate = x0 / e0;
+        if x0 > 0.0 {
+            // Rates are expressed relative to the baseline's point estimate. The harm
+            // null is the bound on the harmless side (the true baseline is no further
+            // than it with probability 1 - alpha/2); the alternatives stay at the smallest
+            // effect and beyond, relative to the estimate, so the bound's width does not
+            // add to the effect that must be shown. The safe null takes the other bound.
+            self.baseline_rate = x0 / e0;
             let f = (z * (phi / x0).sqrt()).exp();
-            match rule.direction {
-                Direction::Decrease => rate / f,
-                _ => rate * f,
-            }
-        } else {
-            // Zero events: the exact Poisson upper bound is -ln(α/2) events.
-            match rule.direction {
-                Direction::Decrease => 0.0,
-                _ => -(alpha / 2.0).ln() * phi / e0,
-            }
-        };
-        self.baseline_rate_bound = bound;
-        self.ev = if bound > 0.0 {
-            Evidence::for_ratio(rule, 1.0)
-        } else {
-            None
-        };
+            let (harm_null, safe_scale) = match rule.direction {
+                Direction::Decrease => (1.0 / f, f),
+                _ => (f, 1.0 / f),
+            };
+            self.baseline_rate_bound = self.baseline_rate * harm_null;
+            self.ev = Evidence::with_nulls(rule, harm_null, safe_scale);
+        } else if rule.direction != Direction::Decrease {
+            // Zero events: the exact Poisson upper bound is -ln(alpha/2) events.
+            self.baseline_rate = -(alpha / 2.0).ln() * phi / e0;
+            self.baseline_rate_bound = self.baseline_rate;
+            self.ev = Evidence::for_ratio(rule, 1.0);
+        }
     }
 
     fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
@@ -935,7 +951,7 @@ impl CountPast {
         } else if let Some(ev) = self.ev.as_mut()
             && t.exposure > 0.0
         {
-            let expected = self.baseline_rate_bound * t.exposure;
+            let expected = self.baseline_rate * t.exposure;
             let phi = dispersion(self.chi2, self.integral);
             ev.harm.update_poisson(t.events, expected);
             ev.safe.update_poisson(t.events, expected);

@@ -485,14 +485,7 @@ impl Engine {
                     s.last_seen >= at.sub(m.stale_after).sub(MISSING_LIVENESS_SLACK)
                 })
             });
-            // Drift spans its phases as one test; the others get one test per phase,
-            // each with an equal share of the rule's alpha.
-            let groups: Vec<Vec<Phase>> = if rule.test == TestKind::Drift {
-                vec![rule.phases.clone()]
-            } else {
-                rule.phases.iter().map(|p| vec![*p]).collect()
-            };
-            for phases in groups {
+            for phases in phase_groups(rule) {
                 let in_canary = phases == [Phase::Canary];
                 let everything = fleet_wide || !in_canary;
                 let (treatment, control) = Side::pair(&a.canary, everything);
@@ -560,6 +553,7 @@ impl Engine {
                 && now.since(f) >= self.cfg.full_for
             {
                 a.phase = Phase::Watch;
+                a.phase_start = now;
             }
             let decisions = self.evaluate(&mut a, now);
             a.last_eval = now;
@@ -614,14 +608,11 @@ impl Engine {
             let rs = &self.rule_series[st.rule];
             let everything = st.fleet_wide || phase != Phase::Canary;
             let (treatment, control) = Side::pair(&a.canary, everything);
-            // Drift runs from the start of its first phase.
-            let phase_start = if rule.test == TestKind::Drift {
-                match st.phases.first() {
-                    Some(Phase::Canary) => a.started,
-                    _ => a.full_at.unwrap_or(a.phase_start),
-                }
-            } else {
-                a.phase_start
+            // A test runs from the start of the first phase of its group.
+            let phase_start = match st.phases.first() {
+                Some(Phase::Canary) => a.started,
+                Some(Phase::Full) => a.full_at.unwrap_or(a.phase_start),
+                _ => a.phase_start,
             };
             let ctx = Ctx {
                 store: &self.store,
@@ -960,12 +951,24 @@ fn event_name(k: DeployEventKind) -> &'static str {
     }
 }
 
-fn phase_alpha(rule: &Rule) -> f64 {
+/// The phases a rule judges, grouped into one test per group: the canary (canary hosts
+/// against a baseline) apart from full and watch (every host), which see the same series
+/// and so form one test over both; a drift test spans all its phases.
+fn phase_groups(rule: &Rule) -> Vec<Vec<Phase>> {
     if rule.test == TestKind::Drift {
-        rule.alpha
-    } else {
-        rule.alpha / rule.phases.len().max(1) as f64
+        return vec![rule.phases.clone()];
     }
+    let (canary, rest): (Vec<Phase>, Vec<Phase>) =
+        rule.phases.iter().partition(|p| **p == Phase::Canary);
+    [canary, rest]
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
+/// A rule's alpha is shared equally by its phase groups.
+fn phase_alpha(rule: &Rule) -> f64 {
+    rule.alpha / phase_groups(rule).len().max(1) as f64
 }
 
 fn action_kind(a: Action) -> DecisionKind {
