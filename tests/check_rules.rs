@@ -50,7 +50,7 @@ fn shipped_rules_pass_check() {
     assert_eq!(err, "");
     assert_eq!(
         out,
-        "rules/business.yaml: 4 rules OK\n\
+        "rules/business.yaml: 6 rules OK\n\
          rules/memcached.yaml: 3 rules OK\n\
          rules/mysql.yaml: 4 rules OK\n\
          rules/web.yaml: 8 rules OK\n"
@@ -93,8 +93,14 @@ fn shipped_rules_compile_as_documented() {
     );
     let r = rule("revenue_vs_last_week");
     assert!(matches!(r.baseline, Baseline::Seasonal { offset } if offset.0 == 7 * 86_400_000));
+    // Sums of order values are amounts, judged as continuous values.
+    assert!(rule("revenue_ratio").amounts);
+    assert!(!rule("signup_ratio").amounts);
+    let r = rule("signup_ratio_vs_pre_deploy");
+    assert_eq!(r.phases, vec![Phase::Full, Phase::Watch]);
+    assert!(matches!(r.baseline, Baseline::PreDeploy { window } if window.0 == 15 * 60_000));
     // Names are unique across the shipped files (load_paths would have said otherwise).
-    assert_eq!(set.rules.len(), 19);
+    assert_eq!(set.rules.len(), 21);
 }
 
 #[test]
