@@ -76,6 +76,7 @@ pub struct Store {
     retention: DurationMs,
     history_retention: DurationMs,
     max_series: usize,
+    scratch: String,
     /// Samples refused because of the series limit.
     pub refused_samples: u64,
     /// Samples older than the series' newest point (dropped: windows are in time order).
@@ -93,6 +94,7 @@ impl Store {
             retention,
             history_retention,
             max_series,
+            scratch: String::new(),
             refused_samples: 0,
             out_of_order_samples: 0,
         }
@@ -144,14 +146,27 @@ impl Store {
         labels: &[(String, String)],
         observer: &mut dyn SeriesObserver,
     ) -> Result<SeriesId, StoreError> {
-        let mut sorted = labels.to_vec();
-        sorted.sort();
-        let mut text = String::new();
+        // Hot path for sources, push and remote_write: labels usually arrive sorted, so
+        // the canonical text is written into a reused buffer and looked up without
+        // allocating; only a series seen for the first time pays for copies.
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        let sorted_input = labels.is_sorted();
+        let sorted: std::borrow::Cow<'_, [(String, String)]> = if sorted_input {
+            std::borrow::Cow::Borrowed(labels)
+        } else {
+            let mut v = labels.to_vec();
+            v.sort();
+            std::borrow::Cow::Owned(v)
+        };
         textformat::format_series(name, &sorted, &mut text);
-        if let Some(id) = self.by_text.get(text.as_str()) {
-            return Ok(*id);
-        }
-        self.intern_parsed(&text.clone(), name.to_string(), sorted, observer)
+        let found = self.by_text.get(text.as_str()).copied();
+        let result = match found {
+            Some(id) => Ok(id),
+            None => self.intern_parsed(&text, name.to_string(), sorted.into_owned(), observer),
+        };
+        self.scratch = text;
+        result
     }
 
     fn intern_parsed(
@@ -324,6 +339,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(a, c);
+        let sorted = s
+            .intern_labels(
+                "m",
+                &[("a".into(), "1".into()), ("b".into(), "2".into())],
+                &mut NoHistory,
+            )
+            .unwrap();
+        assert_eq!(a, sorted);
         s.intern("n", &mut NoHistory).unwrap();
         assert_eq!(
             s.intern("o", &mut NoHistory),
