@@ -20,7 +20,11 @@ fn at(cfg: &FleetConfig, minutes: i64) -> Timestamp {
 }
 
 /// Every scrape round from `cfg.start` through `until`.
-fn rounds(cfg: &FleetConfig, plans: &[DeployPlan], until: Timestamp) -> Vec<(Timestamp, Vec<Sample>)> {
+fn rounds(
+    cfg: &FleetConfig,
+    plans: &[DeployPlan],
+    until: Timestamp,
+) -> Vec<(Timestamp, Vec<Sample>)> {
     let mut fleet = Fleet::new(cfg.clone(), plans.to_vec());
     let mut out = Vec::new();
     let mut now = cfg.start;
@@ -37,11 +41,17 @@ fn files(cfg: &FleetConfig, plans: &[DeployPlan], until: Timestamp) -> (String, 
     let mut metrics = Vec::new();
     let mut deploys = Vec::new();
     write_replay_files(cfg, plans, until, &mut metrics, &mut deploys).unwrap();
-    (String::from_utf8(metrics).unwrap(), String::from_utf8(deploys).unwrap())
+    (
+        String::from_utf8(metrics).unwrap(),
+        String::from_utf8(deploys).unwrap(),
+    )
 }
 
 fn label<'a>(s: &'a Sample, name: &str) -> Option<&'a str> {
-    s.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    s.labels
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn key(s: &Sample) -> String {
@@ -72,7 +82,10 @@ fn scrape_and_replay_file_carry_the_same_samples() {
     let plans = vec![DeployPlan::new("d1", at(&cfg, 5), Scenario::Healthy)];
     let until = at(&cfg, 30);
     let (metrics, _) = files(&cfg, &plans, until);
-    let from_scrape: usize = rounds(&cfg, &plans, until).iter().map(|(_, s)| s.len()).sum();
+    let from_scrape: usize = rounds(&cfg, &plans, until)
+        .iter()
+        .map(|(_, s)| s.len())
+        .sum();
     let from_file = metrics.lines().filter(|l| !l.starts_with('#')).count();
     assert_eq!(from_scrape, from_file);
     assert!(from_file > 0);
@@ -111,8 +124,15 @@ fn counters_only_decrease_when_a_deploy_restarts_the_host() {
             assert!(s.value.is_finite() && s.value >= 0.0, "{s:?}");
             if s.name == "http_request_duration_seconds_bucket" {
                 let le = label(s, "le").unwrap();
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
-                buckets.entry(label(s, "instance").unwrap()).or_default().push((le, s.value));
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                };
+                buckets
+                    .entry(label(s, "instance").unwrap())
+                    .or_default()
+                    .push((le, s.value));
             }
             let k = key(s);
             if let Some((prev, prev_at)) = last.insert(k, (s.value, now))
@@ -120,9 +140,17 @@ fn counters_only_decrease_when_a_deploy_restarts_the_host() {
                 && s.value < prev
             {
                 let inst = label(s, "instance").unwrap_or("");
-                assert_eq!(label(s, "job"), Some("web"), "only web process counters reset: {s:?}");
+                assert_eq!(
+                    label(s, "job"),
+                    Some("web"),
+                    "only web process counters reset: {s:?}"
+                );
                 let event = plans.iter().find_map(|p| {
-                    let t = if canaries.contains(inst) { p.canary_at } else { p.full_at };
+                    let t = if canaries.contains(inst) {
+                        p.canary_at
+                    } else {
+                        p.full_at
+                    };
                     (prev_at < t && t <= now).then_some(t)
                 });
                 let Some(t) = event else {
@@ -133,14 +161,21 @@ fn counters_only_decrease_when_a_deploy_restarts_the_host() {
         }
         for (inst, mut bs) in buckets {
             bs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            assert!(bs.windows(2).all(|w| w[0].1 <= w[1].1), "{inst} buckets cumulative");
+            assert!(
+                bs.windows(2).all(|w| w[0].1 <= w[1].1),
+                "{inst} buckets cumulative"
+            );
         }
     }
     // Every web host was seen restarting at its deploy events (the check above is not vacuous).
     for p in &plans {
         for i in 1..=cfg.hosts {
             let inst = format!("web-{i:02}:80");
-            let t = if canaries.contains(&inst) { p.canary_at } else { p.full_at };
+            let t = if canaries.contains(&inst) {
+                p.canary_at
+            } else {
+                p.full_at
+            };
             assert!(resets.contains(&(inst.clone(), t)), "{inst} reset at {t:?}");
         }
     }
@@ -165,11 +200,17 @@ fn canary_error_ratios(cfg: &FleetConfig, plan: &DeployPlan) -> (f64, f64) {
                     "php_errors_total" => 1,
                     _ => continue,
                 };
-                round.entry(label(s, "instance").unwrap().to_string()).or_default()[slot] = s.value;
+                round
+                    .entry(label(s, "instance").unwrap().to_string())
+                    .or_default()[slot] = s.value;
             }
             for (inst, v) in round {
                 // Canary counters restarted at the canary event: they count from zero.
-                let start = if canaries.contains(&inst) { [0.0, 0.0] } else { v };
+                let start = if canaries.contains(&inst) {
+                    [0.0, 0.0]
+                } else {
+                    v
+                };
                 first.entry(inst.clone()).or_insert(start);
                 latest.insert(inst, v);
             }
@@ -204,20 +245,36 @@ fn doubled_error_rate_doubles_the_canary_error_ratio() {
         plan.scenario = Scenario::ErrorRate(1.0);
         let (canary, control) = canary_error_ratios(&cfg, &plan);
         let healthy = canary / control;
-        assert!((1.6..=2.5).contains(&bad), "seed {seed}: 2x world ratio {bad}");
-        assert!(!(1.6..=2.5).contains(&healthy), "seed {seed}: 1x world ratio {healthy}");
-        assert!((0.7..=1.4).contains(&healthy), "seed {seed}: 1x world ratio {healthy}");
+        assert!(
+            (1.6..=2.5).contains(&bad),
+            "seed {seed}: 2x world ratio {bad}"
+        );
+        assert!(
+            !(1.6..=2.5).contains(&healthy),
+            "seed {seed}: 1x world ratio {healthy}"
+        );
+        assert!(
+            (0.7..=1.4).contains(&healthy),
+            "seed {seed}: 1x world ratio {healthy}"
+        );
         // The base error ratio is about 0.2 %.
-        assert!((0.0015..0.0025).contains(&control), "seed {seed}: control {control}");
+        assert!(
+            (0.0015..0.0025).contains(&control),
+            "seed {seed}: control {control}"
+        );
     }
 }
 
 #[test]
 fn lockups_silence_their_source_until_the_deploy_ends() {
-    for (scenario, job) in [(Scenario::MysqlLockup, "mysql"), (Scenario::MemcachedLockup, "memcached")] {
+    for (scenario, job) in [
+        (Scenario::MysqlLockup, "mysql"),
+        (Scenario::MemcachedLockup, "memcached"),
+    ] {
         let cfg = small(11);
         let plan = DeployPlan::new("d1", at(&cfg, 20), scenario);
-        let (mut before, mut during, mut after, mut rounds_before, mut rounds_after) = (0, 0, 0, 0, 0);
+        let (mut before, mut during, mut after, mut rounds_before, mut rounds_after) =
+            (0, 0, 0, 0, 0);
         for (now, samples) in rounds(&cfg, std::slice::from_ref(&plan), at(&cfg, 80)) {
             let seen = samples.iter().any(|s| label(s, "job") == Some(job));
             if now < plan.canary_at.add(DurationMs::from_secs(60)) {
@@ -233,8 +290,14 @@ fn lockups_silence_their_source_until_the_deploy_ends() {
             assert!(samples.iter().any(|s| label(s, "job") == Some("business")));
         }
         assert_eq!(during, 0, "{job} silent during the lockup");
-        assert!(before * 10 >= rounds_before * 9, "{job} before: {before}/{rounds_before}");
-        assert!(after * 10 >= rounds_after * 9, "{job} after: {after}/{rounds_after}");
+        assert!(
+            before * 10 >= rounds_before * 9,
+            "{job} before: {before}/{rounds_before}"
+        );
+        assert!(
+            after * 10 >= rounds_after * 9,
+            "{job} after: {after}/{rounds_after}"
+        );
     }
 }
 
@@ -258,7 +321,12 @@ fn replay_file_is_well_formed_openmetrics() {
             assert!(!in_samples, "TYPE lines come first");
             let (name, kind) = rest.split_once(' ').unwrap();
             assert!(["counter", "gauge", "histogram", "summary"].contains(&kind));
-            assert!(families.insert(name.to_string(), kind.to_string()).is_none(), "one TYPE per family: {name}");
+            assert!(
+                families
+                    .insert(name.to_string(), kind.to_string())
+                    .is_none(),
+                "one TYPE per family: {name}"
+            );
             continue;
         }
         assert!(!line.starts_with('#'), "{line}");
@@ -291,10 +359,16 @@ fn replay_file_is_well_formed_openmetrics() {
     assert_eq!(families["http_requests"], "counter");
     assert_eq!(families["http_request_duration_seconds"], "histogram");
 
-    let events: Vec<DeployEvent> = deploys.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<DeployEvent> = deploys
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.len(), 6);
     assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
-    let canary = events.iter().find(|e| e.event == DeployEventKind::Canary).unwrap();
+    let canary = events
+        .iter()
+        .find(|e| e.event == DeployEventKind::Canary)
+        .unwrap();
     assert_eq!(canary.deploy.as_deref(), Some("d1"));
     assert_eq!(canary.service.as_deref(), Some("web"));
     let sel = canary.canary.as_ref().unwrap();
@@ -312,11 +386,27 @@ fn truth_names_each_deploy_and_whether_it_is_bad() {
     let mut sink = Vec::new();
     let truth = write_replay_files(&cfg, &plans, at(&cfg, 10), &mut sink, &mut Vec::new()).unwrap();
     let json = serde_json::to_string(&truth).unwrap();
-    assert_eq!(json, r#"{"deploys":[["good","surge",false],["bad","signups:0.8",true]]}"#);
+    assert_eq!(
+        json,
+        r#"{"deploys":[["good","surge",false],["bad","signups:0.8",true]]}"#
+    );
 }
 
-/// Measures the writer's throughput; run with
-/// `cargo test --release --test sim_fleet -- --ignored --nocapture`.
+/// Counts sample lines (newlines) written, discarding the bytes.
+struct LineCounter(usize);
+
+impl std::io::Write for LineCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.iter().filter(|&&b| b == b'\n').count();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Measures the writer's throughput (prints it; asserts nothing about time). Run with
+/// `cargo test --release --test sim_fleet write_speed -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn write_speed() {
@@ -324,12 +414,16 @@ fn write_speed() {
     let plans: Vec<DeployPlan> = (0..30)
         .map(|i| DeployPlan::new(&format!("d{i}"), at(&cfg, 30 + 60 * i), Scenario::Healthy))
         .collect();
-    // 40 hosts × 19 series + 14 ≈ 774 samples per round; 13 000 rounds ≈ 10 M samples.
+    // About 770 samples per round: 13 000 rounds (36 hours) make about 10 M samples.
     let until = cfg.start.add(DurationMs(12_999 * 10_000));
-    let mut sink = std::io::sink();
+    let mut counter = LineCounter(0);
     let started = std::time::Instant::now();
-    write_replay_files(&cfg, &plans, until, &mut sink, &mut Vec::new()).unwrap();
+    write_replay_files(&cfg, &plans, until, &mut counter, &mut Vec::new()).unwrap();
     let secs = started.elapsed().as_secs_f64();
-    let samples: usize = 13_000 * 774;
-    println!("{samples} samples in {secs:.2} s: {:.0} samples/s", samples as f64 / secs);
+    let samples = counter.0 - 22; // TYPE lines and # EOF
+    assert!(samples > 9_000_000);
+    println!(
+        "{samples} samples in {secs:.2} s: {:.0} samples/s",
+        samples as f64 / secs
+    );
 }
