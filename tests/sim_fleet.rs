@@ -245,6 +245,7 @@ fn doubled_error_rate_doubles_the_canary_error_ratio() {
         plan.scenario = Scenario::ErrorRate(1.0);
         let (canary, control) = canary_error_ratios(&cfg, &plan);
         let healthy = canary / control;
+        eprintln!("seed {seed}: 2x world {bad:.3}, 1x world {healthy:.3}, control {control:.5}");
         assert!(
             (1.6..=2.5).contains(&bad),
             "seed {seed}: 2x world ratio {bad}"

@@ -107,7 +107,8 @@ impl Default for FleetConfig {
 pub struct DeployPlan {
     /// The deploy's id, as the deploy events carry it.
     pub id: String,
-    /// The deployed service (the web hosts' service is `web`).
+    /// The deployed service, carried in the deploy events. The simulated fleet has one
+    /// deployable service, so every plan acts on the web hosts whatever this says.
     pub service: String,
     /// The new version reaches the canary hosts (their counters reset).
     pub canary_at: Timestamp,
