@@ -107,7 +107,8 @@ impl Default for FleetConfig {
 pub struct DeployPlan {
     /// The deploy's id, as the deploy events carry it.
     pub id: String,
-    /// The deployed service (the web hosts' service is `web`).
+    /// The deployed service, carried in the deploy events. The simulated fleet has one
+    /// deployable service, so every plan acts on the web hosts whatever this says.
     pub service: String,
     /// The new version reaches the canary hosts (their counters reset).
     pub canary_at: Timestamp,
@@ -161,11 +162,14 @@ impl DeployPlan {
     }
 }
 
-/// FNV-1a, for stable made-up hashes.
+/// FNV-1a with a SplitMix64 finish, for stable made-up hashes that differ in every digit.
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    let mut h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    });
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// One series the fleet emits, with its exposition prefix rendered once.
@@ -737,7 +741,7 @@ impl Fleet {
         self.mysql[3] += queries;
         let qps = if dt_s > 0.0 { queries / dt_s } else { 0.0 };
         self.mysql[0] = 1.0 + rng.poisson(qps * 0.0004 * db_mean) as f64;
-        self.mysql[1] += rng.poisson(0.02 * dt_s * db_mean.powi(3).min(1e4)) as f64;
+        self.mysql[1] += rng.poisson(0.02 * dt_s * db_mean.powf(1.5)) as f64;
         let aborted_rate = if fw.mysql_silent { 0.1 } else { 0.002 };
         self.mysql[2] += rng.poisson(aborted_rate * dt_s) as f64;
         self.mysql_lag = if self.mysql_lag > 0.0 {
