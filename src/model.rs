@@ -14,7 +14,9 @@ use std::fmt;
 ///
 /// Integer milliseconds keep window arithmetic exact and ordering total; the wire formats
 /// (OpenMetrics seconds, Prometheus text milliseconds, JSON `at` seconds) convert at the edge.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {

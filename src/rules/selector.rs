@@ -251,15 +251,29 @@ mod tests {
 
     #[test]
     fn parses_and_matches_every_operator() {
-        let s = Selector::parse(r#"errs_total{job="web", env!="dev", code=~"5..", path!~"/health.*"}"#)
-            .unwrap();
+        let s =
+            Selector::parse(r#"errs_total{job="web", env!="dev", code=~"5..", path!~"/health.*"}"#)
+                .unwrap();
         assert_eq!(s.name, "errs_total");
         assert_eq!(s.matchers.len(), 4);
-        let good = l(&[("job", "web"), ("env", "prod"), ("code", "503"), ("path", "/a")]);
+        let good = l(&[
+            ("job", "web"),
+            ("env", "prod"),
+            ("code", "503"),
+            ("path", "/a"),
+        ]);
         assert!(s.matches("errs_total", &good));
         assert!(!s.matches("other", &good));
-        let bad_code = l(&[("job", "web"), ("env", "prod"), ("code", "5030"), ("path", "/a")]);
-        assert!(!s.matches("errs_total", &bad_code), "regex must be anchored");
+        let bad_code = l(&[
+            ("job", "web"),
+            ("env", "prod"),
+            ("code", "5030"),
+            ("path", "/a"),
+        ]);
+        assert!(
+            !s.matches("errs_total", &bad_code),
+            "regex must be anchored"
+        );
         let health = l(&[("job", "web"), ("code", "500"), ("path", "/healthz")]);
         assert!(!s.matches("errs_total", &health));
     }
