@@ -17,7 +17,7 @@
 //! (version "4"), for a webhook sink with `format: alertmanager_webhook`.
 
 use super::outbox::{DueRow, RowKind};
-use super::{ConfigDuration, Filter, RetryPolicy, SignalsError, Sink, SinkKind};
+use super::{ConfigDuration, SignalsError, Sink, SinkKind};
 use crate::model::{DecisionKind, DurationMs};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -77,32 +77,19 @@ impl AlertmanagerConfig {
         reqwest::Url::parse(&self.url).map_err(|e| {
             SignalsError::Config(format!("alertmanager {:?}: bad url: {e}", self.name))
         })?;
-        Ok(Sink {
-            name: self.name.clone(),
-            filter: Filter {
-                decisions: self.decisions.clone().unwrap_or_else(|| {
-                    vec![
-                        DecisionKind::Rollback,
-                        DecisionKind::Block,
-                        DecisionKind::Warn,
-                    ]
-                }),
-                services: self.services.clone(),
-                include_shadow: self.include_shadow,
-            },
-            retry: RetryPolicy::from_opts(
-                self.timeout,
-                self.max_age,
-                self.backoff_base,
-                self.backoff_cap,
-            ),
-            kind: SinkKind::Alertmanager(Alertmanager {
+        Ok(self.sink(
+            &[
+                DecisionKind::Rollback,
+                DecisionKind::Block,
+                DecisionKind::Warn,
+            ],
+            SinkKind::Alertmanager(Alertmanager {
                 url: self.url.clone(),
                 hold_for: self
                     .hold_for
                     .map_or(DurationMs::from_secs(7 * 86_400), |d| d.0),
             }),
-        })
+        ))
     }
 }
 

@@ -9,7 +9,7 @@
 //! `IMMUNE_SIGNAL_ID`, so the command must be idempotent for a given id.
 
 use super::outbox::DueRow;
-use super::{ConfigDuration, Filter, RetryPolicy, SignalsError, Sink, SinkKind};
+use super::{ConfigDuration, SignalsError, Sink, SinkKind};
 use crate::model::DecisionKind;
 use serde::Deserialize;
 use serde_json::Value;
@@ -56,26 +56,12 @@ impl ExecConfig {
                 self.name
             )));
         }
-        Ok(Sink {
-            name: self.name.clone(),
-            filter: Filter {
-                decisions: self
-                    .decisions
-                    .clone()
-                    .unwrap_or_else(|| super::ALL_DECISIONS.to_vec()),
-                services: self.services.clone(),
-                include_shadow: self.include_shadow,
-            },
-            retry: RetryPolicy::from_opts(
-                self.timeout,
-                self.max_age,
-                self.backoff_base,
-                self.backoff_cap,
-            ),
-            kind: SinkKind::Exec(Exec {
+        Ok(self.sink(
+            &super::ALL_DECISIONS,
+            SinkKind::Exec(Exec {
                 command: self.command.clone(),
             }),
-        })
+        ))
     }
 }
 

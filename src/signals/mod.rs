@@ -231,6 +231,49 @@ pub(crate) struct Sink {
     pub kind: SinkKind,
 }
 
+/// The settings every sink config declares with the same names (name, filter, retry).
+/// The three config structs repeat those fields because serde's `flatten` cannot be
+/// combined with `deny_unknown_fields`; this macro keeps the code that reads them in one
+/// place instead.
+macro_rules! sink_from_common {
+    ($($config:ty),+) => {$(
+        impl $config {
+            /// A sink of `kind` with this config's name, filter and retry policy;
+            /// `default_decisions` applies when the config names none.
+            pub(crate) fn sink(
+                &self,
+                default_decisions: &[crate::model::DecisionKind],
+                kind: SinkKind,
+            ) -> Sink {
+                Sink {
+                    name: self.name.clone(),
+                    filter: Filter {
+                        decisions: self
+                            .decisions
+                            .clone()
+                            .unwrap_or_else(|| default_decisions.to_vec()),
+                        services: self.services.clone(),
+                        include_shadow: self.include_shadow,
+                    },
+                    retry: RetryPolicy::from_opts(
+                        self.timeout,
+                        self.max_age,
+                        self.backoff_base,
+                        self.backoff_cap,
+                    ),
+                    kind,
+                }
+            }
+        }
+    )+};
+}
+
+sink_from_common!(
+    webhook::WebhookConfig,
+    alertmanager::AlertmanagerConfig,
+    exec::ExecConfig
+);
+
 impl Sink {
     /// Whether this sink gets `resolve` rows when a line is unblocked (alert-shaped sinks).
     pub fn takes_resolves(&self) -> bool {

@@ -24,7 +24,7 @@
 //! `format: alertmanager_webhook` sends instead a body shaped like Alertmanager's own
 //! webhook (version "4"), for tools that already accept that (see [`super::alertmanager`]).
 
-use super::{ConfigDuration, Filter, RetryPolicy, Secret, SignalsError, Sink, SinkKind};
+use super::{ConfigDuration, Secret, SignalsError, Sink, SinkKind};
 use crate::model::{Decision, DecisionKind};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
@@ -111,28 +111,14 @@ impl WebhookConfig {
         if secret.is_none() {
             tracing::warn!(sink = %self.name, "Webhook has no secret; its requests are unsigned.");
         }
-        Ok(Sink {
-            name: self.name.clone(),
-            filter: Filter {
-                decisions: self
-                    .decisions
-                    .clone()
-                    .unwrap_or_else(|| super::ALL_DECISIONS.to_vec()),
-                services: self.services.clone(),
-                include_shadow: self.include_shadow,
-            },
-            retry: RetryPolicy::from_opts(
-                self.timeout,
-                self.max_age,
-                self.backoff_base,
-                self.backoff_cap,
-            ),
-            kind: SinkKind::Webhook(Webhook {
+        Ok(self.sink(
+            &super::ALL_DECISIONS,
+            SinkKind::Webhook(Webhook {
                 url: self.url.clone(),
                 format: self.format,
                 secret,
             }),
-        })
+        ))
     }
 }
 
