@@ -4,7 +4,9 @@
 #      Prometheus, Alertmanager) from Debian's packages, skipping what is already there;
 #   2. starts each on a free loopback port in a temporary directory and exports where
 #      (IMMUNE_TEST_MYSQL_ADDR, IMMUNE_TEST_MEMCACHED_ADDR, IMMUNE_TEST_PROMETHEUS_BIN,
-#      IMMUNE_TEST_ALERTMANAGER_BIN); tests that need a service read these;
+#      IMMUNE_TEST_ALERTMANAGER_BIN, IMMUNE_TEST_CHROMIUM_BIN); tests that need a service
+#      read these, and with IMMUNE_TEST_REQUIRE_SERVICES=1 (exported below) a test whose
+#      variable is unset fails instead of skipping, so a broken install cannot turn green;
 #   3. runs fmt, clippy and `cargo test --release`, then stops what it started.
 # Idempotent: run it as often as you like. Set IMMUNE_TEST_NO_INSTALL=1 to skip apt.
 set -euo pipefail
@@ -15,6 +17,7 @@ command -v mariadbd >/dev/null 2>&1 || need_install+=(mariadb-server)
 command -v memcached >/dev/null 2>&1 || need_install+=(memcached)
 command -v prometheus >/dev/null 2>&1 || need_install+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_install+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need_install+=(chromium)
 if [ ${#need_install[@]} -gt 0 ] && [ -z "${IMMUNE_TEST_NO_INSTALL:-}" ]; then
   echo "test.sh: installing ${need_install[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -60,6 +63,9 @@ fi
 command -v prometheus >/dev/null 2>&1 && export IMMUNE_TEST_PROMETHEUS_BIN="$(command -v prometheus)"
 command -v promtool >/dev/null 2>&1 && export IMMUNE_TEST_PROMTOOL_BIN="$(command -v promtool)"
 command -v prometheus-alertmanager >/dev/null 2>&1 && export IMMUNE_TEST_ALERTMANAGER_BIN="$(command -v prometheus-alertmanager)"
+command -v chromium >/dev/null 2>&1 && export IMMUNE_TEST_CHROMIUM_BIN="$(command -v chromium)"
+# Every service above is required: a test whose variable is unset fails, it does not skip.
+export IMMUNE_TEST_REQUIRE_SERVICES=1
 
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings

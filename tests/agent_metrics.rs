@@ -96,6 +96,10 @@ async fn metrics_are_complete_and_promtool_clean() {
                 .then(|| "/usr/bin/promtool".to_string())
         });
     let Some(promtool) = promtool else {
+        assert!(
+            !common::services_required(),
+            "promtool not found (IMMUNE_TEST_PROMTOOL_BIN unset) but IMMUNE_TEST_REQUIRE_SERVICES is set"
+        );
         eprintln!(
             "skipping the promtool check: promtool not found (IMMUNE_TEST_PROMTOOL_BIN unset)"
         );

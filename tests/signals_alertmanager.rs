@@ -24,8 +24,7 @@ impl Drop for Guard {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_fires_an_alert_and_unblock_resolves_it() {
-    let Some(bin) = std::env::var_os("IMMUNE_TEST_ALERTMANAGER_BIN") else {
-        eprintln!("skipped: IMMUNE_TEST_ALERTMANAGER_BIN is not set (scripts/test.sh sets it)");
+    let Some(bin) = env_or_skip("IMMUNE_TEST_ALERTMANAGER_BIN") else {
         return;
     };
     let dir = TempDir::new("am");

@@ -174,11 +174,25 @@ impl Agent {
     }
 }
 
-/// An environment variable, or `None` with a printed note saying why the test skips.
+/// The variable scripts/test.sh sets to say every service is installed and started: under
+/// it a missing service fails its test instead of skipping it.
+pub const REQUIRE_SERVICES: &str = "IMMUNE_TEST_REQUIRE_SERVICES";
+
+/// Whether services are required (`IMMUNE_TEST_REQUIRE_SERVICES` set and not `0`).
+pub fn services_required() -> bool {
+    std::env::var(REQUIRE_SERVICES).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// An environment variable naming a service; when it is unset, `None` with a printed note
+/// saying the test skips, or a panic when [`services_required`].
 pub fn env_or_skip(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
+            assert!(
+                !services_required(),
+                "{var} is not set but {REQUIRE_SERVICES} is: the service this test needs is missing"
+            );
             eprintln!("skipping: {var} is not set (scripts/test.sh sets it)");
             None
         }

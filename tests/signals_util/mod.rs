@@ -180,3 +180,21 @@ pub async fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool
 pub fn config(yaml: &str) -> immune::signals::SignalsConfig {
     immune::rules::load::from_yaml_str("immune.yaml", yaml).expect("valid signals config")
 }
+
+/// An environment variable naming a service; when unset, `None` with a note saying the test
+/// skips, or a panic under `IMMUNE_TEST_REQUIRE_SERVICES` (set by scripts/test.sh).
+pub fn env_or_skip(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let required = std::env::var("IMMUNE_TEST_REQUIRE_SERVICES")
+                .is_ok_and(|v| !v.is_empty() && v != "0");
+            assert!(
+                !required,
+                "{var} is not set but IMMUNE_TEST_REQUIRE_SERVICES is: the service this test needs is missing"
+            );
+            eprintln!("skipping: {var} is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
