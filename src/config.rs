@@ -1,5 +1,5 @@
 //! `immune.yaml`: the agent's configuration (listen address, state, rules, engine limits,
-//! API auth and limits, sources, signals).
+//! API auth and limits, HTTP server limits, ingestion limits, sources, signals).
 //!
 //! Parsed by [`crate::rules::load::from_yaml_str`], the crate's one YAML parser, so a typo
 //! is an error with `file:line:column` and a suggested key, exactly like a rule file. Every
@@ -82,6 +82,12 @@ pub struct Config {
     /// The HTTP API.
     #[serde(default)]
     pub api: ApiConfig,
+    /// The HTTP server's connection limits and timeouts.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Limits on what pushed and scraped samples may carry.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
     /// Where metrics come from.
     #[serde(default)]
     pub sources: SourcesConfig,
@@ -99,6 +105,8 @@ impl Default for Config {
             rules: Vec::new(),
             engine: EngineSection::default(),
             api: ApiConfig::default(),
+            http: HttpConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
             sources: SourcesConfig::default(),
             signals: SignalsConfig::default(),
         }
@@ -245,6 +253,17 @@ pub struct ApiConfig {
     /// Longest time one request may take.
     #[serde(default = "d30s")]
     pub request_timeout: Duration,
+    /// Deploy events whose `at` is further in the past than this are refused (400 naming
+    /// `at`): a negative or garbled time would make the judge walk an absurd span.
+    #[serde(default = "d1h")]
+    pub max_event_age: Duration,
+    /// Deploy events whose `at` is further ahead of the agent's clock than this are refused
+    /// (clock skew between hosts; catches milliseconds sent as seconds).
+    #[serde(default = "d300s")]
+    pub max_event_lead: Duration,
+    /// `/-/healthy` fails once the engine has been busy with one input for longer than this.
+    #[serde(default = "d30s")]
+    pub liveness_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -255,8 +274,57 @@ impl Default for ApiConfig {
             body_limit: default_body_limit(),
             write_body_limit: default_write_limit(),
             request_timeout: d30s(),
+            max_event_age: d1h(),
+            max_event_lead: d300s(),
+            liveness_timeout: d30s(),
         }
     }
+}
+
+impl ApiConfig {
+    /// The accepted span of event times around the agent's clock.
+    pub fn event_window(&self) -> crate::model::EventWindow {
+        crate::model::EventWindow {
+            past: self.max_event_age.0,
+            future: self.max_event_lead.0,
+        }
+    }
+}
+
+/// `http:`: what one client may hold of the server. axum's own server has no header-read
+/// timeout, so a client that sends its headers a byte at a time would keep its connection
+/// (and its memory) for ever; these bound that.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection that has not sent a whole request head this long after it opened (or
+    /// after its previous response) is closed.
+    #[serde(default = "d10s")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(default = "d60s")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; further clients wait in the listen backlog until one
+    /// closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: d10s(),
+            idle_timeout: d60s(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn d1h() -> Duration {
+    Duration::secs(3600)
 }
 
 fn default_body_limit() -> usize {

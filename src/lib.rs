@@ -21,6 +21,7 @@ pub mod config;
 pub mod defaults;
 pub mod demo;
 pub mod engine;
+pub mod limits;
 pub mod model;
 pub mod replay;
 pub mod rules;

@@ -119,6 +119,54 @@ impl fmt::Display for DurationMs {
     }
 }
 
+/// How far an event's `at` may lie from the agent's clock: events are about what just
+/// happened, and a time far off (negative, or milliseconds read as seconds) would make the
+/// judge walk an absurd span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventWindow {
+    /// The oldest accepted `at`, this long before now.
+    pub past: DurationMs,
+    /// The newest accepted `at`, this long after now (clock skew between hosts).
+    pub future: DurationMs,
+}
+
+impl Default for EventWindow {
+    fn default() -> Self {
+        EventWindow {
+            past: DurationMs::from_secs(3600),
+            future: DurationMs::from_secs(300),
+        }
+    }
+}
+
+impl EventWindow {
+    /// Checks `at` (seconds) against `now`; the error says what is accepted.
+    pub fn check(&self, at: f64, now: Timestamp) -> Result<Timestamp, String> {
+        let Some(t) = Timestamp::from_secs_f64(at) else {
+            return Err(format!(
+                "at must be a finite time in seconds since the epoch, got {at}"
+            ));
+        };
+        if t < now.sub(self.past) {
+            return Err(format!(
+                "at {at} is more than {} before the agent's clock ({}): events are accepted from {} in the past to {} ahead",
+                self.past,
+                now.as_secs_f64(),
+                self.past,
+                self.future
+            ));
+        }
+        if t > now.add(self.future) {
+            return Err(format!(
+                "at {at} is more than {} after the agent's clock ({}); is it in milliseconds? `at` is seconds since the epoch",
+                self.future,
+                now.as_secs_f64()
+            ));
+        }
+        Ok(t)
+    }
+}
+
 /// A series' label set, sorted by name, without the metric name.
 pub type Labels = Vec<(String, String)>;
 
@@ -292,4 +340,26 @@ pub struct Decision {
     pub shadow: bool,
     /// The numbers behind the decision.
     pub evidence: serde_json::Value,
+}
+
+#[cfg(test)]
+mod event_window_tests {
+    use super::*;
+
+    #[test]
+    fn event_times_far_from_now_are_refused() {
+        let w = EventWindow::default();
+        let now = Timestamp(1_764_201_600_000);
+        assert!(w.check(1_764_201_600.0, now).is_ok());
+        assert!(w.check(1_764_201_600.0 - 3000.0, now).is_ok());
+        assert!(w.check(1_764_201_600.0 + 200.0, now).is_ok());
+        assert!(w.check(-8.9e12, now).is_err());
+        assert!(
+            w.check(1_764_201_600_000.0, now)
+                .unwrap_err()
+                .contains("milliseconds")
+        );
+        assert!(w.check(1_764_201_600.0 - 3700.0, now).is_err());
+        assert!(w.check(f64::NAN, now).is_err());
+    }
 }

@@ -5,7 +5,12 @@
 //! with every diagnostic), the signals store is opened, the engine thread starts with an
 //! `on_decisions` hook that writes each decision to the outbox before anything else
 //! happens, deploy events still in flight are re-applied from the store, and only then do
-//! sources, the ticker and the listener start.
+//! sources, the ticker and the listener start. A stored deploy event whose time is absurd
+//! (non-finite, ahead of the clock, or older than [`RESUME_MAX_AGE`]) is not resumed: it is
+//! logged and marked done, so no stored input can make the engine walk an absurd span.
+//!
+//! A decision batch the outbox cannot write is kept by [`Signals`] and retried until it is
+//! written (see `signals`); the engine thread never waits for the disk to come back.
 //!
 //! The wall clock is read here, at the edge, through a [`Clock`]: the ticker stamps each
 //! `tick(now)`, sources stamp samples, and the API stamps deploy events without an `at`.
@@ -116,6 +121,9 @@ pub enum ServeError {
         message: String,
     },
 }
+
+/// The oldest stored deploy event resumed at start-up; older ones are skipped (logged).
+pub const RESUME_MAX_AGE: DurationMs = DurationMs(7 * 86_400_000);
 
 /// Loads rules from `paths`, or the embedded rules when `paths` is empty.
 pub fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, Diagnostics> {
@@ -273,9 +281,9 @@ pub async fn run(
     let on_decisions = {
         let signals = signals.clone();
         let observer = opts.decisions.clone();
-        Box::new(move |ds: &[Decision]| {
-            if let Err(e) = signals.record(ds) {
-                tracing::error!(error = %e, "Decisions could not be recorded in the outbox.");
+        Box::new(move |ds: &[Decision], views: &[serde_json::Value]| {
+            if let Err(e) = signals.record_with_views(ds, views) {
+                tracing::error!(error = %e, decisions = ds.len(), "Decisions could not be written to the outbox; kept in memory and retried until they are. Gates of their services answer blocked meanwhile.");
             }
             for d in ds {
                 let summary = d
@@ -295,7 +303,7 @@ pub async fn run(
         })
     };
     let (engine_handle, engine_thread) =
-        handle::spawn(engine, config.engine.queue_capacity, on_decisions)?;
+        handle::spawn_with_views(engine, config.engine.queue_capacity, on_decisions)?;
 
     // A restart never opens a line that a person has not acknowledged.
     for (service, decision) in signals.blocked_lines()? {
@@ -305,7 +313,23 @@ pub async fn run(
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     }
+    let resumable = crate::model::EventWindow {
+        past: RESUME_MAX_AGE,
+        future: config.api.max_event_lead.0,
+    };
     for ev in signals.resume_events()? {
+        if let Err(why) = resumable.check(ev.at, clock.now()) {
+            tracing::error!(
+                deploy = ev.deploy.as_deref().unwrap_or(""), reason = %why,
+                "Stored deploy event has an unusable time; the deploy is not resumed and is marked done."
+            );
+            if let Some(id) = ev.deploy.as_deref()
+                && let Err(e) = signals.forget_deploy(id, clock.now().as_secs_f64())
+            {
+                tracing::warn!(deploy = id, error = %e, "Skipped deploy could not be marked done; it will be skipped again at the next start.");
+            }
+            continue;
+        }
         match engine_handle.deploy_event(ev.clone()).await {
             Ok(Ok(_)) => {
                 tracing::info!(deploy = ?ev.deploy, event = ?ev.event, "Deploy event resumed.")
@@ -334,7 +358,8 @@ pub async fn run(
         clock: clock.clone(),
         shutdown: stop_rx.clone(),
     };
-    tasks.extend(start_sources(&config, &ctx)?);
+    let limits = crate::limits::Limits::new(config.limits.clone(), metrics.refused());
+    tasks.extend(start_sources(&config, &ctx, &limits)?);
     for start in opts.sources {
         tasks.push(start(ctx.clone()));
     }
@@ -356,18 +381,20 @@ pub async fn run(
         clock: clock.clone(),
         metrics: metrics.clone(),
         reloader,
+        limits,
+        events: config.api.event_window(),
+        liveness: config.api.liveness_timeout.std(),
     };
     let app = api::router(state, &config.api, tokens);
     tracing::info!(listen = %addr, "Listening.");
     let mut server_stop = stop_rx.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = server_stop.wait_for(|s| *s) => {}
-            }
-        })
-        .await;
+    let served = api::http::serve(listener, app, &config.http, async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = server_stop.wait_for(|s| *s) => {}
+        }
+    })
+    .await;
     tracing::info!("Stopping.");
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -380,7 +407,11 @@ pub async fn run(
 }
 
 /// Starts every configured source as its own task.
-fn start_sources(config: &Config, ctx: &SourceContext) -> Result<Vec<JoinHandle<()>>, ServeError> {
+fn start_sources(
+    config: &Config,
+    ctx: &SourceContext,
+    limits: &crate::limits::Limits,
+) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let mut tasks = Vec::new();
     let s = &config.sources;
     let bad = |name: &str, e: sources::SourceError| ServeError::Source {
@@ -411,7 +442,9 @@ fn start_sources(config: &Config, ctx: &SourceContext) -> Result<Vec<JoinHandle<
             .name
             .clone()
             .unwrap_or_else(|| numbered(&format!("scrape:{}", c.job), i));
-        let p = sources::scrape::ScrapePoller::new(c).map_err(|e| bad(&name, e))?;
+        let p = sources::scrape::ScrapePoller::new(c)
+            .map_err(|e| bad(&name, e))?
+            .with_limits(limits.clone());
         let sched = Schedule {
             interval: c.interval.std(),
             timeout: c.timeout.std(),

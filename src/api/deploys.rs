@@ -5,6 +5,18 @@
 //! `at`), is applied by the engine, and, once accepted, is remembered by the signals store
 //! so an analysis in flight survives a restart. The answer carries any decisions the event
 //! caused at once (a canary on a blocked line, the final decision of `end`).
+//!
+//! Two promises the answers keep:
+//! - **`at` is checked** against the agent's clock (`api.max_event_age` in the past,
+//!   `api.max_event_lead` ahead; a missing `at` means now): anything else is a 400 naming
+//!   `at`, so a garbled time never reaches the engine.
+//! - **"Applied" means durable.** An event is accepted only while the outbox can write
+//!   (and no decision waits in memory); otherwise it is answered 503 before it reaches the
+//!   engine. If the store fails after the engine applied it, the answer is 503 too, saying
+//!   the event will not survive a restart: a client is never told "stored" when it was not.
+//!
+//! `GET /api/v1/deploys/{id}` falls back to the deploy's stored history when the engine no
+//! longer holds it (after a restart, or past `engine.recent_deploys`).
 
 use super::ApiState;
 use super::error::ApiError;
@@ -83,9 +95,31 @@ pub struct EventAnswer {
 }
 
 async fn apply(state: &ApiState, ev: DeployEvent) -> Result<EventAnswer, ApiError> {
+    let signals = state.signals.clone();
+    let now = state.clock.now().0;
+    let writable = tokio::task::spawn_blocking(move || signals.writable(now))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if let Err(why) = writable {
+        tracing::error!(deploy = ev.deploy.as_deref().unwrap_or(""), reason = %why, "Deploy event refused: it could not be made durable.");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("event not applied: it could not be made durable ({why})"),
+        ));
+    }
     let decisions = state.engine.deploy_event(ev.clone()).await??;
-    if let Err(e) = state.signals.record_deploy_event(&ev) {
-        tracing::error!(deploy = ?ev.deploy, error = %e, "Deploy event applied but not stored; it will not survive a restart.");
+    let signals = state.signals.clone();
+    let stored_ev = ev.clone();
+    let stored = tokio::task::spawn_blocking(move || signals.record_deploy_event(&stored_ev))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    if let Err(e) = stored {
+        tracing::error!(deploy = ev.deploy.as_deref().unwrap_or(""), error = %e, "Deploy event applied but not stored; it will not survive a restart.");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("event applied in memory but not stored ({e}); it will not survive a restart"),
+        ));
     }
     tracing::info!(deploy = ?ev.deploy, service = ?ev.service, event = ?ev.event, "Deploy event.");
     Ok(EventAnswer {
@@ -96,8 +130,17 @@ async fn apply(state: &ApiState, ev: DeployEvent) -> Result<EventAnswer, ApiErro
     })
 }
 
-fn now_or(state: &ApiState, at: Option<f64>) -> f64 {
-    at.unwrap_or_else(|| state.clock.now().as_secs_f64())
+/// The event's time: `at` when given and within the accepted window, else now.
+fn now_or(state: &ApiState, at: Option<f64>) -> Result<f64, ApiError> {
+    let now = state.clock.now();
+    match at {
+        None => Ok(now.as_secs_f64()),
+        Some(at) => state
+            .events
+            .check(at, now)
+            .map(|_| at)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e).field("at")),
+    }
 }
 
 /// `POST /api/v1/deploys`.
@@ -119,7 +162,7 @@ pub async fn start(
         .field("canary"));
     }
     let ev = DeployEvent {
-        at: now_or(&state, b.at),
+        at: now_or(&state, b.at)?,
         deploy: Some(b.deploy),
         event: DeployEventKind::Canary,
         service: Some(b.service),
@@ -148,7 +191,7 @@ async fn step(
 ) -> Result<Json<EventAnswer>, ApiError> {
     let b = step_body(&body)?;
     let ev = DeployEvent {
-        at: now_or(&state, b.at),
+        at: now_or(&state, b.at)?,
         deploy: Some(id),
         event: kind,
         service: None,
@@ -194,9 +237,26 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     match state.engine.query(Query::Deploy(id.clone())).await? {
-        Value::Null => Err(
-            ApiError::new(StatusCode::NOT_FOUND, format!("unknown deploy {id:?}")).field("deploy"),
-        ),
+        Value::Null => {
+            let signals = state.signals.clone();
+            let key = id.clone();
+            let stored = tokio::task::spawn_blocking(move || signals.history(&key))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            match stored {
+                Some(mut v) => {
+                    if let Value::Object(m) = &mut v {
+                        m.insert("from_history".into(), Value::Bool(true));
+                    }
+                    Ok(Json(v))
+                }
+                None => Err(
+                    ApiError::new(StatusCode::NOT_FOUND, format!("unknown deploy {id:?}"))
+                        .field("deploy"),
+                ),
+            }
+        }
         v => Ok(Json(v)),
     }
 }
@@ -242,7 +302,7 @@ pub async fn unblock(
         }
     }
     let ev = DeployEvent {
-        at: now_or(&state, b.at),
+        at: now_or(&state, b.at)?,
         deploy: None,
         event: DeployEventKind::Unblock,
         service: Some(service),

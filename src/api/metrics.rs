@@ -26,7 +26,7 @@ pub struct AgentMetrics {
     dropped: IntCounter,
     series: IntGauge,
     samples: IntCounter,
-    refused: IntCounter,
+    refused: IntCounterVec,
     out_of_order: IntCounter,
     evaluations: IntCounter,
     decisions: IntCounterVec,
@@ -106,9 +106,12 @@ impl AgentMetrics {
             )?,
             refused: reg(
                 &r,
-                IntCounter::new(
-                    "immune_samples_refused_total",
-                    "Samples of new series refused because the series limit was reached.",
+                IntCounterVec::new(
+                    Opts::new(
+                        "immune_samples_refused_total",
+                        "Samples refused, by the limit that refused them (series_limit: engine.max_series; the others: limits.*).",
+                    ),
+                    &["reason"],
                 )?,
             )?,
             out_of_order: reg(
@@ -176,6 +179,11 @@ impl AgentMetrics {
         }
     }
 
+    /// `immune_samples_refused_total{reason}`, for the ingestion limits to count into.
+    pub fn refused(&self) -> IntCounterVec {
+        self.refused.clone()
+    }
+
     /// Copies the engine's counters and gauges in; called at scrape time.
     pub async fn refresh(&self, engine: &EngineHandle) {
         self.queue_depth.set(engine.queue_depth() as i64);
@@ -185,7 +193,10 @@ impl AgentMetrics {
             self.series.set(n("series") as i64);
             self.active.set(n("active_deploys") as i64);
             forward(&self.samples, n("samples"));
-            forward(&self.refused, n("refused_samples"));
+            forward(
+                &self.refused.with_label_values(&["series_limit"]),
+                n("refused_samples"),
+            );
             forward(&self.out_of_order, n("out_of_order_samples"));
             forward(&self.evaluations, n("evaluations"));
             if let Some(ds) = stats.get("decisions").and_then(Value::as_object) {

@@ -10,6 +10,8 @@
 //! | POST | `/api/v1/lines/{service}/unblock` | yes | reopen a blocked line (`by`, `reason`) |
 //! | POST | `/api/v1/push` | yes | Prometheus text, Pushgateway style |
 //! | POST | `/api/v1/write` | yes | Prometheus remote_write |
+//! | GET | `/-/healthy` | no | 200 while the engine thread answers, 503 otherwise |
+//! | GET | `/-/ready` | no | 200 when rules are loaded, the outbox writes and the engine answers |
 //! | POST | `/-/reload` | yes | reload rules |
 //! | GET | `/metrics`, `/-/healthy` | no | own metrics, liveness |
 //!
@@ -21,10 +23,13 @@
 pub mod client;
 pub mod deploys;
 pub mod error;
+pub mod http;
 pub mod metrics;
 
 use crate::config::ApiConfig;
 use crate::engine::handle::EngineHandle;
+use crate::limits::{LimitError, Limits};
+use crate::model::EventWindow;
 use crate::serve::{Clock, Reloader};
 use crate::signals::Signals;
 use crate::sources::push::{self, PushError};
@@ -55,6 +60,12 @@ pub struct ApiState {
     pub metrics: AgentMetrics,
     /// Rule reloads.
     pub reloader: Arc<Reloader>,
+    /// Limits on pushed samples.
+    pub limits: Limits,
+    /// Accepted event times around the clock.
+    pub events: EventWindow,
+    /// How long the engine may spend on one input before `/-/healthy` fails.
+    pub liveness: Duration,
 }
 
 /// Builds the whole router.
@@ -77,19 +88,21 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .layer(DefaultBodyLimit::max(cfg.write_body_limit));
     let reads = Router::new()
         .route("/metrics", get(own_metrics))
-        .route("/-/healthy", get(|| async { "OK\n" }))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
         .route("/api/v1/deploys", get(deploys::list))
         .route("/api/v1/deploys/{id}", get(deploys::get_one))
         .route("/api/v1/lines", get(deploys::lines))
         .route("/api/v1/lines/{service}", get(deploys::line))
         .layer(DefaultBodyLimit::max(cfg.body_limit));
     let engine = state.engine.clone();
+    let signals = state.signals.clone();
     Router::new()
         .merge(changes)
         .merge(writes)
         .merge(reads)
         .with_state(state)
-        .merge(crate::signals::gates_router(engine))
+        .merge(crate::signals::gates_router_with(engine, Some(signals)))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(
             cfg.request_timeout.std(),
@@ -140,6 +153,62 @@ async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> 
     }
 }
 
+/// Liveness: the engine thread runs and is not stuck on one input.
+async fn healthy(State(state): State<ApiState>) -> Response {
+    match state.engine.liveness(state.liveness) {
+        Ok(()) => "OK\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not healthy: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Readiness (as Prometheus's `/-/ready`): rules loaded, the outbox writable with no
+/// decision waiting in memory, and the engine answering. Every failing check is named.
+async fn ready(State(state): State<ApiState>) -> Response {
+    let mut why: Vec<String> = Vec::new();
+    if let Err(e) = state.engine.liveness(state.liveness) {
+        why.push(format!("engine: {e}"));
+    }
+    let rules = match tokio::time::timeout(
+        state.liveness,
+        state.engine.query(crate::engine::handle::Query::Stats),
+    )
+    .await
+    {
+        Ok(Ok(stats)) => stats.get("rules").and_then(serde_json::Value::as_u64),
+        Ok(Err(e)) => {
+            why.push(format!("engine: {e}"));
+            None
+        }
+        Err(_) => {
+            why.push("engine: did not answer".into());
+            None
+        }
+    };
+    if rules == Some(0) {
+        why.push("rules: none loaded".into());
+    }
+    let signals = state.signals.clone();
+    let now = state.clock.now().0;
+    match tokio::task::spawn_blocking(move || signals.writable(now)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => why.push(format!("outbox: {e}")),
+        Err(e) => why.push(format!("outbox: {e}")),
+    }
+    if why.is_empty() {
+        axum::Json(json!({"ready": true, "rules": rules})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ready": false, "rules": rules, "reasons": why})),
+        )
+            .into_response()
+    }
+}
+
 async fn own_metrics(State(state): State<ApiState>) -> Response {
     state.metrics.refresh(&state.engine).await;
     (
@@ -179,26 +248,63 @@ async fn push_text(
     State(state): State<ApiState>,
     Query(labels): Query<BTreeMap<String, String>>,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     const SOURCE: &str = "push";
     let now = state.clock.now();
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))?;
     let labels: Vec<(String, String)> = labels.into_iter().collect();
     let batch = push::decode_text(text, now, &labels).map_err(|e| push_error(SOURCE, &state, e))?;
-    let n = push::deliver(&state.engine, batch)
-        .await
-        .map_err(|e| push_error(SOURCE, &state, e))?;
-    state.metrics.sources.success(SOURCE, now, n);
-    Ok(StatusCode::NO_CONTENT)
+    ingest(SOURCE, &state, batch).await
 }
 
-async fn remote_write(State(state): State<ApiState>, body: Bytes) -> Result<StatusCode, ApiError> {
+async fn remote_write(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     const SOURCE: &str = "remote_write";
     let batch = push::decode_write(&body).map_err(|e| push_error(SOURCE, &state, e))?;
-    let n = push::deliver(&state.engine, batch)
+    ingest(SOURCE, &state, batch).await
+}
+
+fn limit_error(e: &LimitError, status: StatusCode) -> ApiError {
+    ApiError::new(status, e.to_string()).field(format!("limits.{}", e.limit.reason()))
+}
+
+/// Applies the limits, hands what passes to the engine, and answers what became of it:
+/// 204 all stored; 413 the request is over a per-request limit (nothing stored); 400 some
+/// series were over a label limit (the others stored); 429 with `Retry-After` when new
+/// series were refused because `engine.max_series` is reached (the others stored).
+async fn ingest(
+    source: &str,
+    state: &ApiState,
+    batch: Vec<crate::model::Sample>,
+) -> Result<Response, ApiError> {
+    if let Err(e) = state.limits.check_request(&batch) {
+        state.metrics.sources.error(source);
+        return Err(limit_error(&e, StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    let (batch, over) = state.limits.filter(batch);
+    let report = push::deliver(&state.engine, batch)
         .await
-        .map_err(|e| push_error(SOURCE, &state, e))?;
-    state.metrics.sources.success(SOURCE, state.clock.now(), n);
-    Ok(StatusCode::NO_CONTENT)
+        .map_err(|e| push_error(source, state, e))?;
+    state
+        .metrics
+        .sources
+        .success(source, state.clock.now(), report.stored);
+    if let Some(e) = over {
+        return Err(limit_error(&e, StatusCode::BAD_REQUEST));
+    }
+    if report.series_limit > 0 {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "series limit (engine.max_series) reached: {} sample(s) of new series refused, {} stored",
+                report.series_limit, report.stored
+            ),
+        )
+        .field("engine.max_series")
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return Ok(r);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

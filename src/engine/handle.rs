@@ -9,6 +9,10 @@
 //! counted ([`EngineHandle::dropped_batches`]) so a slow engine sheds load visibly instead of
 //! stalling every source. Deploy events, queries and ticks wait for room: they are rare and
 //! must not be lost.
+//!
+//! Liveness: the engine thread stamps when it starts and finishes each input, so
+//! [`EngineHandle::liveness`] can tell an engine stuck on one input (a loop, a blocked
+//! outbox write) from one that is merely idle, without sending it anything.
 
 use super::{Engine, EngineError};
 use crate::model::{Decision, DeployEvent, Sample, Timestamp};
@@ -16,14 +20,17 @@ use crate::rules::RuleSet;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// What the engine thread takes.
 pub enum Input {
     /// A batch of samples from one source.
     Samples(Vec<Sample>),
+    /// A batch of samples whose sender waits to learn what was stored (push, remote_write).
+    SamplesAcked(Vec<Sample>, oneshot::Sender<IngestReport>),
     /// A deploy event; the reply carries the decisions it caused or why it was refused.
     Deploy(
         DeployEvent,
@@ -57,6 +64,17 @@ pub enum Query {
     Stats,
 }
 
+/// What became of an acknowledged batch of samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Samples stored.
+    pub stored: usize,
+    /// Samples of new series refused because the series limit (`engine.max_series`) is reached.
+    pub series_limit: usize,
+    /// Samples refused for another reason (a series text that does not parse).
+    pub other: usize,
+}
+
 /// Why an input did not reach the engine.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HandleError {
@@ -73,6 +91,37 @@ pub enum HandleError {
 pub struct EngineHandle {
     tx: Sender<Input>,
     dropped: Arc<AtomicU64>,
+    beat: Arc<Heartbeat>,
+}
+
+/// What the engine thread is doing, for liveness: when it started its current input
+/// (milliseconds since `origin`, plus one; 0 when idle) and whether it has stopped.
+#[derive(Debug)]
+struct Heartbeat {
+    origin: Instant,
+    busy_since: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Heartbeat {
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+    fn busy(&self) {
+        self.busy_since.store(self.now(), Ordering::Release);
+    }
+    fn idle(&self) {
+        self.busy_since.store(0, Ordering::Release);
+    }
+}
+
+/// Marks the engine stopped when the thread ends, however it ends (a panic included).
+struct StopOnDrop(Arc<Heartbeat>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+    }
 }
 
 impl EngineHandle {
@@ -94,6 +143,39 @@ impl EngineHandle {
         self.tx
             .send(Input::Samples(samples))
             .map_err(|_| HandleError::Stopped)
+    }
+
+    /// Sends a batch of samples, waiting for room and then for the engine to say what it
+    /// stored: acknowledged protocols answer the sender from this.
+    pub async fn send_samples_acked(
+        &self,
+        samples: Vec<Sample>,
+    ) -> Result<IngestReport, HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_blocking(Input::SamplesAcked(samples, reply))
+            .await?;
+        rx.await.map_err(|_| HandleError::Stopped)
+    }
+
+    /// `Ok` while the engine thread runs and has spent less than `bound` on its current
+    /// input (an idle engine is alive); otherwise why not.
+    pub fn liveness(&self, bound: Duration) -> Result<(), String> {
+        if self.beat.stopped.load(Ordering::Acquire) {
+            return Err("the engine thread has stopped".into());
+        }
+        let since = self.beat.busy_since.load(Ordering::Acquire);
+        if since == 0 {
+            return Ok(());
+        }
+        let busy = Duration::from_millis(self.beat.now().saturating_sub(since));
+        if busy > bound {
+            return Err(format!(
+                "the engine has been busy with one input for {:.1}s (bound {:.1}s)",
+                busy.as_secs_f64(),
+                bound.as_secs_f64()
+            ));
+        }
+        Ok(())
     }
 
     /// Batches refused because the engine was behind.
@@ -172,47 +254,98 @@ impl EngineHandle {
 /// Where the engine thread hands each batch of decisions (the outbox, a log).
 pub type DecisionSink = Box<dyn FnMut(&[Decision]) + Send>;
 
+/// Like [`DecisionSink`], with the deploy view (`deploy_view`) of every deploy the batch
+/// decided, taken just after the decisions: the outbox keeps them as deploy history.
+pub type DecisionViewSink = Box<dyn FnMut(&[Decision], &[Value]) + Send>;
+
 /// Starts the engine on its own thread with a channel of `capacity` inputs. Every batch of
 /// decisions goes to `on_decisions` on that thread before the next input is read.
 pub fn spawn(
     engine: Engine,
     capacity: usize,
-    on_decisions: DecisionSink,
+    mut on_decisions: DecisionSink,
+) -> std::io::Result<(EngineHandle, JoinHandle<Engine>)> {
+    spawn_with_views(engine, capacity, Box::new(move |ds, _| on_decisions(ds)))
+}
+
+/// [`spawn`], handing `on_decisions` the deciding deploys' views too.
+pub fn spawn_with_views(
+    engine: Engine,
+    capacity: usize,
+    on_decisions: DecisionViewSink,
 ) -> std::io::Result<(EngineHandle, JoinHandle<Engine>)> {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    let beat = Arc::new(Heartbeat {
+        origin: Instant::now(),
+        busy_since: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
+    });
     let handle = EngineHandle {
         tx,
         dropped: Arc::new(AtomicU64::new(0)),
+        beat: beat.clone(),
     };
     let join = std::thread::Builder::new()
         .name("immune-engine".into())
-        .spawn(move || run(engine, rx, on_decisions))?;
+        .spawn(move || run(engine, rx, on_decisions, beat))?;
     Ok((handle, join))
 }
 
-fn run(mut engine: Engine, rx: Receiver<Input>, mut on_decisions: DecisionSink) -> Engine {
+/// Hands decisions and the views of the deploys they belong to to the sink.
+fn decided(engine: &Engine, ds: &[Decision], sink: &mut DecisionViewSink) {
+    let mut ids: Vec<&str> = ds.iter().map(|d| d.deploy.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let views: Vec<Value> = ids.iter().filter_map(|id| engine.deploy_view(id)).collect();
+    sink(ds, &views);
+}
+
+fn ingest(engine: &mut Engine, batch: Vec<Sample>) -> IngestReport {
+    let mut report = IngestReport::default();
+    for s in batch {
+        match engine.ingest(&s.name, &s.labels, s.value, s.at) {
+            Ok(()) => report.stored += 1,
+            Err(EngineError::Store(crate::engine::store::StoreError::SeriesLimit { .. })) => {
+                report.series_limit += 1
+            }
+            Err(e) => {
+                report.other += 1;
+                tracing::debug!(error = %e, series = %s.name, "Sample refused.");
+            }
+        }
+    }
+    report
+}
+
+fn run(
+    mut engine: Engine,
+    rx: Receiver<Input>,
+    mut on_decisions: DecisionViewSink,
+    beat: Arc<Heartbeat>,
+) -> Engine {
+    let _stop = StopOnDrop(beat.clone());
     while let Ok(input) = rx.recv() {
+        beat.busy();
         match input {
             Input::Samples(batch) => {
-                for s in batch {
-                    if let Err(e) = engine.ingest(&s.name, &s.labels, s.value, s.at) {
-                        tracing::debug!(error = %e, series = %s.name, "Sample refused.");
-                    }
-                }
+                ingest(&mut engine, batch);
+            }
+            Input::SamplesAcked(batch, reply) => {
+                let _ = reply.send(ingest(&mut engine, batch));
             }
             Input::Deploy(ev, reply) => {
                 let result = engine.deploy_event(&ev);
                 if let Ok(ds) = &result
                     && !ds.is_empty()
                 {
-                    on_decisions(ds);
+                    decided(&engine, ds, &mut on_decisions);
                 }
                 let _ = reply.send(result);
             }
             Input::Tick(now) => {
                 let ds = engine.tick(now);
                 if !ds.is_empty() {
-                    on_decisions(&ds);
+                    decided(&engine, &ds, &mut on_decisions);
                 }
             }
             Input::Query(q, reply) => {
@@ -222,6 +355,7 @@ fn run(mut engine: Engine, rx: Receiver<Input>, mut on_decisions: DecisionSink) 
             Input::RestoreBlock(service, d) => engine.restore_block(&service, &d),
             Input::Shutdown => break,
         }
+        beat.idle();
     }
     engine
 }
@@ -240,6 +374,95 @@ fn answer(engine: &Engine, q: Query) -> Value {
             "refused_samples": engine.store().refused_samples,
             "out_of_order_samples": engine.store().out_of_order_samples,
             "active_deploys": engine.active_deploys(),
+            "rules": engine.rules().len(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::model::{DecisionKind, DeployEventKind, Phase};
+
+    fn blocking_decision() -> Decision {
+        Decision {
+            at: 1_700_000_000.0,
+            deploy: "d0".into(),
+            service: "web".into(),
+            version: None,
+            decision: DecisionKind::Rollback,
+            phase: Phase::Canary,
+            rule: "r".into(),
+            r#final: true,
+            shadow: false,
+            evidence: serde_json::json!({}),
+        }
+    }
+
+    /// An engine stuck in `on_decisions` (an outbox write that hangs) is reported as not
+    /// alive once past the bound, and alive again when it returns.
+    #[test]
+    fn liveness_sees_an_engine_stuck_on_one_input() {
+        let rules = crate::rules::load::load_str("t.yaml", "rules: []\n").unwrap();
+        let engine = Engine::new(rules, EngineConfig::default());
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+        let (entered_tx, entered_rx) = crossbeam_channel::bounded::<()>(1);
+        let (h, join) = spawn(
+            engine,
+            8,
+            Box::new(move |_| {
+                let _ = entered_tx.send(());
+                let _ = release_rx.recv();
+            }),
+        )
+        .unwrap();
+        let bound = Duration::from_millis(50);
+        assert_eq!(h.liveness(bound), Ok(()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(h.restore_block("web".into(), blocking_decision()))
+            .unwrap();
+        // A canary on a blocked line is decided at once: on_decisions runs and hangs.
+        let ev = DeployEvent {
+            at: 1_700_000_001.0,
+            deploy: Some("d1".into()),
+            event: DeployEventKind::Canary,
+            service: Some("web".into()),
+            version: None,
+            commits: Vec::new(),
+            canary: Some(
+                [(
+                    "instance".to_string(),
+                    crate::model::OneOrMany::One("a".into()),
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            by: None,
+            reason: None,
+        };
+        let h2 = h.clone();
+        let pending = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(h2.deploy_event(ev))
+        });
+        entered_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let err = h.liveness(bound).unwrap_err();
+        assert!(err.contains("busy"), "{err}");
+        release_tx.send(()).unwrap();
+        assert!(pending.join().unwrap().unwrap().is_ok());
+        // Idle again.
+        rt.block_on(h.query(Query::Lines)).unwrap();
+        assert_eq!(h.liveness(bound), Ok(()));
+        rt.block_on(h.shutdown()).unwrap();
+        join.join().unwrap();
+        assert!(h.liveness(bound).unwrap_err().contains("stopped"));
     }
 }

@@ -16,7 +16,10 @@
 use super::outbox::DueRow;
 use super::{Signals, SignalsError, Sink, SinkKind};
 use crate::model::DurationMs;
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -48,6 +51,8 @@ pub(crate) struct Metrics {
     duration: HistogramVec,
     expired: IntCounterVec,
     oldest: Gauge,
+    write_failures: IntCounter,
+    unrecorded: IntGauge,
 }
 
 impl Metrics {
@@ -94,16 +99,38 @@ impl Metrics {
                 "Age of the oldest undelivered signal (0 when none).",
             )
             .map_err(m)?,
+            write_failures: IntCounter::new(
+                "immune_outbox_write_failures_total",
+                "Attempts to write a batch of decisions to the outbox that failed (kept in memory and retried).",
+            )
+            .map_err(m)?,
+            unrecorded: IntGauge::new(
+                "immune_outbox_unrecorded_batches",
+                "Batches of decisions kept in memory because the outbox could not write them.",
+            )
+            .map_err(m)?,
         })
     }
 
+    /// One failed write of a batch of decisions.
+    pub fn write_failed(&self) {
+        self.write_failures.inc();
+    }
+
+    /// Batches waiting in memory.
+    pub fn unrecorded(&self, n: usize) {
+        self.unrecorded.set(n as i64);
+    }
+
     pub fn register(&self, r: &Registry) {
-        let cs: [Box<dyn prometheus::core::Collector>; 5] = [
+        let cs: [Box<dyn prometheus::core::Collector>; 7] = [
             Box::new(self.pending.clone()),
             Box::new(self.deliveries.clone()),
             Box::new(self.duration.clone()),
             Box::new(self.expired.clone()),
             Box::new(self.oldest.clone()),
+            Box::new(self.write_failures.clone()),
+            Box::new(self.unrecorded.clone()),
         ];
         for c in cs {
             if let Err(e) = r.register(c) {
@@ -142,6 +169,7 @@ pub(crate) fn spawn(sig: Signals, shutdown: watch::Receiver<bool>) -> tokio::tas
             tasks.spawn(sink_loop(sig.clone(), sink.clone(), shutdown.clone()));
         }
         tasks.spawn(gauge_loop(sig.clone(), shutdown.clone()));
+        tasks.spawn(retry_loop(sig.clone(), shutdown.clone()));
         while tasks.join_next().await.is_some() {}
     })
 }
@@ -150,6 +178,23 @@ async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, d: Duration) -> 
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
         r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
+    }
+}
+
+/// Writes decisions kept in memory (the outbox could not write them) once it can again.
+async fn retry_loop(sig: Signals, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if wait_or_shutdown(&mut shutdown, std_dur(sig.inner.poll_interval)).await {
+            return;
+        }
+        let s = sig.clone();
+        match tokio::task::spawn_blocking(move || s.retry_unrecorded()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Decisions still cannot be written to the outbox; kept in memory, retrying.")
+            }
+            Err(e) => tracing::error!(error = %e, "Outbox retry task failed."),
+        }
     }
 }
 

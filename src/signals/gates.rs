@@ -13,7 +13,12 @@
 //! A deploy named explicitly but unknown to immune is a 404 (fail closed: immune cannot
 //! vouch for what it never saw); with no deploy named and none known, the verdict is
 //! `pending`, healthy while the line is open. An engine that does not answer is a 503.
+//!
+//! Fail closed on the outbox: while a decision of the service could not be written to the
+//! outbox (a full disk) and waits in memory, every gate answers blocked for that service,
+//! whatever the decision: immune cannot promise to remember it across a restart.
 
+use super::Signals;
 use crate::engine::handle::{EngineHandle, Query as EngineQuery};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -24,13 +29,51 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// What the gate handlers read.
+#[derive(Clone)]
+struct GateState {
+    engine: EngineHandle,
+    signals: Option<Signals>,
+}
+
 /// The pull gates (Argo Rollouts verdict, Flagger webhook, gate endpoint), mounted by the API.
 pub fn gates_router(engine: EngineHandle) -> Router {
+    gates_router_with(engine, None)
+}
+
+/// [`gates_router`] failing closed on decisions `signals` could not write yet.
+pub fn gates_router_with(engine: EngineHandle, signals: Option<Signals>) -> Router {
     Router::new()
         .route("/api/v1/verdict/{service}", get(verdict_handler))
         .route("/api/v1/flagger/{check}", post(flagger_handler))
         .route("/api/v1/gate/{service}", get(gate_handler))
-        .with_state(engine)
+        .with_state(GateState { engine, signals })
+}
+
+/// Why the gates fail closed on `service`, if they must: a decision of it not yet written.
+fn unrecorded_block(signals: Option<&Signals>, service: &str) -> Option<Value> {
+    let d = signals?.unrecorded_for(service)?;
+    Some(json!({
+        "deploy": d.deploy,
+        "rule": d.rule,
+        "decision": d.decision.as_str(),
+        "at": d.at,
+        "summary": format!(
+            "decision {} of deploy {} could not be written to the outbox yet (disk full?); failing closed until it is",
+            d.decision.as_str(),
+            d.deploy
+        ),
+        "unrecorded": true,
+    }))
+}
+
+/// Overrides a verdict with the fail-closed block.
+fn fail_closed(mut v: Value, block: Value) -> Value {
+    v["summary"] = block["summary"].clone();
+    v["healthy"] = json!(false);
+    v["line"] = json!("blocked");
+    v["blocked_by"] = block;
+    v
 }
 
 /// The decision of a deploy view (`Query::Deploy`) as the gates report it, and the
@@ -165,12 +208,15 @@ struct VerdictParams {
 }
 
 async fn verdict_handler(
-    State(engine): State<EngineHandle>,
+    State(st): State<GateState>,
     Path(service): Path<String>,
     Query(p): Query<VerdictParams>,
 ) -> Response {
-    match compute(&engine, &service, p.deploy.as_deref()).await {
-        Ok(v) => Json(v).into_response(),
+    match compute(&st.engine, &service, p.deploy.as_deref()).await {
+        Ok(v) => match unrecorded_block(st.signals.as_ref(), &service) {
+            Some(b) => Json(fail_closed(v, b)).into_response(),
+            None => Json(v).into_response(),
+        },
         Err(r) => r,
     }
 }
@@ -195,7 +241,7 @@ pub struct FlaggerRequest {
 }
 
 async fn flagger_handler(
-    State(engine): State<EngineHandle>,
+    State(st): State<GateState>,
     Path(check): Path<String>,
     Json(req): Json<FlaggerRequest>,
 ) -> Response {
@@ -205,8 +251,12 @@ async fn flagger_handler(
         .cloned()
         .unwrap_or_else(|| req.name.clone());
     let deploy = req.metadata.get("deploy").map(String::as_str);
-    match compute(&engine, &service, deploy).await {
-        Ok(mut v) => {
+    match compute(&st.engine, &service, deploy).await {
+        Ok(v) => {
+            let mut v = match unrecorded_block(st.signals.as_ref(), &service) {
+                Some(b) => fail_closed(v, b),
+                None => v,
+            };
             v["check"] = json!(check);
             v["canary"] = json!({"name": req.name, "namespace": req.namespace, "phase": req.phase});
             let status = if v["healthy"] == json!(true) {
@@ -220,12 +270,13 @@ async fn flagger_handler(
     }
 }
 
-async fn gate_handler(State(engine): State<EngineHandle>, Path(service): Path<String>) -> Response {
-    let line = match ask(&engine, EngineQuery::Line(service.clone())).await {
+async fn gate_handler(State(st): State<GateState>, Path(service): Path<String>) -> Response {
+    let line = match ask(&st.engine, EngineQuery::Line(service.clone())).await {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let blocked = line.get("blocked").cloned().unwrap_or(Value::Null);
+    let blocked = unrecorded_block(st.signals.as_ref(), &service)
+        .unwrap_or_else(|| line.get("blocked").cloned().unwrap_or(Value::Null));
     if blocked.is_null() {
         Json(json!({"service": service, "open": true})).into_response()
     } else {

@@ -12,7 +12,15 @@
 //!   `immune gate` ([`gate::gate`]) from the engine's live state.
 //!
 //! The outbox also keeps what must survive a restart: deploys in flight
-//! ([`Signals::resume_events`]) and blocked lines ([`Signals::blocked_lines`]).
+//! ([`Signals::resume_events`]), blocked lines ([`Signals::blocked_lines`]) and each
+//! deploy's history ([`Signals::history`]).
+//!
+//! **A decision is never lost.** When the outbox cannot write (a full disk), the batch is
+//! kept in memory ([`Signals::unrecorded`]), counted
+//! (`immune_outbox_write_failures_total`) and retried, in order, before every later batch
+//! and every `poll_interval` until it is written; then it is delivered like any other.
+//! Meanwhile the gates answer "blocked" for its service (fail closed) and `/-/ready` says
+//! why ([`Signals::writable`]).
 //!
 //! What `serve` calls, in order: [`Signals::open`]; [`Signals::blocked_lines`] (re-apply each
 //! block to the engine) then [`Signals::resume_events`] (re-apply each event); hand
@@ -30,7 +38,7 @@ pub mod outbox;
 pub mod webhook;
 
 pub use gate::{GateError, gate};
-pub use gates::gates_router;
+pub use gates::{gates_router, gates_router_with};
 
 use crate::model::{Decision, DecisionKind, DeployEvent, DeployEventKind, DurationMs};
 use serde::{Deserialize, Deserializer};
@@ -88,9 +96,36 @@ pub struct SignalsConfig {
     /// Commands run once per decision (argv, no shell), for deploy tools driven by scripts.
     #[serde(default)]
     pub exec: Vec<exec::ExecConfig>,
-    /// How often delivery looks for due signals when nothing wakes it (default `1s`).
+    /// How often delivery looks for due signals when nothing wakes it (default `1s`); also
+    /// how often decisions the outbox could not write are retried.
     #[serde(default)]
     pub poll_interval: Option<ConfigDuration>,
+    /// How much deploy history (each deploy's record, served by `GET /api/v1/deploys/{id}`
+    /// after a restart) is kept.
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// `signals.history`: retention of deploy records in the outbox.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Most deploys kept (default 1000); the deploys blocking a line are always kept.
+    #[serde(default)]
+    pub keep: Option<usize>,
+    /// Deploys whose latest decision is older than this are dropped (default `30d`).
+    #[serde(default)]
+    pub max_age: Option<ConfigDuration>,
+}
+
+impl HistoryConfig {
+    fn retention(&self) -> outbox::HistoryRetention {
+        let d = outbox::HistoryRetention::default();
+        outbox::HistoryRetention {
+            keep: self.keep.unwrap_or(d.keep),
+            max_age_ms: self.max_age.map_or(d.max_age_ms, |a| a.0.0),
+        }
+    }
 }
 
 /// Which decisions a sink gets; the same keys on every sink.
@@ -293,8 +328,19 @@ impl Sink {
     }
 }
 
+/// A batch of decisions the outbox could not write yet, with the deciding deploys' views.
+#[derive(Clone, Debug)]
+struct Unrecorded {
+    decisions: Vec<Decision>,
+    views: Vec<serde_json::Value>,
+}
+
 pub(crate) struct Inner {
     pub outbox: Mutex<outbox::Outbox>,
+    unrecorded: Mutex<Vec<Unrecorded>>,
+    last_write_error: Mutex<Option<String>>,
+    fail_writes: std::sync::atomic::AtomicBool,
+    retention: outbox::HistoryRetention,
     pub sinks: Vec<Arc<Sink>>,
     pub wake: HashMap<String, Arc<Notify>>,
     pub public_url: String,
@@ -356,6 +402,10 @@ impl Signals {
         Ok(Signals {
             inner: Arc::new(Inner {
                 outbox: Mutex::new(outbox),
+                unrecorded: Mutex::new(Vec::new()),
+                last_write_error: Mutex::new(None),
+                fail_writes: std::sync::atomic::AtomicBool::new(false),
+                retention: cfg.history.retention(),
                 sinks: sinks.into_iter().map(Arc::new).collect(),
                 wake,
                 public_url: public_url.trim_end_matches('/').to_string(),
@@ -389,16 +439,172 @@ impl Signals {
     /// Writes decisions durably (called on the engine thread before anything else): in one
     /// transaction, the decision log, one signal row per (decision, matching sink), the line
     /// state and the deploy's end. Wakes delivery once committed.
+    ///
+    /// When the write fails the batch is kept in memory and retried (see the module doc);
+    /// the error is still returned so the caller can log it.
     pub fn record(&self, decisions: &[Decision]) -> Result<(), SignalsError> {
-        let touched =
-            self.with_outbox(|ob| ob.record(decisions, &self.inner.sinks, &self.inner.public_url))?;
-        self.wake(&touched);
+        self.record_with_views(decisions, &[])
+    }
+
+    /// [`Signals::record`] with the deciding deploys' views (`Engine::deploy_view`), kept as
+    /// deploy history in the same transaction.
+    pub fn record_with_views(
+        &self,
+        decisions: &[Decision],
+        views: &[serde_json::Value],
+    ) -> Result<(), SignalsError> {
+        let mut queue = self
+            .inner
+            .unrecorded
+            .lock()
+            .map_err(|_| SignalsError::Store("unrecorded decisions lock poisoned".into()))?;
+        queue.push(Unrecorded {
+            decisions: decisions.to_vec(),
+            views: views.to_vec(),
+        });
+        self.flush(&mut queue)
+    }
+
+    /// Writes the kept batches, oldest first, stopping at the first failure.
+    fn flush(&self, queue: &mut Vec<Unrecorded>) -> Result<(), SignalsError> {
+        while let Some(batch) = queue.first() {
+            let written = if self
+                .inner
+                .fail_writes
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                Err(SignalsError::Store(
+                    "database or disk is full (injected failure)".into(),
+                ))
+            } else {
+                self.with_outbox(|ob| {
+                    ob.record_batch(
+                        &batch.decisions,
+                        &batch.views,
+                        &self.inner.sinks,
+                        &self.inner.public_url,
+                        self.inner.retention,
+                    )
+                })
+            };
+            match written {
+                Ok(touched) => {
+                    queue.remove(0);
+                    self.wake(&touched);
+                    if let Ok(mut e) = self.inner.last_write_error.lock() {
+                        *e = None;
+                    }
+                }
+                Err(e) => {
+                    self.inner.metrics.write_failed();
+                    if let Ok(mut last) = self.inner.last_write_error.lock() {
+                        *last = Some(e.to_string());
+                    }
+                    self.inner.metrics.unrecorded(queue.len());
+                    return Err(e);
+                }
+            }
+        }
+        self.inner.metrics.unrecorded(0);
         Ok(())
+    }
+
+    /// Retries the decisions the outbox could not write; `Ok` once none is left.
+    pub fn retry_unrecorded(&self) -> Result<(), SignalsError> {
+        let mut queue = self
+            .inner
+            .unrecorded
+            .lock()
+            .map_err(|_| SignalsError::Store("unrecorded decisions lock poisoned".into()))?;
+        if queue.is_empty() {
+            return Ok(());
+        }
+        let n: usize = queue.iter().map(|b| b.decisions.len()).sum();
+        let r = self.flush(&mut queue);
+        if r.is_ok() {
+            tracing::info!(
+                decisions = n,
+                "Decisions kept in memory are now written to the outbox."
+            );
+        }
+        r
+    }
+
+    /// Decisions kept in memory because the outbox could not write them, oldest first.
+    pub fn unrecorded(&self) -> Vec<Decision> {
+        self.inner
+            .unrecorded
+            .lock()
+            .map(|q| q.iter().flat_map(|b| b.decisions.iter().cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The first unwritten decision of `service` that is not shadow, if any: the gates fail
+    /// closed on it.
+    pub fn unrecorded_for(&self, service: &str) -> Option<Decision> {
+        self.unrecorded()
+            .into_iter()
+            .find(|d| d.service == service && !d.shadow)
+    }
+
+    /// `Ok` when the outbox can write now (a probe write succeeds) and no decision waits in
+    /// memory; otherwise why not, for `/-/ready` and the deploy API.
+    pub fn writable(&self, now_ms: i64) -> Result<(), String> {
+        let waiting = self.unrecorded().len();
+        if waiting > 0 {
+            let why = self
+                .inner
+                .last_write_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_default();
+            return Err(format!(
+                "{waiting} decision(s) could not be written to the outbox and are kept in memory until it can ({why})"
+            ));
+        }
+        if self
+            .inner
+            .fail_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err("outbox: database or disk is full (injected failure)".into());
+        }
+        self.with_outbox(|ob| ob.probe(now_ms))
+            .map_err(|e| format!("the outbox cannot write: {e}"))
+    }
+
+    /// Test seam: while `on`, every outbox write of decisions fails as on a full disk (the
+    /// real full-disk test needs a small tmpfs, which not every test machine allows).
+    #[doc(hidden)]
+    pub fn inject_write_failure(&self, on: bool) {
+        self.inner
+            .fail_writes
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The stored record of `deploy` (its view as of its latest decision), when kept.
+    pub fn history(&self, deploy: &str) -> Result<Option<serde_json::Value>, SignalsError> {
+        self.with_outbox(|ob| ob.history(deploy))
+    }
+
+    /// Marks a stored deploy done without resuming it (its events are unusable).
+    pub fn forget_deploy(&self, deploy: &str, at: f64) -> Result<(), SignalsError> {
+        self.with_outbox(|ob| ob.forget_deploy(deploy, at))
     }
 
     /// Remembers a deploy event so analyses can be resumed after a restart. Call it for each
     /// event the engine accepted. An `unblock` event also does [`Signals::record_unblock`].
     pub fn record_deploy_event(&self, ev: &DeployEvent) -> Result<(), SignalsError> {
+        if self
+            .inner
+            .fail_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(SignalsError::Store(
+                "database or disk is full (injected failure)".into(),
+            ));
+        }
         if ev.event == DeployEventKind::Unblock {
             let Some(service) = ev.service.as_deref() else {
                 return Ok(());

@@ -13,7 +13,11 @@
 //!
 //! Tables: `signals` (one row per decision and sink, the delivery state), `decisions` (the
 //! log of every decision, matched by a sink or not), `deploys` (each deploy's canary/full
-//! events until it ends), `lines` (each blocked line's blocking decision).
+//! events until it ends), `lines` (each blocked line's blocking decision), `history` (each
+//! deploy's view — events, phases, rules, decisions with evidence — as of its latest
+//! decision, so `GET /api/v1/deploys/{id}` answers after a restart; kept per
+//! [`HistoryRetention`], never for fewer than the deploys blocking a line), `probe` (one row
+//! rewritten to tell whether the store can still write).
 //!
 //! Signal ids are derived, not random: the first 128 bits (hex) of
 //! SHA-256(`deploy, decision, rule, at_ms, shadow, sink`), so recording the same decision
@@ -72,12 +76,42 @@ CREATE TABLE IF NOT EXISTS deploys (
     done     INTEGER NOT NULL,
     done_at  REAL
 );
+CREATE TABLE IF NOT EXISTS history (
+    deploy   TEXT PRIMARY KEY,
+    service  TEXT NOT NULL,
+    at       REAL NOT NULL,               -- the latest decision's time
+    view     TEXT NOT NULL                -- the engine's deploy view (JSON)
+);
+CREATE INDEX IF NOT EXISTS history_at ON history (at);
+CREATE TABLE IF NOT EXISTS probe (
+    id       INTEGER PRIMARY KEY,
+    at_ms    INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS lines (
     service  TEXT PRIMARY KEY,
     decision TEXT NOT NULL,               -- the blocking decision (JSON)
     at       REAL NOT NULL
 );
 "#;
+
+/// How much deploy history the outbox keeps: at most `keep` deploys, none older than
+/// `max_age` (the deploys blocking a line are always kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryRetention {
+    /// Most deploys kept.
+    pub keep: usize,
+    /// Oldest kept, by latest decision.
+    pub max_age_ms: i64,
+}
+
+impl Default for HistoryRetention {
+    fn default() -> Self {
+        HistoryRetention {
+            keep: 1000,
+            max_age_ms: KEEP_MS,
+        }
+    }
+}
 
 /// One signal row, for the API and for inspection.
 #[derive(Clone, Debug, Serialize)]
@@ -190,8 +224,61 @@ impl Outbox {
         sinks: &[std::sync::Arc<Sink>],
         public_url: &str,
     ) -> Result<Vec<String>, SignalsError> {
+        self.record_batch(
+            decisions,
+            &[],
+            sinks,
+            public_url,
+            HistoryRetention::default(),
+        )
+    }
+
+    /// [`Outbox::record`] with the deciding deploys' views, kept as their history in the
+    /// same transaction.
+    pub(crate) fn record_batch(
+        &mut self,
+        decisions: &[Decision],
+        views: &[Value],
+        sinks: &[std::sync::Arc<Sink>],
+        public_url: &str,
+        retention: HistoryRetention,
+    ) -> Result<Vec<String>, SignalsError> {
         let mut touched = Vec::new();
         let tx = self.conn.transaction()?;
+        for v in views {
+            let (Some(deploy), Some(service)) = (
+                v.get("deploy").and_then(Value::as_str),
+                v.get("service").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let at = decisions
+                .iter()
+                .filter(|d| d.deploy == deploy)
+                .map(|d| d.at)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let at = if at.is_finite() { at } else { 0.0 };
+            tx.execute(
+                "INSERT INTO history (deploy, service, at, view) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(deploy) DO UPDATE SET service = excluded.service,
+                    at = MAX(history.at, excluded.at), view = excluded.view",
+                params![deploy, service, at, v.to_string()],
+            )?;
+        }
+        if !views.is_empty() {
+            let newest = decisions.iter().map(|d| d.at).fold(0.0, f64::max);
+            tx.execute(
+                "DELETE FROM history
+                 WHERE (at < ?1 OR deploy NOT IN
+                          (SELECT deploy FROM history ORDER BY at DESC LIMIT ?2))
+                   AND deploy NOT IN
+                          (SELECT json_extract(decision, '$.deploy') FROM lines)",
+                params![
+                    newest - retention.max_age_ms as f64 / 1000.0,
+                    retention.keep as i64
+                ],
+            )?;
+        }
         for d in decisions {
             let body_json =
                 serde_json::to_string(d).map_err(|e| SignalsError::Store(e.to_string()))?;
@@ -377,6 +464,43 @@ impl Outbox {
         }
         tx.commit()?;
         Ok(touched)
+    }
+
+    /// The stored view of `deploy` (as of its latest decision), if kept.
+    pub fn history(&self, deploy: &str) -> Result<Option<Value>, SignalsError> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT view FROM history WHERE deploy = ?1",
+                [deploy],
+                |r| r.get(0),
+            )
+            .optional()?;
+        v.map(|v| {
+            serde_json::from_str(&v)
+                .map_err(|e| SignalsError::Store(format!("history of {deploy}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Rewrites the probe row: fails when the store cannot write (a full disk, a read-only
+    /// file system), without touching anything else.
+    pub fn probe(&self, now_ms: i64) -> Result<(), SignalsError> {
+        self.conn.execute(
+            "INSERT INTO probe (id, at_ms) VALUES (1, ?1)
+             ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
+            [now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a deploy done without a decision (its stored events cannot be resumed).
+    pub fn forget_deploy(&self, deploy: &str, at: f64) -> Result<(), SignalsError> {
+        self.conn.execute(
+            "UPDATE deploys SET done = 1, done_at = ?2 WHERE deploy = ?1",
+            params![deploy, at],
+        )?;
+        Ok(())
     }
 
     /// Canary (and full) events of deploys still in flight, oldest first.

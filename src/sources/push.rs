@@ -9,11 +9,14 @@
 //!   not justify a protoc build step.
 //!
 //! Both are acknowledged protocols, so both **wait** for room in the engine's channel and
-//! answer 204 only once the batch is in it: an acknowledged sample is not lost, and a
-//! sender that gets no answer retries.
+//! for the engine to say what it stored ([`deliver`]), and answer 204 only then: an
+//! acknowledged sample is not lost, and a sender that gets no answer retries. Samples of
+//! new series beyond `engine.max_series` are reported back, so the API can answer 429
+//! instead of pretending they were stored; the label and request limits
+//! ([`crate::limits`]) are applied by the API before delivery.
 
 use super::scrape::parse_exposition;
-use crate::engine::handle::{EngineHandle, HandleError};
+use crate::engine::handle::{EngineHandle, HandleError, IngestReport};
 use crate::model::{Labels, Sample, Timestamp};
 use crate::textformat::TimestampUnit;
 
@@ -154,16 +157,14 @@ pub fn decode_text(
         .map_err(|e| PushError::Text(e.to_string()))
 }
 
-/// Hands a batch to the engine, waiting for room (off the async worker threads).
-pub async fn deliver(engine: &EngineHandle, batch: Vec<Sample>) -> Result<usize, PushError> {
-    let n = batch.len();
-    if n == 0 {
-        return Ok(0);
+/// Hands a batch to the engine, waiting for room and for its report of what was stored.
+pub async fn deliver(engine: &EngineHandle, batch: Vec<Sample>) -> Result<IngestReport, PushError> {
+    if batch.is_empty() {
+        return Ok(IngestReport::default());
     }
-    let engine = engine.clone();
-    match tokio::task::spawn_blocking(move || engine.send_samples_blocking(batch)).await {
-        Ok(Ok(())) => Ok(n),
-        Ok(Err(HandleError::Stopped | HandleError::Full)) | Err(_) => Err(PushError::Stopped),
+    match engine.send_samples_acked(batch).await {
+        Ok(r) => Ok(r),
+        Err(HandleError::Stopped | HandleError::Full) => Err(PushError::Stopped),
     }
 }
 

@@ -5,7 +5,10 @@
 //! `instance` labels; labels of the same name the exporter set are kept as `exported_job`
 //! / `exported_instance`, as Prometheus does without `honor_labels`. Each round adds
 //! `up{job, instance}`: 1 after a good scrape, 0 after a failed one. `NaN` samples (stale
-//! markers) are skipped: silence is how the engine sees staleness.
+//! markers) are skipped: silence is how the engine sees staleness. Series over the label
+//! limits ([`crate::limits`], set with [`ScrapePoller::with_limits`]) are dropped and
+//! counted, the rest of the scrape is kept, as Prometheus's `label_limit` would not (it
+//! fails the whole scrape; one bad series should not blind every rule on that target).
 
 use super::{Poller, SourceError, host_port, sorted};
 use crate::config::ScrapeConfig;
@@ -84,6 +87,7 @@ pub struct ScrapePoller {
     client: reqwest::Client,
     url: String,
     target: Labels,
+    limits: Option<crate::limits::Limits>,
 }
 
 impl ScrapePoller {
@@ -101,7 +105,14 @@ impl ScrapePoller {
                 ("instance".into(), instance),
                 ("job".into(), cfg.job.clone()),
             ]),
+            limits: None,
         })
+    }
+
+    /// Applies the label limits to every scrape (series over them are dropped and counted).
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> ScrapePoller {
+        self.limits = Some(limits);
+        self
     }
 
     fn up(&self, value: f64, now: Timestamp) -> Sample {
@@ -142,6 +153,13 @@ impl Poller for ScrapePoller {
             .map_err(|e| SourceError::Io(e.to_string()))?;
         let mut out = parse_exposition(&text, unit, now, &self.target)
             .map_err(|e| SourceError::Protocol(e.to_string()))?;
+        if let Some(limits) = &self.limits {
+            let (kept, over) = limits.filter(out);
+            if let Some(e) = over {
+                tracing::warn!(url = %crate::signals::redact_url(&self.url), error = %e, "Scraped series over the label limits dropped.");
+            }
+            out = kept;
+        }
         out.push(self.up(1.0, now));
         Ok(out)
     }
