@@ -404,7 +404,7 @@ mod tests {
     /// alive once past the bound, and alive again when it returns.
     #[test]
     fn liveness_sees_an_engine_stuck_on_one_input() {
-        let rules = crate::rules::load::load_str("t.yaml", "rules: []\n").unwrap();
+        let rules = crate::serve::load_rules(&[]).unwrap();
         let engine = Engine::new(rules, EngineConfig::default());
         let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
         let (entered_tx, entered_rx) = crossbeam_channel::bounded::<()>(1);

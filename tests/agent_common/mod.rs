@@ -56,8 +56,12 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Starts an agent from YAML configuration text; `data_dir` is a fresh temp dir.
 pub async fn start(yaml: &str) -> Agent {
+    start_in(yaml, TempDir::new("agent")).await
+}
+
+/// Starts an agent whose data dir is `dir/data` (a restart reuses the dir of a stopped one).
+pub async fn start_in(yaml: &str, dir: TempDir) -> Agent {
     let mut config = Config::from_str("test.yaml", yaml).expect("test config");
-    let dir = TempDir::new("agent");
     config.data_dir = dir.path().join("data");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -102,6 +106,18 @@ impl Agent {
             Some(j) => j.await.expect("agent task"),
             None => Ok(()),
         }
+    }
+
+    /// Stops the agent and hands back its directory, for a restart on the same data.
+    pub async fn stop_keep(mut self) -> TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(j) = self.join.take() {
+            j.await.expect("agent task").expect("agent stopped cleanly");
+        }
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        dir
     }
 
     /// The /metrics text.
