@@ -331,7 +331,8 @@ mod tests {
             l.refused
                 .with_label_values(&["max_label_value_length"])
                 .get(),
-            3
+            2,
+            "check_series only checks; filter counts what it drops"
         );
     }
 

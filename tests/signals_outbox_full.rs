@@ -30,7 +30,7 @@ async fn an_unwritable_outbox_keeps_the_decision_fails_closed_and_delivers_it_on
 
     sig.inject_write_failure(true);
     let d = decision("d1", "web", DecisionKind::Rollback, true, now_secs());
-    assert!(sig.record(&[d.clone()]).is_err());
+    assert!(sig.record(std::slice::from_ref(&d)).is_err());
     assert_eq!(sig.unrecorded(), vec![d.clone()]);
     assert!(sig.unrecorded_for("web").is_some());
     assert!(sig.unrecorded_for("api").is_none());

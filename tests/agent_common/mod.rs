@@ -116,8 +116,7 @@ impl Agent {
         if let Some(j) = self.join.take() {
             j.await.expect("agent task").expect("agent stopped cleanly");
         }
-        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
-        dir
+        std::mem::replace(&mut self.dir, TempDir(PathBuf::new()))
     }
 
     /// The /metrics text.
