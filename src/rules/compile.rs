@@ -13,7 +13,7 @@ use super::{
 use crate::model::{DurationMs, Phase};
 use saphyr_parser::ScalarStyle;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where a rule name was first defined, for duplicate detection across files.
 pub(super) type Names = HashMap<String, (String, usize)>;
@@ -148,8 +148,10 @@ pub(crate) fn deserialize_rule(item: &Node) -> (Result<RuleSpec, ()>, Vec<Proble
     let mut node = item.clone();
     let mut removed: Vec<Vec<String>> = Vec::new();
     let mut problems: Vec<Problem> = Vec::new();
-    let add = |problems: &mut Vec<Problem>, p: Problem| {
-        if !problems.contains(&p) {
+    // Each problem once, in linear time (a rule may carry thousands of unknown keys).
+    let mut seen: HashSet<Problem> = HashSet::new();
+    let mut add = |problems: &mut Vec<Problem>, p: Problem| {
+        if seen.insert(p.clone()) {
             problems.push(p);
         }
     };

@@ -81,8 +81,11 @@ pub(crate) fn unknown_message(what: &str, got: &str, expected: &[&str]) -> Strin
 /// The valid name nearest to `got` by edit distance, when near enough to be a typo.
 pub(crate) fn suggest<'e>(got: &str, expected: &[&'e str]) -> Option<&'e str> {
     let limit = (got.chars().count() / 3).max(2);
+    let len = got.chars().count();
     expected
         .iter()
+        // The distance is at least the difference in length: skip the hopeless.
+        .filter(|e| e.chars().count().abs_diff(len) <= limit)
         .map(|e| (edit_distance(got, e), *e))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
@@ -93,13 +96,14 @@ pub(crate) fn suggest<'e>(got: &str, expected: &[&'e str]) -> Option<&'e str> {
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
     for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
+        cur[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let sub = prev[j] + usize::from(ca != *cb);
             cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
         }
-        prev = cur;
+        std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
 }

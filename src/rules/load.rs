@@ -22,6 +22,7 @@ use super::compile::{FileCx, Names, compile_file};
 use super::de::{De, Sink};
 pub use super::diagnostic::{Diagnostic, Diagnostics, FileOutcome};
 use super::yaml::{Kind, Node, Pos, Problem, parse_document};
+pub use super::yaml::{MAX_ALIASES, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES, MAX_TEXT_BYTES};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -36,11 +37,9 @@ pub fn load_report(paths: &[PathBuf]) -> Vec<FileOutcome> {
             Ok(files) => {
                 for file in files {
                     let name = file.display().to_string();
-                    match std::fs::read_to_string(&file) {
+                    match read_capped(&file) {
                         Ok(text) => outcomes.push(load_text(&name, &text, &mut names)),
-                        Err(e) => {
-                            outcomes.push(whole_file_error(name, format!("cannot read: {e}")))
-                        }
+                        Err(message) => outcomes.push(whole_file_error(name, message)),
                     }
                 }
             }
@@ -139,6 +138,29 @@ fn whole_file_error(file: String, message: String) -> FileOutcome {
     }
 }
 
+/// The most problems reported for one file; a hostile file (50,000 unknown keys) gets a
+/// summary line instead of 50,000 log lines on every reload.
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// A file's text, refused unread when it is over [`MAX_TEXT_BYTES`]: a rule directory
+/// holding a huge file must not cost the agent its memory on reload.
+fn read_capped(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    // One byte more than the cap tells "at the cap" from "over it".
+    let cap = MAX_TEXT_BYTES as u64 + 1;
+    f.take(cap)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(format!(
+            "file too large: over the limit of {MAX_TEXT_BYTES} bytes (budget max_file_bytes)"
+        ));
+    }
+    Ok(text)
+}
+
 /// A path as the files it stands for: itself, or a directory's rule files by name.
 fn expand(path: &Path) -> Result<Vec<PathBuf>, FileOutcome> {
     let name = path.display().to_string();
@@ -184,6 +206,21 @@ fn load_text(file: &str, text: &str, names: &mut Names) -> FileOutcome {
         }
     }
     cx.diags.sort_by_key(|d| (d.line, d.column));
+    if cx.diags.len() > MAX_DIAGNOSTICS {
+        let more = cx.diags.len() - MAX_DIAGNOSTICS;
+        let next = &cx.diags[MAX_DIAGNOSTICS];
+        let summary = Diagnostic {
+            file: file.to_string(),
+            line: next.line,
+            column: next.column,
+            rule: None,
+            message: format!(
+                "{more} more problems from here on not shown (at most {MAX_DIAGNOSTICS} per file)"
+            ),
+        };
+        cx.diags.truncate(MAX_DIAGNOSTICS);
+        cx.diags.push(summary);
+    }
     FileOutcome {
         file: file.to_string(),
         rules,
