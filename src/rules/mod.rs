@@ -13,6 +13,7 @@ mod diagnostic;
 pub mod file;
 pub mod load;
 pub mod selector;
+pub mod unittest;
 mod yaml;
 
 use crate::model::{DurationMs, Phase};
