@@ -104,6 +104,22 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Unit tests, as `promtool test`: `immune test rules FILE...` runs rule test files
+    /// (input series, deploys, expected decisions) through the real engine.
+    Test {
+        #[command(subcommand)]
+        what: TestWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestWhat {
+    /// Run rule test files; exits 1 with a diff when a decision differs.
+    Rules {
+        /// Test files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,6 +223,20 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Check { paths } => {
             let ok =
                 immune::rules::check::check(&paths, &mut std::io::stdout(), &mut std::io::stderr());
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Test {
+            what: TestWhat::Rules { files },
+        } => {
+            let ok = immune::rules::unittest::test_rules(
+                &files,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

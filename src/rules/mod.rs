@@ -7,9 +7,14 @@
 //! accepts is exactly what runs.
 
 pub mod check;
+mod compile;
+mod de;
+mod diagnostic;
 pub mod file;
 pub mod load;
 pub mod selector;
+pub mod unittest;
+mod yaml;
 
 use crate::model::{DurationMs, Phase};
 pub use selector::Selector;
