@@ -7,6 +7,7 @@
 //! - [`engine`]: the deterministic judge: series store, per-deploy analyses, decisions.
 //! - [`textformat`]: Prometheus text / OpenMetrics parsing.
 //! - [`replay`]: runs the engine over files with the files' clock.
+//! - [`report`]: HTML report pages (deploy, index) with inline SVG charts, for the agent and `replay --report`.
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
 //! - [`sources`]: tasks reading MySQL, memcached, exporters, PromQL, pushes into the engine.
 //! - [`api`]: the HTTP API (deploy events, state, push, reload, own metrics) and its client.
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod serve;
 pub mod signals;
