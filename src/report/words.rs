@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// A unix time in seconds as RFC 3339 (UTC, seconds precision); `-` when not a valid time.
 pub fn time(secs: f64) -> String {
-    if !secs.is_finite() || secs < 0.0 || secs > 253_402_300_799.0 {
+    if !(0.0..=253_402_300_799.0).contains(&secs) {
         return "-".into();
     }
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs as u64)).to_string()
@@ -23,7 +23,7 @@ pub fn duration(secs: f64) -> String {
     let s = secs.round() as u64;
     match s {
         0..=59 => format!("{s}s"),
-        60..=3599 if s % 60 == 0 => format!("{}m", s / 60),
+        60..=3599 if s.is_multiple_of(60) => format!("{}m", s / 60),
         60..=3599 => format!("{}m {}s", s / 60, s % 60),
         _ if s % 3600 / 60 == 0 => format!("{}h", s / 3600),
         _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
@@ -41,7 +41,7 @@ pub fn number(x: f64) -> String {
         let digits = whole.unsigned_abs().to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
