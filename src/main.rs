@@ -104,6 +104,44 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Judge recorded deploys on history from a Prometheus-compatible TSDB (Prometheus,
+    /// Thanos, Mimir, VictoriaMetrics): fetches what the rules read around each deploy in
+    /// bounded chunks and prints the same JSON Lines as `immune replay`.
+    Backtest(BacktestArgs),
+}
+
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// Base URL of the query API, e.g. http://prometheus:9090.
+    #[arg(long)]
+    prometheus: String,
+    /// Deploy events file (JSON Lines, as for replay).
+    #[arg(long)]
+    deploys: PathBuf,
+    /// Rule files or directories (default: the bundled rules).
+    #[arg(long)]
+    rules: Vec<PathBuf>,
+    /// How often rules are evaluated, in the data's time.
+    #[arg(long, default_value = "10s")]
+    eval_interval: String,
+    /// Longest span fetched per request and selector; bounds memory.
+    #[arg(long, default_value = "1h")]
+    chunk: String,
+    /// An extra request header, `Name: value` (repeatable), e.g. `X-Scope-OrgID: team-a`.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// A file holding a bearer token for the TSDB.
+    #[arg(long)]
+    bearer_token_file: Option<PathBuf>,
+    /// A file holding `user:password` for basic auth.
+    #[arg(long)]
+    basic_auth_file: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s")]
+    timeout: String,
+    /// Retries per request after a failure (5xx, connection), with a doubling pause.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +251,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Backtest(args) => run_backtest(args),
         Command::Replay {
             rules,
             metrics,
@@ -271,6 +310,80 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_backtest(args: BacktestArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let duration = |flag: &str, text: &str| {
+        DurationMs::parse(text)
+            .filter(|d| d.0 > 0)
+            .with_context(|| format!("--{flag}: invalid duration {text:?}"))
+    };
+    let eval = duration("eval-interval", &args.eval_interval)?;
+    let chunk = duration("chunk", &args.chunk)?;
+    let timeout = duration("timeout", &args.timeout)?;
+    let secret = |path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .with_context(|| format!("{}: cannot read", path.display()))
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .with_context(|| format!("--header: expected `Name: value`, got {h:?}"))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let basic_auth = match &args.basic_auth_file {
+        Some(p) => {
+            let text = secret(p)?;
+            let (u, pw) = text
+                .split_once(':')
+                .with_context(|| format!("{}: expected `user:password`", p.display()))?;
+            Some((u.to_string(), pw.to_string()))
+        }
+        None => None,
+    };
+    let tsdb = immune::backtest::Tsdb {
+        url: args.prometheus.clone(),
+        headers,
+        bearer_token: args.bearer_token_file.as_ref().map(secret).transpose()?,
+        basic_auth,
+        timeout: std::time::Duration::from_millis(timeout.0 as u64),
+        retries: args.retries,
+    };
+    let deploys_name = args.deploys.display().to_string();
+    let deploys_text = std::fs::read_to_string(&args.deploys)
+        .with_context(|| format!("{deploys_name}: cannot read"))?;
+    let rule_set = immune::defaults::load_rules(&args.rules)?;
+    let cfg = EngineConfig {
+        eval_interval: eval,
+        ..EngineConfig::default()
+    };
+    let block = cfg.block;
+    let mut engine = Engine::new(rule_set, cfg);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let summary = immune::backtest::run(
+        &mut engine,
+        &tsdb,
+        &deploys_name,
+        &deploys_text,
+        immune::backtest::Options {
+            eval_interval: eval,
+            block,
+            chunk,
+            progress: std::io::stderr().is_terminal(),
+        },
+        &mut out,
+    )?;
+    tracing::info!(
+        samples = summary.samples,
+        deploy_events = summary.deploy_events,
+        decisions = summary.decisions,
+        "Backtest finished."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_bench(what: immune::bench::BenchCommand) -> Result<ExitCode> {
