@@ -11,19 +11,19 @@
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
 //! - [`sources`]: tasks reading MySQL, memcached, exporters, PromQL, pushes into the engine.
 //! - [`api`]: the HTTP API (deploy events, state, push, reload, own metrics) and its client.
-//! - [`backtest`]: recorded deploys judged on history from a Prometheus-compatible TSDB, and `promtool tsdb dump` input.
+//! - [`history`]: a Prometheus-compatible TSDB's history: backtests, `check --against`, `promtool tsdb dump` input.
 //! - [`config`]: the configuration file, `immune.yaml`.
 //! - [`bench`]: `immune bench`: detection against other methods, and performance.
 //! - [`serve`]: the live agent wiring sources, engine, signals and API; [`demo`] runs it on the simulator.
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod backtest;
 pub mod bench;
 pub mod config;
 pub mod defaults;
 pub mod demo;
 pub mod engine;
+pub mod history;
 pub mod model;
 pub mod replay;
 pub mod report;

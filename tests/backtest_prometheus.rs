@@ -151,6 +151,42 @@ fn backtest_from_prometheus_decides_as_replay_of_the_same_data() {
     );
     assert!(replayed.contains("\"decision\":\"rollback\""), "{replayed}");
     assert_eq!(lines(&backtested), lines(&replayed));
+
+    // `check --against` the same TSDB: the shipped rules all match; a typo is named with
+    // the metric it meant.
+    let rules_dir = dir.join("rules");
+    std::fs::create_dir_all(&rules_dir).expect("rules dir");
+    std::fs::write(
+        rules_dir.join("typo.yaml"),
+        concat!(
+            "rules:\n",
+            "  - name: php_error_ratio\n",
+            "    metric: {kind: ratio, selector: 'php_error_total{job=\"web\"}', denominator: 'http_requests_total{job=\"web\"}'}\n",
+            "    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+        ),
+    )
+    .expect("rule file");
+    let checked = immune(&[
+        "check",
+        rules_dir.to_str().expect("path"),
+        "--against",
+        &url,
+    ]);
+    assert!(
+        checked.contains(
+            "typo.yaml:2: warning: rule \"php_error_ratio\": php_error_total{job=\"web\"} matches no series; nearest metric names: php_errors_total"
+        ),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("1 selector matching no series"),
+        "{checked}"
+    );
+    let shipped = immune(&["check", "rules", "--against", &url]);
+    assert!(
+        shipped.contains("0 selectors matching no series"),
+        "{shipped}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,60 +1,32 @@
-//! `immune backtest`: recorded deploys judged on history fetched from a Prometheus-compatible
-//! TSDB (Prometheus, Thanos, Mimir, VictoriaMetrics), with the same output as `immune replay`.
+//! `immune backtest`: recorded deploys judged on history fetched from the TSDB, with the
+//! same output as `immune replay`.
 //!
-//! Sites already keep their metrics in a TSDB; converting them into a file by hand to try
-//! rules on past deploys is the step nobody takes. This module plans what the rules read
-//! around each deploy (the pre-deploy and calibration windows before the canary event, the
-//! deploy itself up to its last event, and the same span a season earlier for seasonal
-//! rules), fetches it in bounded chunks through the query API's raw range-vector selectors
-//! (`/api/v1/query?query=<selector>[<chunk>]&time=<end>`, which return stored samples, not
-//! resampled ones), and streams each chunk, ordered by time, into [`crate::replay::run`]
-//! as OpenMetrics text. Because it *is* a replay of the same samples, `immune replay` on a
-//! file written from the same data gives the same decisions.
-//!
+//! It plans what the rules read around each deploy (the pre-deploy and calibration windows
+//! before the canary event, the deploy itself up to its last event, and the same span a
+//! season earlier for seasonal rules), fetches it in bounded chunks through raw
+//! range-vector selectors (`/api/v1/query?query=<selector>[<chunk>]&time=<end>`, which
+//! return stored samples, not resampled ones), and streams each chunk, ordered by time,
+//! into [`crate::replay::run`] as OpenMetrics text. Because it *is* a replay of the same
+//! samples, `immune replay` on a file written from the same data gives the same decisions.
 //! Memory is one chunk of samples at a time (the chunk length is a flag), not the history.
-//! [`dump`] turns `promtool tsdb dump` output, which is grouped by series, into the
-//! time-ordered text replay reads.
 
-pub mod dump;
-
+use super::{Client, HistoryError, Tsdb, selectors};
 use crate::engine::Engine;
 use crate::engine::judge::CONTROL_CALIBRATION;
 use crate::model::{DeployEvent, DeployEventKind, DurationMs, Timestamp};
 use crate::replay::{self, ReplayError, ReplaySummary};
-use crate::rules::{Baseline, MetricKind, Rule};
+use crate::rules::{Baseline, Rule};
 use crate::textformat::TimestampUnit;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
 
-/// Where the history comes from and how to authenticate.
-#[derive(Clone, Debug)]
-pub struct Tsdb {
-    /// Base URL of the query API (`http://prometheus:9090`, Mimir's `.../prometheus`).
-    pub url: String,
-    /// Extra headers, e.g. Mimir's `X-Scope-OrgID`.
-    pub headers: Vec<(String, String)>,
-    /// Bearer token.
-    pub bearer_token: Option<String>,
-    /// Basic auth user and password.
-    pub basic_auth: Option<(String, String)>,
-    /// Per-request timeout.
-    pub timeout: std::time::Duration,
-    /// Attempts per request beyond the first, with a doubling pause from 200 ms.
-    pub retries: u32,
-}
-
 /// Why a backtest stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BacktestError {
     /// The TSDB could not be read.
-    #[error("{url}: {message}")]
-    Tsdb {
-        /// The request's URL (without credentials).
-        url: String,
-        /// What went wrong, with its cause.
-        message: String,
-    },
+    #[error(transparent)]
+    History(#[from] HistoryError),
     /// The replay of the fetched data failed (bad deploy events, output).
     #[error(transparent)]
     Replay(#[from] ReplayError),
@@ -67,35 +39,6 @@ pub struct Plan {
     pub spans: Vec<(Timestamp, Timestamp)>,
     /// PromQL selectors, each once.
     pub selectors: Vec<String>,
-}
-
-/// Every selector a rule reads, as PromQL text (a mean reads `_sum` and `_count`, a
-/// histogram quantile `_bucket`, a ratio its denominator too).
-pub fn selectors(rules: &[Rule]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut add = |s: String| {
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    };
-    for r in rules {
-        let sel = &r.selector;
-        match &r.kind {
-            MetricKind::CounterRate | MetricKind::Gauge => add(sel.to_string()),
-            MetricKind::Ratio { denominator } => {
-                add(sel.to_string());
-                add(denominator.to_string());
-            }
-            MetricKind::Mean => {
-                add(sel.with_name(&format!("{}_sum", sel.name)).to_string());
-                add(sel.with_name(&format!("{}_count", sel.name)).to_string());
-            }
-            MetricKind::HistogramQuantile { .. } => {
-                add(sel.with_name(&format!("{}_bucket", sel.name)).to_string())
-            }
-        }
-    }
-    out
 }
 
 /// The spans the rules read around each deploy: from the longest lookback before its canary
@@ -260,10 +203,8 @@ fn parse_answer(
 
 /// Fetches chunks of history lazily and hands them to replay as one time-ordered
 /// OpenMetrics stream.
-struct TsdbStream<'a> {
-    tsdb: &'a Tsdb,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
+struct TsdbStream {
+    client: Client,
     selectors: Vec<String>,
     chunks: std::vec::IntoIter<(Timestamp, Timestamp)>,
     total: usize,
@@ -273,22 +214,21 @@ struct TsdbStream<'a> {
     finished: bool,
     progress: bool,
     /// The first fetch error; the stream then ends and `run` reports it.
-    error: Option<BacktestError>,
+    error: Option<HistoryError>,
 }
 
-impl TsdbStream<'_> {
-    fn fetch(&self, from: Timestamp, to: Timestamp) -> Result<Vec<u8>, BacktestError> {
+impl TsdbStream {
+    fn fetch(&self, from: Timestamp, to: Timestamp) -> Result<Vec<u8>, HistoryError> {
         let mut samples: Vec<(i64, String, String)> = Vec::new();
         let range_s = (to.0 - from.0 + 999) / 1000;
-        let url = format!("{}/api/v1/query", self.tsdb.url.trim_end_matches('/'));
+        let time = format!("{:.3}", to.0 as f64 / 1000.0);
         for sel in &self.selectors {
             let query = format!("{sel}[{range_s}s]");
-            let time = format!("{:.3}", to.0 as f64 / 1000.0);
-            let body = self.runtime.block_on(self.get(&url, &query, &time))?;
-            parse_answer(&body, from, to, &mut samples).map_err(|message| BacktestError::Tsdb {
-                url: url.clone(),
-                message: format!("{query}: {message}"),
-            })?;
+            let body = self
+                .client
+                .get("/api/v1/query", &[("query", &query), ("time", &time)])?;
+            parse_answer(&body, from, to, &mut samples)
+                .map_err(|message| self.client.error(format!("{query}: {message}")))?;
         }
         samples.sort_by_key(|s| s.0);
         let mut text = Vec::with_capacity(samples.len() * 64);
@@ -301,61 +241,6 @@ impl TsdbStream<'_> {
             );
         }
         Ok(text)
-    }
-
-    async fn get(&self, url: &str, query: &str, time: &str) -> Result<Vec<u8>, BacktestError> {
-        let mut pause = std::time::Duration::from_millis(200);
-        let mut attempt = 0;
-        loop {
-            let full = reqwest::Url::parse_with_params(url, &[("query", query), ("time", time)])
-                .map_err(|e| BacktestError::Tsdb {
-                    url: url.to_string(),
-                    message: format!("not a URL: {e}"),
-                })?;
-            let mut req = self.client.get(full);
-            for (k, v) in &self.tsdb.headers {
-                req = req.header(k, v);
-            }
-            if let Some(t) = &self.tsdb.bearer_token {
-                req = req.bearer_auth(t);
-            }
-            if let Some((u, p)) = &self.tsdb.basic_auth {
-                req = req.basic_auth(u, Some(p));
-            }
-            let result = match req.send().await {
-                Ok(r) if r.status().is_success() => r
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| error_chain(&e)),
-                Ok(r) if r.status().is_client_error() => {
-                    // A bad query or refused credentials: retrying cannot help.
-                    let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    return Err(BacktestError::Tsdb {
-                        url: url.to_string(),
-                        message: format!("{query}: {status}: {}", text.trim()),
-                    });
-                }
-                Ok(r) => Err(format!("{}", r.status())),
-                Err(e) => Err(error_chain(&e)),
-            };
-            match result {
-                Ok(b) => return Ok(b),
-                Err(message) if attempt >= self.tsdb.retries => {
-                    return Err(BacktestError::Tsdb {
-                        url: url.to_string(),
-                        message: format!("{query}: {message}"),
-                    });
-                }
-                Err(message) => {
-                    tracing::warn!(url, query, attempt, error = %message, "History request failed; retrying.");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
-                }
-            }
-        }
     }
 
     fn refill(&mut self) {
@@ -390,22 +275,7 @@ impl TsdbStream<'_> {
     }
 }
 
-/// A client error with its causes ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-impl Read for TsdbStream<'_> {
+impl Read for TsdbStream {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         let avail = self.fill_buf()?;
         let n = avail.len().min(out.len());
@@ -415,7 +285,7 @@ impl Read for TsdbStream<'_> {
     }
 }
 
-impl BufRead for TsdbStream<'_> {
+impl BufRead for TsdbStream {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         self.refill();
         Ok(&self.buf[self.pos.min(self.buf.len())..])
@@ -472,24 +342,8 @@ pub fn run(
         options.eval_interval,
     );
     let chunks = chunked(&plan.spans, options.chunk);
-    let client = reqwest::Client::builder()
-        .timeout(tsdb.timeout)
-        .build()
-        .map_err(|e| BacktestError::Tsdb {
-            url: tsdb.url.clone(),
-            message: error_chain(&e),
-        })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BacktestError::Tsdb {
-            url: tsdb.url.clone(),
-            message: format!("cannot start the HTTP runtime: {e}"),
-        })?;
     let mut stream = TsdbStream {
-        tsdb,
-        client,
-        runtime,
+        client: Client::new(tsdb)?,
         selectors: plan.selectors,
         total: chunks.len(),
         chunks: chunks.into_iter(),
@@ -511,7 +365,7 @@ pub fn run(
         out,
     )?;
     match stream.error.take() {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None => Ok(summary),
     }
 }
