@@ -356,7 +356,7 @@ pub fn run(
     };
     let summary = replay::run(
         engine,
-        replay::Input::new(format!("{}", tsdb.url), &mut stream),
+        replay::Input::new(tsdb.url.clone(), &mut stream),
         replay::Input::new(deploys_name, deploys_text.as_bytes()),
         replay::Options {
             unit: TimestampUnit::Seconds,
