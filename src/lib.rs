@@ -7,9 +7,11 @@
 //! - [`engine`]: the deterministic judge: series store, per-deploy analyses, decisions.
 //! - [`textformat`]: Prometheus text / OpenMetrics parsing.
 //! - [`replay`]: runs the engine over files with the files' clock.
+//! - [`report`]: HTML report pages (deploy, index) with inline SVG charts, for the agent and `replay --report`.
 //! - [`sim`]: a fleet simulator for tests, demos and benchmarks.
 //! - [`sources`]: tasks reading MySQL, memcached, exporters, PromQL, pushes into the engine.
 //! - [`api`]: the HTTP API (deploy events, state, push, reload, own metrics) and its client.
+//! - [`history`]: a Prometheus-compatible TSDB's history: backtests, `check --against`, `promtool tsdb dump` input.
 //! - [`config`]: the configuration file, `immune.yaml`.
 //! - [`bench`]: `immune bench`: detection against other methods, and performance.
 //! - [`serve`]: the live agent wiring sources, engine, signals and API; [`demo`] runs it on the simulator.
@@ -21,9 +23,11 @@ pub mod config;
 pub mod defaults;
 pub mod demo;
 pub mod engine;
+pub mod history;
 pub mod limits;
 pub mod model;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod serve;
 pub mod signals;

@@ -99,10 +99,17 @@ enum Command {
         what: immune::bench::BenchCommand,
     },
     /// Check rule files; prints one line per file, or every error as file:line:column.
+    /// With --against, also warns for every selector that matches no series there.
     Check {
         /// Rule files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// A Prometheus-compatible API (a TSDB, or a live immune agent) to look the rules'
+        /// selectors up in.
+        #[arg(long)]
+        against: Option<String>,
+        #[command(flatten)]
+        tsdb: TsdbArgs,
     },
     /// Unit tests, as `promtool test`: `immune test rules FILE...` runs rule test files
     /// (input series, deploys, expected decisions) through the real engine.
@@ -110,6 +117,10 @@ enum Command {
         #[command(subcommand)]
         what: TestWhat,
     },
+    /// Judge recorded deploys on history from a Prometheus-compatible TSDB (Prometheus,
+    /// Thanos, Mimir, VictoriaMetrics): fetches what the rules read around each deploy in
+    /// bounded chunks and prints the same JSON Lines as `immune replay`.
+    Backtest(BacktestArgs),
 }
 
 #[derive(Subcommand)]
@@ -120,6 +131,47 @@ enum TestWhat {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// Base URL of the query API, e.g. http://prometheus:9090.
+    #[arg(long)]
+    prometheus: String,
+    /// Deploy events file (JSON Lines, as for replay).
+    #[arg(long)]
+    deploys: PathBuf,
+    /// Rule files or directories (default: the bundled rules).
+    #[arg(long)]
+    rules: Vec<PathBuf>,
+    /// How often rules are evaluated, in the data's time.
+    #[arg(long, default_value = "10s")]
+    eval_interval: String,
+    /// Longest span fetched per request and selector; bounds memory.
+    #[arg(long, default_value = "1h")]
+    chunk: String,
+    #[command(flatten)]
+    tsdb: TsdbArgs,
+}
+
+/// How to reach a Prometheus-compatible API.
+#[derive(clap::Args)]
+struct TsdbArgs {
+    /// An extra request header, `Name: value` (repeatable), e.g. `X-Scope-OrgID: team-a`.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// A file holding a bearer token for the TSDB.
+    #[arg(long)]
+    bearer_token_file: Option<PathBuf>,
+    /// A file holding `user:password` for basic auth.
+    #[arg(long)]
+    basic_auth_file: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s")]
+    timeout: String,
+    /// Retries per request after a failure (5xx, connection), with a doubling pause.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
 }
 
 #[derive(Subcommand)]
@@ -220,15 +272,12 @@ fn run(command: Command) -> Result<ExitCode> {
             token_file,
         } => run_gate(&url, &service, token_file),
         Command::Bench { what } => run_bench(what),
-        Command::Check { paths } => {
-            let ok =
-                immune::rules::check::check(&paths, &mut std::io::stdout(), &mut std::io::stderr());
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Check {
+            paths,
+            against,
+            tsdb,
+        } => run_check(&paths, against.as_deref(), &tsdb),
+        Command::Backtest(args) => run_backtest(args),
         Command::Test {
             what: TestWhat::Rules { files },
         } => {
@@ -301,6 +350,108 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn duration(flag: &str, text: &str) -> Result<DurationMs> {
+    DurationMs::parse(text)
+        .filter(|d| d.0 > 0)
+        .with_context(|| format!("--{flag}: invalid duration {text:?}"))
+}
+
+impl TsdbArgs {
+    fn tsdb(&self, url: &str) -> Result<immune::history::Tsdb> {
+        let secret = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .with_context(|| format!("{}: cannot read", path.display()))
+        };
+        let mut headers = Vec::new();
+        for h in &self.headers {
+            let (k, v) = h
+                .split_once(':')
+                .with_context(|| format!("--header: expected `Name: value`, got {h:?}"))?;
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let basic_auth = match &self.basic_auth_file {
+            Some(p) => {
+                let text = secret(p)?;
+                let (u, pw) = text
+                    .split_once(':')
+                    .with_context(|| format!("{}: expected `user:password`", p.display()))?;
+                Some((u.to_string(), pw.to_string()))
+            }
+            None => None,
+        };
+        let timeout = duration("timeout", &self.timeout)?;
+        Ok(immune::history::Tsdb {
+            url: url.to_string(),
+            headers,
+            bearer_token: self.bearer_token_file.as_ref().map(secret).transpose()?,
+            basic_auth,
+            timeout: std::time::Duration::from_millis(timeout.0 as u64),
+            retries: self.retries,
+        })
+    }
+}
+
+fn run_check(paths: &[PathBuf], against: Option<&str>, tsdb: &TsdbArgs) -> Result<ExitCode> {
+    let ok = immune::rules::check::check(paths, &mut std::io::stdout(), &mut std::io::stderr());
+    if !ok {
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(url) = against {
+        let rules = immune::defaults::load_rules(paths)?;
+        let client = immune::history::Client::new(&tsdb.tsdb(url)?)?;
+        let unmatched = immune::history::against::unmatched(&client, &rules.rules)?;
+        for u in &unmatched {
+            println!("{u}");
+        }
+        let n = unmatched.len();
+        println!(
+            "{url}: {n} selector{} matching no series",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_backtest(args: BacktestArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let eval = duration("eval-interval", &args.eval_interval)?;
+    let chunk = duration("chunk", &args.chunk)?;
+    let tsdb = args.tsdb.tsdb(&args.prometheus)?;
+    let deploys_name = args.deploys.display().to_string();
+    let deploys_text = std::fs::read_to_string(&args.deploys)
+        .with_context(|| format!("{deploys_name}: cannot read"))?;
+    let rule_set = immune::defaults::load_rules(&args.rules)?;
+    let cfg = EngineConfig {
+        eval_interval: eval,
+        ..EngineConfig::default()
+    };
+    let block = cfg.block;
+    let mut engine = Engine::new(rule_set, cfg);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let summary = immune::history::backtest::run(
+        &mut engine,
+        &tsdb,
+        &deploys_name,
+        &deploys_text,
+        immune::history::backtest::Options {
+            eval_interval: eval,
+            block,
+            chunk,
+            progress: std::io::stderr().is_terminal(),
+        },
+        &mut out,
+    )?;
+    tracing::info!(
+        samples = summary.samples,
+        deploy_events = summary.deploy_events,
+        decisions = summary.decisions,
+        "Backtest finished."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_bench(what: immune::bench::BenchCommand) -> Result<ExitCode> {
