@@ -94,7 +94,7 @@ pub struct EventAnswer {
     pub decisions: Vec<Decision>,
 }
 
-async fn apply(state: &ApiState, ev: DeployEvent) -> Result<EventAnswer, ApiError> {
+pub(crate) async fn apply(state: &ApiState, ev: DeployEvent) -> Result<EventAnswer, ApiError> {
     let signals = state.signals.clone();
     let now = state.clock.now().0;
     let writable = tokio::task::spawn_blocking(move || signals.writable(now))

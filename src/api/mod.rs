@@ -14,6 +14,8 @@
 //! | GET | `/-/ready` | no | 200 when rules are loaded, the outbox writes and the engine answers |
 //! | POST | `/-/reload` | yes | reload rules |
 //! | GET | `/metrics`, `/-/healthy` | no | own metrics, liveness |
+//! | GET | `/`, `/deploys/{id}` | no | report pages for people (HTML, [`pages`]) |
+//! | POST | `/lines/{service}/unblock` | token field | the index page's unblock form |
 //!
 //! plus the pull gates of [`crate::signals::gates_router`]. State-changing endpoints need
 //! `Authorization: Bearer <token>` when tokens are configured. Bodies are limited
@@ -25,6 +27,7 @@ pub mod deploys;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod pages;
 
 use crate::config::ApiConfig;
 use crate::engine::handle::EngineHandle;
@@ -71,6 +74,10 @@ pub struct ApiState {
 /// Builds the whole router.
 pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
     let tokens = Arc::new(tokens);
+    let form = Router::new()
+        .route("/lines/{service}/unblock", post(pages::unblock))
+        .layer(DefaultBodyLimit::max(cfg.body_limit))
+        .with_state((state.clone(), tokens.clone()));
     let auth = middleware::from_fn_with_state(tokens, require_token);
     let changes = Router::new()
         .route("/api/v1/deploys", post(deploys::start))
@@ -94,6 +101,8 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .route("/api/v1/deploys/{id}", get(deploys::get_one))
         .route("/api/v1/lines", get(deploys::lines))
         .route("/api/v1/lines/{service}", get(deploys::line))
+        .route("/", get(pages::index))
+        .route("/deploys/{id}", get(pages::deploy))
         .layer(DefaultBodyLimit::max(cfg.body_limit));
     let engine = state.engine.clone();
     let signals = state.signals.clone();
@@ -102,6 +111,7 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .merge(writes)
         .merge(reads)
         .with_state(state)
+        .merge(form)
         .merge(crate::signals::gates_router_with(engine, Some(signals)))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(
