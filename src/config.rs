@@ -264,6 +264,22 @@ pub struct ApiConfig {
     /// `/-/healthy` fails once the engine has been busy with one input for longer than this.
     #[serde(default = "d30s")]
     pub liveness_timeout: Duration,
+    /// How the verdict, Flagger and gate endpoints answer for a service immune has never
+    /// seen a deploy of: `closed` (default: not healthy / blocked, reason "unknown
+    /// service", so a typo never passes a gate) or `open`.
+    #[serde(default)]
+    pub unknown_service: UnknownService,
+}
+
+/// `api.unknown_service`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownService {
+    /// Not healthy / blocked.
+    #[default]
+    Closed,
+    /// Healthy / open while its line is.
+    Open,
 }
 
 impl Default for ApiConfig {
@@ -277,6 +293,7 @@ impl Default for ApiConfig {
             max_event_age: d1h(),
             max_event_lead: d300s(),
             liveness_timeout: d30s(),
+            unknown_service: UnknownService::default(),
         }
     }
 }

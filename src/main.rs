@@ -70,18 +70,24 @@ enum Command {
         listen: Option<String>,
     },
     /// Report a deploy to a running agent (for deploy scripts; no curl needed).
+    ///
+    /// Exit status: 0 the step was applied and the deploy has not been stopped; 3 the
+    /// deploy has been rolled back or blocked, by this step or at any time before it (a
+    /// script that runs `start`, `full`, `end` without `immune gate` still stops); 2 the
+    /// agent refused the step (the answer says why; 503 means it could not be made
+    /// durable and was not applied) or could not be reached.
     Deploy {
         /// The agent's base URL.
         #[arg(long, global = true, default_value = "http://127.0.0.1:9977")]
         url: String,
-        /// Bearer token for the API (default: $IMMUNE_TOKEN, which keeps it out of `ps`).
-        #[arg(long, global = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        auth: Auth,
         #[command(subcommand)]
         action: DeployAction,
     },
     /// Ask a running agent whether a service's line is open: exit 0 when open, 1 with the
-    /// reason (deploy, rule, evidence) when blocked, 2 when the agent cannot be asked.
+    /// reason (deploy, rule, evidence) when blocked (or when immune has never seen the
+    /// service: "unknown service"), 2 when the agent cannot be asked.
     Gate {
         /// The service whose line to check.
         #[arg(long)]
@@ -89,9 +95,8 @@ enum Command {
         /// The agent's base URL.
         #[arg(long, default_value = "http://127.0.0.1:9977")]
         url: String,
-        /// A file holding the bearer token (default: $IMMUNE_TOKEN).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        auth: Auth,
     },
     /// Benchmarks: detection against other methods (`detect`) and performance (`perf`).
     Bench {
@@ -172,6 +177,32 @@ struct TsdbArgs {
     /// Retries per request after a failure (5xx, connection), with a doubling pause.
     #[arg(long, default_value_t = 3)]
     retries: u32,
+}
+
+/// The API's bearer token, the same flags on every client command.
+#[derive(clap::Args)]
+struct Auth {
+    /// Bearer token for the API (prefer --token-file or $IMMUNE_TOKEN: a flag shows in `ps`).
+    #[arg(long, global = true, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the bearer token (default: $IMMUNE_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+}
+
+impl Auth {
+    /// --token, else the file's first line, else $IMMUNE_TOKEN.
+    fn resolve(self) -> Result<Option<String>> {
+        if let Some(t) = self.token {
+            return Ok(Some(t));
+        }
+        if let Some(f) = self.token_file {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("{}: cannot read token", f.display()))?;
+            return Ok(Some(text.trim().to_string()));
+        }
+        Ok(std::env::var("IMMUNE_TOKEN").ok().filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Subcommand)]
@@ -265,12 +296,8 @@ fn run(command: Command) -> Result<ExitCode> {
             speed,
             listen,
         } => run_demo(keep, speed, listen),
-        Command::Deploy { url, token, action } => run_deploy(&url, token, action),
-        Command::Gate {
-            service,
-            url,
-            token_file,
-        } => run_gate(&url, &service, token_file),
+        Command::Deploy { url, auth, action } => run_deploy(&url, auth.resolve()?, action),
+        Command::Gate { service, url, auth } => run_gate(&url, &service, auth.resolve()?),
         Command::Bench { what } => run_bench(what),
         Command::Check {
             paths,
@@ -517,16 +544,7 @@ fn run_demo(keep: bool, speed: f64, listen: Option<String>) -> Result<ExitCode> 
     })
 }
 
-fn run_gate(url: &str, service: &str, token_file: Option<PathBuf>) -> Result<ExitCode> {
-    let token = match token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(&f)
-                .with_context(|| format!("{}: cannot read token", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("IMMUNE_TOKEN").ok().filter(|t| !t.is_empty()),
-    };
+fn run_gate(url: &str, service: &str, token: Option<String>) -> Result<ExitCode> {
     let open = runtime()?.block_on(immune::signals::gate::gate(
         url,
         service,
@@ -544,82 +562,125 @@ fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<
     use immune::api::client::{Client, Step};
     use immune::api::deploys::{DeployStep, StartDeploy, Unblock};
     use immune::model::OneOrMany;
-    let token = token.or_else(|| std::env::var("IMMUNE_TOKEN").ok().filter(|t| !t.is_empty()));
     let client = Client::new(url, token)?;
+    let deploy_id = match &action {
+        DeployAction::Start { deploy, .. }
+        | DeployAction::Full { deploy }
+        | DeployAction::End { deploy }
+        | DeployAction::Abort { deploy, .. }
+        | DeployAction::Status { deploy } => Some(deploy.clone()),
+        DeployAction::Unblock { .. } => None,
+    };
     runtime()?.block_on(async move {
-        let answer = match action {
-            DeployAction::Start {
-                deploy,
-                service,
-                version,
-                commits,
-                canary,
-            } => {
-                let mut selector = immune::model::CanarySelector::new();
-                for c in canary {
-                    let (k, v) = c
-                        .split_once('=')
-                        .with_context(|| format!("--canary {c:?}: expected label=value"))?;
-                    match selector
-                        .entry(k.to_string())
-                        .or_insert_with(|| OneOrMany::Many(Vec::new()))
-                    {
-                        OneOrMany::Many(vs) => vs.push(v.to_string()),
-                        OneOrMany::One(_) => {}
-                    }
-                }
-                let body = StartDeploy {
+        let answered: Result<serde_json::Value> = async {
+            Ok(match action {
+                DeployAction::Start {
                     deploy,
                     service,
                     version,
                     commits,
-                    canary: selector,
-                    at: None,
-                };
-                serde_json::to_value(client.start(&body).await?)?
-            }
-            DeployAction::Full { deploy } => serde_json::to_value(
-                client
-                    .step(&deploy, Step::Full, &DeployStep::default())
-                    .await?,
-            )?,
-            DeployAction::End { deploy } => serde_json::to_value(
-                client
-                    .step(&deploy, Step::End, &DeployStep::default())
-                    .await?,
-            )?,
-            DeployAction::Abort { deploy, by, reason } => {
-                let body = DeployStep {
-                    at: None,
+                    canary,
+                } => {
+                    let mut selector = immune::model::CanarySelector::new();
+                    for c in canary {
+                        let (k, v) = c
+                            .split_once('=')
+                            .with_context(|| format!("--canary {c:?}: expected label=value"))?;
+                        match selector
+                            .entry(k.to_string())
+                            .or_insert_with(|| OneOrMany::Many(Vec::new()))
+                        {
+                            OneOrMany::Many(vs) => vs.push(v.to_string()),
+                            OneOrMany::One(_) => {}
+                        }
+                    }
+                    let body = StartDeploy {
+                        deploy,
+                        service,
+                        version,
+                        commits,
+                        canary: selector,
+                        at: None,
+                    };
+                    serde_json::to_value(client.start(&body).await?)?
+                }
+                DeployAction::Full { deploy } => serde_json::to_value(
+                    client
+                        .step(&deploy, Step::Full, &DeployStep::default())
+                        .await?,
+                )?,
+                DeployAction::End { deploy } => serde_json::to_value(
+                    client
+                        .step(&deploy, Step::End, &DeployStep::default())
+                        .await?,
+                )?,
+                DeployAction::Abort { deploy, by, reason } => {
+                    let body = DeployStep {
+                        at: None,
+                        by,
+                        reason,
+                    };
+                    serde_json::to_value(client.step(&deploy, Step::Abort, &body).await?)?
+                }
+                DeployAction::Status { deploy } => client.status(&deploy).await?,
+                DeployAction::Unblock {
+                    service,
                     by,
                     reason,
-                };
-                serde_json::to_value(client.step(&deploy, Step::Abort, &body).await?)?
-            }
-            DeployAction::Status { deploy } => client.status(&deploy).await?,
-            DeployAction::Unblock {
-                service,
-                by,
-                reason,
-            } => {
-                let body = Unblock {
-                    by,
-                    reason,
-                    at: None,
-                };
-                serde_json::to_value(client.unblock(&service, &body).await?)?
-            }
+                } => {
+                    let body = Unblock {
+                        by,
+                        reason,
+                        at: None,
+                    };
+                    serde_json::to_value(client.unblock(&service, &body).await?)?
+                }
+            })
+        }
+        .await;
+        // Whether the deploy has been stopped, whenever that happened: its decisions as
+        // the agent reports them now (live, or from its stored history).
+        let stopped_by = match &deploy_id {
+            Some(id) => client.status(id).await.ok().and_then(|view| {
+                let (decision, by) = immune::signals::gates::decision_of(&view);
+                matches!(decision, "rollback" | "block").then(|| {
+                    format!(
+                        "deploy {id} was decided {decision}{}",
+                        by.and_then(|d| d.get("rule"))
+                            .and_then(serde_json::Value::as_str)
+                            .map(|r| format!(" by rule {r}"))
+                            .unwrap_or_default()
+                    )
+                })
+            }),
+            None => None,
+        };
+        let answer = match answered {
+            Ok(a) => a,
+            Err(e) => match &stopped_by {
+                // The step was refused because the deploy is over: it was stopped.
+                Some(why) => {
+                    eprintln!("immune: {e:#}");
+                    eprintln!("immune: {why}; exit 3");
+                    return Ok(ExitCode::from(3));
+                }
+                None => return Err(e),
+            },
         };
         println!("{}", serde_json::to_string_pretty(&answer)?);
         // A deploy script can branch on the exit code: 3 when a decision says stop.
         let stop = answer["decisions"].as_array().is_some_and(|ds| {
-            ds.iter()
-                .any(|d| matches!(d["decision"].as_str(), Some("rollback" | "block")))
+            ds.iter().any(|d| {
+                matches!(d["decision"].as_str(), Some("rollback" | "block"))
+                    && d["shadow"].as_bool() != Some(true)
+            })
         });
-        Ok(if stop {
-            ExitCode::from(3)
-        } else {
-            ExitCode::SUCCESS
-        })
+        if stop || stopped_by.is_some() {
+            if let Some(why) = &stopped_by {
+                eprintln!("immune: {why}; exit 3");
+            }
+            return Ok(ExitCode::from(3));
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }

@@ -11,7 +11,7 @@ mod signals_util;
 use immune::engine::handle::{EngineHandle, spawn};
 use immune::engine::{Engine, EngineConfig};
 use immune::model::{DeployEvent, DeployEventKind, OneOrMany, Sample, Timestamp};
-use immune::signals::{Signals, gate, gates_router};
+use immune::signals::{GateOptions, Signals, gate, gates_router, gates_router_with};
 use serde_json::{Value, json};
 use signals_util::*;
 
@@ -175,16 +175,56 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
         "{text}"
     );
 
-    // Another service is unaffected; an unknown deploy is not vouched for.
+    // A service immune never saw (a typo) is not vouched for: not healthy, blocked, with
+    // the reason; an unknown deploy is not vouched for either.
     let (st, v) = get(&client, format!("{base}/api/v1/verdict/api")).await;
     assert_eq!(
         (st, v["healthy"].clone(), v["deploy"].clone()),
-        (200, json!(true), Value::Null)
+        (200, json!(false), Value::Null)
     );
+    assert_eq!(v["reason"], "unknown service", "{v}");
+    let (st, v) = get(&client, format!("{base}/api/v1/gate/api")).await;
+    assert_eq!(
+        (st, v["reason"].as_str()),
+        (423, Some("unknown service")),
+        "{v}"
+    );
+    let (st, _) = flagger(
+        &client,
+        &base,
+        json!({"name": "api", "namespace": "prod", "phase": "Progressing", "checksum": "abc", "metadata": {}}),
+    )
+    .await;
+    assert_eq!(st, 403);
     let (st, _) = get(&client, format!("{base}/api/v1/verdict/web?deploy=nope")).await;
     assert_eq!(st, 404);
     let mut out = Vec::new();
-    assert!(gate(&base, "api", None, &mut out).await.unwrap());
+    assert!(!gate(&base, "api", None, &mut out).await.unwrap());
+    assert!(
+        String::from_utf8(out).unwrap().contains("unknown service"),
+        "immune gate must say why"
+    );
+    // Configured open, the unknown service passes while its line is open.
+    let open_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open_base = format!("http://{}", open_listener.local_addr().unwrap());
+    let open_server = tokio::spawn(
+        axum::serve(
+            open_listener,
+            gates_router_with(
+                handle.clone(),
+                GateOptions {
+                    signals: None,
+                    unknown_service_open: true,
+                },
+            ),
+        )
+        .into_future(),
+    );
+    let (st, v) = get(&client, format!("{open_base}/api/v1/verdict/api")).await;
+    assert_eq!((st, v["healthy"].clone()), (200, json!(true)), "{v}");
+    let mut out = Vec::new();
+    assert!(gate(&open_base, "api", None, &mut out).await.unwrap());
+    open_server.abort();
 
     // The decision went through the outbox as in serve, and the line is remembered.
     let rows = sig.signals(10).unwrap();

@@ -8,7 +8,7 @@ mod signals_util;
 use immune::engine::handle::spawn;
 use immune::engine::{Engine, EngineConfig};
 use immune::model::DecisionKind;
-use immune::signals::{Signals, gates_router_with};
+use immune::signals::{GateOptions, Signals, gates_router_with};
 use signals_util::*;
 use std::time::Duration;
 
@@ -47,7 +47,19 @@ async fn an_unwritable_outbox_keeps_the_decision_fails_closed_and_delivers_it_on
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(axum::serve(listener, gates_router_with(handle, Some(sig.clone()))).into_future());
+    tokio::spawn(
+        axum::serve(
+            listener,
+            gates_router_with(
+                handle,
+                GateOptions {
+                    signals: Some(sig.clone()),
+                    unknown_service_open: true,
+                },
+            ),
+        )
+        .into_future(),
+    );
     let r = reqwest::get(format!("{base}/api/v1/gate/web"))
         .await
         .unwrap();

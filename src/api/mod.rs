@@ -112,7 +112,13 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .merge(reads)
         .with_state(state)
         .merge(form)
-        .merge(crate::signals::gates_router_with(engine, Some(signals)))
+        .merge(crate::signals::gates_router_with(
+            engine,
+            crate::signals::GateOptions {
+                signals: Some(signals),
+                unknown_service_open: cfg.unknown_service == crate::config::UnknownService::Open,
+            },
+        ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(
             cfg.request_timeout.std(),

@@ -2,8 +2,9 @@
 //! scripts (`immune gate --service web && ./deploy.sh`).
 //!
 //! It reads `GET <url>/api/v1/gate/<service>`: 200 means open, 423 means blocked (the
-//! answer says by which deploy, rule and decision). Anything else is an error, so a script
-//! never mistakes an unreachable or misconfigured immune for an open line.
+//! answer says by which deploy, rule and decision, or `unknown service` for a service
+//! immune has never seen). Anything else is an error, so a script never mistakes an
+//! unreachable or misconfigured immune for an open line.
 
 use serde_json::Value;
 use std::time::Duration;
@@ -97,6 +98,12 @@ pub async fn gate(
                 .ok_or_else(|| GateError::Body("no boolean \"open\" in the answer".into()))?;
             if open {
                 writeln!(out, "line of {service} is open")?;
+            } else if v.get("reason").and_then(Value::as_str) == Some(super::gates::UNKNOWN_SERVICE)
+            {
+                writeln!(
+                    out,
+                    "line of {service} is blocked: unknown service (immune has seen no deploy of it; a typo?)"
+                )?;
             } else {
                 let b = v.get("blocked_by").cloned().unwrap_or(Value::Null);
                 let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("?").to_string();

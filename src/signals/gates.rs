@@ -11,8 +11,12 @@
 //!   "blocked_by": {...}}`, for `immune gate` and scripts.
 //!
 //! A deploy named explicitly but unknown to immune is a 404 (fail closed: immune cannot
-//! vouch for what it never saw); with no deploy named and none known, the verdict is
-//! `pending`, healthy while the line is open. An engine that does not answer is a 503.
+//! vouch for what it never saw). A service immune knows nothing of (no deploy in the
+//! engine or in the outbox's history, no line state: a typo in a service name) is
+//! **not healthy / blocked** with the reason `unknown service` (verdict `healthy: false`,
+//! Flagger 403, gate 423 `{"open": false, "reason": "unknown service"}`), unless
+//! `api.unknown_service: open` says otherwise; a known service with no deploy in flight is
+//! `pending`, healthy while its line is open. An engine that does not answer is a 503.
 //!
 //! Fail closed on the outbox: while a decision of the service could not be written to the
 //! outbox (a full disk) and waits in memory, every gate answers blocked for that service,
@@ -29,25 +33,78 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// How the gates answer beyond the engine's state.
+#[derive(Clone, Default)]
+pub struct GateOptions {
+    /// The outbox: the gates fail closed on decisions it could not write yet, and a
+    /// service with stored history is known.
+    pub signals: Option<Signals>,
+    /// Answer a service immune does not know as open / healthy (default: blocked).
+    pub unknown_service_open: bool,
+}
+
 /// What the gate handlers read.
 #[derive(Clone)]
 struct GateState {
     engine: EngineHandle,
-    signals: Option<Signals>,
+    opts: GateOptions,
 }
 
 /// The pull gates (Argo Rollouts verdict, Flagger webhook, gate endpoint), mounted by the API.
 pub fn gates_router(engine: EngineHandle) -> Router {
-    gates_router_with(engine, None)
+    gates_router_with(engine, GateOptions::default())
 }
 
-/// [`gates_router`] failing closed on decisions `signals` could not write yet.
-pub fn gates_router_with(engine: EngineHandle, signals: Option<Signals>) -> Router {
+/// [`gates_router`] with the outbox and the unknown-service policy.
+pub fn gates_router_with(engine: EngineHandle, opts: GateOptions) -> Router {
     Router::new()
         .route("/api/v1/verdict/{service}", get(verdict_handler))
         .route("/api/v1/flagger/{check}", post(flagger_handler))
         .route("/api/v1/gate/{service}", get(gate_handler))
-        .with_state(GateState { engine, signals })
+        .with_state(GateState { engine, opts })
+}
+
+/// The reason the gates give for a service immune does not know.
+pub const UNKNOWN_SERVICE: &str = "unknown service";
+
+/// Whether immune knows `service`: a deploy of it (engine or stored history) or a line state.
+async fn known(st: &GateState, service: &str, line: &Value) -> Result<bool, Response> {
+    if line.get("blocked").is_some_and(|b| !b.is_null())
+        || line
+            .get("history")
+            .and_then(Value::as_array)
+            .is_some_and(|h| !h.is_empty())
+    {
+        return Ok(true);
+    }
+    let all = ask(&st.engine, EngineQuery::Deploys).await?;
+    if all
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| str_of(v, "service") == service))
+    {
+        return Ok(true);
+    }
+    let Some(signals) = st.opts.signals.clone() else {
+        return Ok(false);
+    };
+    let s = service.to_string();
+    match tokio::task::spawn_blocking(move || signals.knows_service(&s)).await {
+        Ok(Ok(k)) => Ok(k),
+        Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// The verdict for a service immune does not know, failing closed.
+fn unknown_verdict(mut v: Value, service: &str) -> Value {
+    v["healthy"] = json!(false);
+    v["decision"] = json!("unknown");
+    v["line"] = json!("unknown");
+    v["reason"] = json!(UNKNOWN_SERVICE);
+    v["summary"] = json!(format!(
+        "{UNKNOWN_SERVICE}: immune has seen no deploy of {service:?} (a typo?); not vouching for it"
+    ));
+    v
 }
 
 /// Why the gates fail closed on `service`, if they must: a decision of it not yet written.
@@ -174,12 +231,10 @@ async fn ask(engine: &EngineHandle, q: EngineQuery) -> Result<Value, Response> {
     })
 }
 
-/// Reads the line and the deploy (named, or the service's newest) and builds the verdict.
-async fn compute(
-    engine: &EngineHandle,
-    service: &str,
-    deploy: Option<&str>,
-) -> Result<Value, Response> {
+/// Reads the line and the deploy (named, or the service's newest) and builds the verdict;
+/// a service immune does not know fails closed unless configured open.
+async fn compute(st: &GateState, service: &str, deploy: Option<&str>) -> Result<Value, Response> {
+    let engine = &st.engine;
     let line = ask(engine, EngineQuery::Line(service.to_string())).await?;
     let view = match deploy {
         Some(id) => {
@@ -199,7 +254,11 @@ async fn compute(
                 .cloned()
         }
     };
-    Ok(verdict(service, &line, view.as_ref()))
+    let v = verdict(service, &line, view.as_ref());
+    if view.is_none() && !st.opts.unknown_service_open && !known(st, service, &line).await? {
+        return Ok(unknown_verdict(v, service));
+    }
+    Ok(v)
 }
 
 #[derive(Deserialize)]
@@ -212,8 +271,8 @@ async fn verdict_handler(
     Path(service): Path<String>,
     Query(p): Query<VerdictParams>,
 ) -> Response {
-    match compute(&st.engine, &service, p.deploy.as_deref()).await {
-        Ok(v) => match unrecorded_block(st.signals.as_ref(), &service) {
+    match compute(&st, &service, p.deploy.as_deref()).await {
+        Ok(v) => match unrecorded_block(st.opts.signals.as_ref(), &service) {
             Some(b) => Json(fail_closed(v, b)).into_response(),
             None => Json(v).into_response(),
         },
@@ -251,9 +310,9 @@ async fn flagger_handler(
         .cloned()
         .unwrap_or_else(|| req.name.clone());
     let deploy = req.metadata.get("deploy").map(String::as_str);
-    match compute(&st.engine, &service, deploy).await {
+    match compute(&st, &service, deploy).await {
         Ok(v) => {
-            let mut v = match unrecorded_block(st.signals.as_ref(), &service) {
+            let mut v = match unrecorded_block(st.opts.signals.as_ref(), &service) {
                 Some(b) => fail_closed(v, b),
                 None => v,
             };
@@ -275,8 +334,28 @@ async fn gate_handler(State(st): State<GateState>, Path(service): Path<String>) 
         Ok(l) => l,
         Err(r) => return r,
     };
-    let blocked = unrecorded_block(st.signals.as_ref(), &service)
+    let blocked = unrecorded_block(st.opts.signals.as_ref(), &service)
         .unwrap_or_else(|| line.get("blocked").cloned().unwrap_or(Value::Null));
+    if blocked.is_null() && !st.opts.unknown_service_open {
+        match known(&st, &service, &line).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return (
+                    StatusCode::LOCKED,
+                    Json(json!({
+                        "service": service,
+                        "open": false,
+                        "reason": UNKNOWN_SERVICE,
+                        "blocked_by": {
+                            "summary": format!("{UNKNOWN_SERVICE}: immune has seen no deploy of {service:?} (a typo?)"),
+                        },
+                    })),
+                )
+                    .into_response();
+            }
+            Err(r) => return r,
+        }
+    }
     if blocked.is_null() {
         Json(json!({"service": service, "open": true})).into_response()
     } else {

@@ -38,7 +38,7 @@ pub mod outbox;
 pub mod webhook;
 
 pub use gate::{GateError, gate};
-pub use gates::{gates_router, gates_router_with};
+pub use gates::{GateOptions, gates_router, gates_router_with};
 
 use crate::model::{Decision, DecisionKind, DeployEvent, DeployEventKind, DurationMs};
 use serde::{Deserialize, Deserializer};
@@ -586,6 +586,11 @@ impl Signals {
     /// The stored record of `deploy` (its view as of its latest decision), when kept.
     pub fn history(&self, deploy: &str) -> Result<Option<serde_json::Value>, SignalsError> {
         self.with_outbox(|ob| ob.history(deploy))
+    }
+
+    /// Whether the outbox has any deploy of `service` (in flight or in history).
+    pub fn knows_service(&self, service: &str) -> Result<bool, SignalsError> {
+        self.with_outbox(|ob| ob.knows_service(service))
     }
 
     /// Marks a stored deploy done without resuming it (its events are unusable).

@@ -494,6 +494,17 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether any deploy of `service` is stored (in flight, done, or in history).
+    pub fn knows_service(&self, service: &str) -> Result<bool, SignalsError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM history WHERE service = ?1)
+                     OR EXISTS (SELECT 1 FROM deploys WHERE service = ?1)
+                     OR EXISTS (SELECT 1 FROM decisions WHERE service = ?1)",
+            [service],
+            |r| r.get::<_, bool>(0),
+        )?)
+    }
+
     /// Marks a deploy done without a decision (its stored events cannot be resumed).
     pub fn forget_deploy(&self, deploy: &str, at: f64) -> Result<(), SignalsError> {
         self.conn.execute(
