@@ -29,7 +29,7 @@ fn every_shipped_rule_test_passes() {
 }
 
 #[test]
-#[ignore = "rules/tests/ covers php_error_ratio and the all_rules promote/pass so far; tests for the other shipped rules are still to be written"]
+#[ignore = "rules/tests/ covers 7 of the 24 shipped rules so far; the continuous (gauge, mean, quantile) canary rules cannot decide before promote_after with the default 60 s block and min_data of 6 samples, and the seasonal ones need a week of input"]
 fn every_shipped_rule_is_exercised_by_a_test() {
     let rules = immune::rules::load::load_paths(&[PathBuf::from("rules")]).unwrap();
     let mut text = String::new();

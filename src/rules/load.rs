@@ -21,7 +21,7 @@ use super::RuleSet;
 use super::compile::{FileCx, Names, compile_file};
 use super::de::{De, Sink};
 pub use super::diagnostic::{Diagnostic, Diagnostics, FileOutcome};
-use super::yaml::{Kind, Node, Pos, Problem, parse_document};
+use super::yaml::{Kind, Node, Pos, Problem, is_budget, parse_document};
 pub use super::yaml::{MAX_ALIASES, MAX_DEPTH, MAX_EXPANDED_BYTES, MAX_NODES, MAX_TEXT_BYTES};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -197,6 +197,7 @@ fn load_text(file: &str, text: &str, names: &mut Names) -> FileOutcome {
     };
     let mut rules = Vec::new();
     match parse_document(text) {
+        Err((pos, message)) if is_budget(&message) => cx.push(pos, None, message),
         Err((pos, message)) => cx.push(pos, None, format!("YAML syntax error: {message}")),
         Ok((doc, problems)) => {
             for (pos, message) in problems {

@@ -112,6 +112,12 @@ pub const MAX_NODES: usize = 250_000;
 /// long string aliased many times).
 pub const MAX_EXPANDED_BYTES: usize = 8 << 20;
 
+/// Whether a parse error is a refused budget (not a syntax error): every budget message
+/// names its budget as `(budget NAME)`.
+pub(crate) fn is_budget(message: &str) -> bool {
+    message.contains("(budget ")
+}
+
 /// A node with the cost of holding it: what the budgets count.
 #[derive(Clone, Debug)]
 pub(crate) struct Built {
