@@ -8,6 +8,7 @@
 pub mod baselines;
 pub mod detect;
 pub mod field;
+pub mod nab;
 pub mod perf;
 
 use crate::sim::Scenario;
@@ -80,6 +81,9 @@ pub enum BenchCommand {
         #[arg(long)]
         quick: bool,
     },
+    /// Real data: NAB's labelled anomalies as bad deploys (and healthy deploys away from
+    /// them), one pre_deploy gauge rule through the engine against mean ± K·sigma.
+    Nab(nab::NabArgs),
     /// Performance: replay throughput against promtool, live ingestion over HTTP,
     /// memory per series, decision latency.
     Perf(perf::PerfArgs),
@@ -196,5 +200,6 @@ pub fn run(cmd: BenchCommand, out: &mut dyn Write) -> Result<(), BenchError> {
             Ok(())
         }
         BenchCommand::Perf(args) => perf::run(args, out),
+        BenchCommand::Nab(args) => nab::run(args, out),
     }
 }
