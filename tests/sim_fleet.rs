@@ -428,3 +428,154 @@ fn write_speed() {
         samples as f64 / secs
     );
 }
+
+/// Per-host error ratios over `minutes` from the start: (ratio, requests) per web host.
+fn host_error_ratios(cfg: &FleetConfig, minutes: i64) -> Vec<(f64, f64)> {
+    let rs = rounds(cfg, &[], at(cfg, minutes));
+    let per = |name: &str, round: &[Sample]| -> BTreeMap<String, f64> {
+        round
+            .iter()
+            .filter(|s| s.name == name)
+            .filter_map(|s| Some((label(s, "instance")?.to_string(), s.value)))
+            .collect()
+    };
+    let (first, last) = (&rs[0].1, &rs[rs.len() - 1].1);
+    let (r0, r1) = (
+        per("http_requests_total", first),
+        per("http_requests_total", last),
+    );
+    let (e0, e1) = (
+        per("php_errors_total", first),
+        per("php_errors_total", last),
+    );
+    r0.keys()
+        .filter_map(|h| {
+            let req = r1.get(h)? - r0.get(h)?;
+            let err = e1.get(h)? - e0.get(h)?;
+            Some((err / req, req))
+        })
+        .collect()
+}
+
+/// The host-to-host coefficient of variation of the true error levels, estimated from
+/// observed ratios by removing the Poisson part of their variance (method of moments).
+fn level_cv(ratios: &[(f64, f64)]) -> f64 {
+    let n = ratios.len() as f64;
+    let mean = ratios.iter().map(|r| r.0).sum::<f64>() / n;
+    let var = ratios.iter().map(|r| (r.0 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let poisson = ratios.iter().map(|r| mean / r.1).sum::<f64>() / n;
+    ((var - poisson).max(0.0)).sqrt() / mean
+}
+
+/// The earlier note "15-minute per-host error ratios span 0.8-4.0 per mille on seed 10001,
+/// wider than CV 0.2": the observed spread is the host levels' CV 0.2 plus Poisson noise
+/// (about 36 errors per host in 15 minutes at the daily mean, fewer at night), and with
+/// the Poisson part removed the levels' CV is 0.2 as stated.
+#[test]
+fn reference_host_spread_is_cv_point_two_plus_poisson_noise() {
+    let cfg = FleetConfig {
+        hosts: 400,
+        seed: 10_001,
+        ..FleetConfig::default()
+    };
+    let ratios = host_error_ratios(&cfg, 60);
+    let cv = level_cv(&ratios);
+    assert!((0.15..0.25).contains(&cv), "level CV {cv}");
+    // The raw spread is much wider than the levels' own.
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(r.0), hi.max(r.0)));
+    assert!(hi / lo > 2.0, "raw spread {lo}..{hi}");
+}
+
+#[test]
+fn host_sigma_gives_lognormal_levels_of_that_spread() {
+    let cfg = FleetConfig {
+        hosts: 400,
+        seed: 7,
+        host_sigma: Some(0.5),
+        ..FleetConfig::default()
+    };
+    let cv = level_cv(&host_error_ratios(&cfg, 60));
+    // Lognormal sigma 0.5: CV sqrt(e^0.25 - 1) = 0.53.
+    assert!((0.43..0.63).contains(&cv), "level CV {cv}");
+    let flat = FleetConfig {
+        host_sigma: Some(0.0),
+        ..cfg
+    };
+    let cv0 = level_cv(&host_error_ratios(&flat, 60));
+    assert!(cv0 < 0.1, "sigma 0 leaves CV {cv0}");
+}
+
+#[test]
+fn confounders_off_by_default_and_do_what_they_say() {
+    let base = small(5);
+    assert_eq!(base.host_sigma, None);
+    assert_eq!(base.degrading_control, None);
+    assert_eq!(base.surge, None);
+    // Host spread comes from its own stream: the MySQL and memcached series do not move.
+    let spread = FleetConfig {
+        host_sigma: Some(0.3),
+        ..base.clone()
+    };
+    let only = |cfg: &FleetConfig, prefix: &str| -> Vec<f64> {
+        rounds(cfg, &[], at(cfg, 5))
+            .iter()
+            .flat_map(|(_, s)| {
+                s.iter()
+                    .filter(|s| s.name.starts_with(prefix))
+                    .map(|s| s.value)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert_eq!(only(&base, "memcached_up"), only(&spread, "memcached_up"));
+
+    // A surge doubles the requests in its window; the degrading host triples its errors.
+    let cfg = FleetConfig {
+        surge: Some(immune::sim::Surge {
+            from: at(&base, 30),
+            until: at(&base, 60),
+            factor: 2.0,
+        }),
+        degrading_control: Some(immune::sim::Degrade {
+            at: at(&base, 30),
+            factor: 3.0,
+        }),
+        ..base.clone()
+    };
+    let rs = rounds(&cfg, &[], at(&cfg, 60));
+    let value = |i: usize, name: &str, host: &str| -> f64 {
+        rs[i]
+            .1
+            .iter()
+            .filter(|s| s.name == name && label(s, "instance") == Some(host))
+            .map(|s| s.value)
+            .next()
+            .unwrap_or(f64::NAN)
+    };
+    let per_round = 6; // 10-s scrapes
+    let window = |name: &str, host: &str, from: i64, to: i64| {
+        let (a, b) = ((from * per_round) as usize, (to * per_round) as usize);
+        // Tolerate a missing scrape at either end by stepping inwards.
+        let v = |i: usize, step: isize| {
+            (0..6)
+                .map(|k| value((i as isize + step * k) as usize, name, host))
+                .find(|x| x.is_finite())
+                .unwrap_or(f64::NAN)
+        };
+        v(b, -1) - v(a, 1)
+    };
+    let fleet = |from, to| -> f64 {
+        (1..=10)
+            .map(|h| window("http_requests_total", &format!("web-{h:02}:80"), from, to))
+            .sum()
+    };
+    let surge = fleet(35, 55) / fleet(5, 25);
+    assert!((1.6..2.5).contains(&surge), "surge x{surge}");
+    let err = |host: &str, from, to| {
+        window("php_errors_total", host, from, to) / window("http_requests_total", host, from, to)
+    };
+    let last = err("web-10:80", 35, 60) / err("web-10:80", 0, 25);
+    assert!(last > 2.0, "degrading host x{last}");
+}

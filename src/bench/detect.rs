@@ -57,7 +57,7 @@ pub const METHODS: [&str; 6] = [
     "oracle-sprt",
 ];
 
-const ARGO: Threshold = Threshold {
+pub(crate) const ARGO: Threshold = Threshold {
     interval_s: 60,
     factor: 1.2,
     policy: FailurePolicy::Argo {
@@ -65,7 +65,7 @@ const ARGO: Threshold = Threshold {
         consecutive_error_limit: 4,
     },
 };
-const ARGO_FL3: Threshold = Threshold {
+pub(crate) const ARGO_FL3: Threshold = Threshold {
     interval_s: 60,
     factor: 1.2,
     policy: FailurePolicy::Argo {
@@ -73,12 +73,12 @@ const ARGO_FL3: Threshold = Threshold {
         consecutive_error_limit: 4,
     },
 };
-const FLAGGER: Threshold = Threshold {
+pub(crate) const FLAGGER: Threshold = Threshold {
     interval_s: 60,
     factor: 1.2,
     policy: FailurePolicy::Flagger { threshold: 5 },
 };
-const KAYENTA: Kayenta = Kayenta {
+pub(crate) const KAYENTA: Kayenta = Kayenta {
     interval_s: 300,
     step_s: 60,
     alpha: 0.02,
@@ -86,7 +86,7 @@ const KAYENTA: Kayenta = Kayenta {
     pass: 95.0,
     marginal: 75.0,
 };
-const ORACLE: Oracle = Oracle {
+pub(crate) const ORACLE: Oracle = Oracle {
     alpha: 0.01,
     beta: 0.05,
 };
@@ -281,6 +281,17 @@ pub fn simulate_with(
     on_tick: &mut dyn FnMut(std::time::Duration, bool, &[Decision]),
 ) -> Result<Simulated, BenchError> {
     let (cfg, plan) = plan_of(case);
+    simulate_fleet(cfg, plan, rules, on_tick)
+}
+
+/// Simulates one deploy on any fleet (every confounder the config switches on) and runs
+/// immune over it; one more minute after the plan's end, then every deploy is finished.
+pub fn simulate_fleet(
+    cfg: FleetConfig,
+    plan: DeployPlan,
+    rules: &RuleSet,
+    on_tick: &mut dyn FnMut(std::time::Duration, bool, &[Decision]),
+) -> Result<Simulated, BenchError> {
     let until = plan.end_at.add(DurationMs::from_secs(60));
     let mut fleet = Fleet::new(cfg.clone(), vec![plan.clone()]);
     let mut events: Vec<(Timestamp, DeployEvent)> = Vec::new();
@@ -335,7 +346,7 @@ pub fn simulate_with(
 }
 
 /// immune's outcome from its decisions: the final decision, caught when it blocks the line.
-fn immune_outcome(ds: &[Decision], w: &Window) -> (Outcome, Option<f64>) {
+pub(crate) fn immune_outcome(ds: &[Decision], w: &Window) -> (Outcome, Option<f64>) {
     let canary = w.canary_at.as_secs_f64();
     let promoted = ds
         .iter()

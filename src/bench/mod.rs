@@ -7,6 +7,8 @@
 
 pub mod baselines;
 pub mod detect;
+pub mod field;
+pub mod nab;
 pub mod perf;
 
 use crate::sim::Scenario;
@@ -67,10 +69,60 @@ pub enum BenchCommand {
         /// Write the per-run results and the summary here as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Real fleets' conditions instead of the fixed suite: each deploy draws its fleet
+        /// (10-200 hosts, 2-4 canaries, 10-30 s scrapes, 5-10 min canary), host spread,
+        /// surge, missing scrapes, degrading control host and fault.
+        #[arg(long)]
+        confounded: bool,
+        /// With --confounded: how many deploys (60 % healthy).
+        #[arg(long, default_value_t = 1700)]
+        deploys: usize,
+        /// With --confounded: a run of about a minute (200 deploys), for a quick look.
+        #[arg(long)]
+        quick: bool,
     },
+    /// Real data: NAB's labelled anomalies as bad deploys (and healthy deploys away from
+    /// them), one pre_deploy gauge rule through the engine against mean ± K·sigma.
+    Nab(nab::NabArgs),
     /// Performance: replay throughput against promtool, live ingestion over HTTP,
     /// memory per series, decision latency.
     Perf(perf::PerfArgs),
+}
+
+/// `immune bench detect --confounded`: draws `n` deploys, judges them, prints the report.
+fn run_field(
+    n: usize,
+    threads: usize,
+    path: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), BenchError> {
+    let cases = field::cases(n);
+    let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let step = (cases.len() / 20).max(1);
+    let progress = |done: usize, total: usize| {
+        if done.is_multiple_of(step) || done == total {
+            eprintln!(
+                "bench detect --confounded: {done}/{total} deploys, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    };
+    let results = field::run_all(&cases, &rules, threads, &progress)?;
+    let (md, targets) = field::report(&results);
+    writeln!(
+        out,
+        "{} deploys with every confounder drawn, judged in {:.0} s on {threads} threads\n",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    )?;
+    out.write_all(md.as_bytes())?;
+    if let Some(path) = path {
+        let report = serde_json::json!({"targets": targets, "runs": results});
+        let f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        serde_json::to_writer(f, &report).map_err(std::io::Error::other)?;
+    }
+    Ok(())
 }
 
 /// Runs a benchmark, printing tables to `out` and progress to standard error.
@@ -84,7 +136,14 @@ pub fn run(cmd: BenchCommand, out: &mut dyn Write) -> Result<(), BenchError> {
             scenarios,
             threads,
             out: path,
+            confounded,
+            deploys,
+            quick,
         } => {
+            if confounded {
+                let n = if quick { 200 } else { deploys };
+                return run_field(n, threads, path, out);
+            }
             let names: Vec<Scenario> = scenarios
                 .iter()
                 .map(|s| s.parse().map_err(|e| BenchError::Usage(format!("{e}"))))
@@ -141,5 +200,6 @@ pub fn run(cmd: BenchCommand, out: &mut dyn Write) -> Result<(), BenchError> {
             Ok(())
         }
         BenchCommand::Perf(args) => perf::run(args, out),
+        BenchCommand::Nab(args) => nab::run(args, out),
     }
 }

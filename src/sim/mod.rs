@@ -8,6 +8,10 @@
 //! differences in capacity, error rate (gamma, CV 0.2) and latency, per-interval jitter,
 //! lognormal latencies and heavy-tailed order values, an autocorrelated load average,
 //! missing scrapes (~0.5 %) and counter resets when a deploy restarts a host's processes.
+//! Real fleets' confounders can be switched on in [`FleetConfig`]: lognormal host-to-host
+//! error and latency levels (`host_sigma`), a control host degrading on its own
+//! (`degrading_control`), a fleet-wide surge (`surge`) and more missing scrapes
+//! (`missing_ratio`); off by default, so seeded runs keep their output.
 //!
 //! Requests are a Poisson process, so every count derived from them (latency buckets,
 //! errors, orders, signups) is drawn as an independent Poisson by thinning; the histogram
@@ -22,10 +26,13 @@ mod write;
 pub use scenario::{Scenario, ScenarioError};
 pub use write::{Truth, write_replay_files};
 
+/// The simulator's seeded random stream, for benchmarks that draw their cases with it.
+pub(crate) use random::Rand;
+
 use crate::model::{
     CanarySelector, DeployEvent, DeployEventKind, DurationMs, Labels, OneOrMany, Sample, Timestamp,
 };
-use random::{Rand, cdf, survival};
+use random::{cdf, survival};
 
 /// Upper bounds of the latency histogram's buckets, in seconds (the last is `+Inf`).
 const LATENCY_BOUNDS: [f64; 8] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, f64::INFINITY];
@@ -85,6 +92,38 @@ pub struct FleetConfig {
     pub base_rps: f64,
     /// Probability that a target's scrape is missing in a round (web, MySQL, memcached).
     pub missing_ratio: f64,
+    /// Real fleets' host-to-host spread: when set, every web host's error, die and latency
+    /// levels are lognormal across hosts with this log-scale sigma (mean 1), fixed for the
+    /// whole run. `None` keeps the reference fleet's gamma (CV 0.2) error spread and 5 %
+    /// latency spread. Drawn from a stream of its own, so the rest of the run stays as it
+    /// would be without it.
+    pub host_sigma: Option<f64>,
+    /// A control host that gets worse on its own, unrelated to any deploy.
+    pub degrading_control: Option<Degrade>,
+    /// A fleet-wide traffic surge, whatever the deploys do (unlike [`Scenario::Surge`],
+    /// it combines with any scenario).
+    pub surge: Option<Surge>,
+}
+
+/// The last web host (never a canary unless every host is one) multiplies its error and
+/// die ratios by `factor` from `at` on: a failing disk or a noisy neighbour.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Degrade {
+    /// When the host starts to degrade.
+    pub at: Timestamp,
+    /// Its error ratio's factor from then on (e.g. 3).
+    pub factor: f64,
+}
+
+/// Traffic times `factor` across the whole fleet in `[from, until)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Surge {
+    /// The surge's start.
+    pub from: Timestamp,
+    /// The surge's end.
+    pub until: Timestamp,
+    /// The traffic factor (e.g. 1.5).
+    pub factor: f64,
 }
 
 impl Default for FleetConfig {
@@ -98,6 +137,9 @@ impl Default for FleetConfig {
             start: Timestamp(1_699_920_000_000),
             base_rps: 20.0,
             missing_ratio: 0.005,
+            host_sigma: None,
+            degrading_control: None,
+            surge: None,
         }
     }
 }
@@ -295,6 +337,10 @@ impl Fleet {
                 _ => 1.0,
             })
             .collect();
+        // Heterogeneity from its own stream: turning it on changes nothing else.
+        let mut spread = cfg
+            .host_sigma
+            .map(|s| (Rand::new(cfg.seed ^ 0x9e37_79b9_7f4a_7c15), s.max(0.0)));
         let mut series = Vec::new();
         let mut hosts = Vec::with_capacity(cfg.hosts);
         for i in 0..cfg.hosts {
@@ -317,10 +363,17 @@ impl Fleet {
             series.push(SeriesDef::new("node_load1", &l));
 
             let capacity = rng.range(0.85, 1.15);
-            let err_factor = rng.gamma_mean_cv(1.0, 0.2);
-            let die_factor = rng.gamma_mean_cv(1.0, 0.2);
-            let latency_factor = rng.lognormal(1.0, 0.05);
+            let mut err_factor = rng.gamma_mean_cv(1.0, 0.2);
+            let mut die_factor = rng.gamma_mean_cv(1.0, 0.2);
+            let mut latency_factor = rng.lognormal(1.0, 0.05);
             let cpu_factor = rng.range(0.9, 1.1);
+            if let Some((r, sigma)) = spread.as_mut() {
+                // Lognormal with mean 1: median e^(-sigma^2/2).
+                let median = (-*sigma * *sigma / 2.0).exp();
+                err_factor = r.lognormal(median, *sigma);
+                die_factor = err_factor;
+                latency_factor = r.lognormal(median, *sigma);
+            }
             let uptime_s = rng.range(3600.0, 3.0 * 86400.0);
             let mut counters = [0.0; WEB_SERIES];
             let requests = (cfg.base_rps * capacity * uptime_s).round();
@@ -544,6 +597,12 @@ impl Fleet {
             mysql_silent: false,
             mc_silent: false,
         };
+        if let Some(s) = self.cfg.surge
+            && now >= s.from
+            && now < s.until
+        {
+            f.traffic *= s.factor;
+        }
         for (p, surge) in self.plans.iter().zip(&self.surges) {
             let active = now >= p.canary_at && now < p.end_at;
             let locked = now >= p.canary_at.add(LOCKUP_DELAY) && now < p.end_at;
@@ -609,9 +668,20 @@ impl Fleet {
         let mut signups_sum = 0.0;
         let mut revenue_sum = 0.0;
         let hit_ratio = (MC_HIT_RATIO + self.mc_drift).clamp(0.5, 0.995);
+        let degraded = self
+            .cfg
+            .degrading_control
+            .filter(|d| now >= d.at)
+            .map(|d| (self.hosts.len().saturating_sub(1), d.factor));
         for h in 0..self.hosts.len() {
             let canary = self.hosts[h].canary;
-            let eff = self.effects(canary, now);
+            let mut eff = self.effects(canary, now);
+            if let Some((dh, factor)) = degraded
+                && dh == h
+            {
+                eff.err *= factor;
+                eff.fatal *= factor;
+            }
             let reset = if canary { reset_canary } else { reset_other };
             let rng = &mut self.rng;
             let host = &mut self.hosts[h];
