@@ -178,6 +178,12 @@ pub struct EngineSection {
     /// longer hold back a `promote`.
     #[serde(default = "d300s")]
     pub promote_after: Duration,
+    /// A deploy none of whose stopping rules saw data ends `block` (default) or `pass`.
+    #[serde(default)]
+    pub no_evidence: crate::engine::NoEvidence,
+    /// Per-service overrides of `no_evidence` (service name to `block` or `pass`).
+    #[serde(default)]
+    pub no_evidence_services: std::collections::BTreeMap<String, crate::engine::NoEvidence>,
 }
 
 impl Default for EngineSection {
@@ -190,6 +196,8 @@ impl Default for EngineSection {
             queue_capacity: default_queue(),
             recent_deploys: default_recent(),
             promote_after: d300s(),
+            no_evidence: crate::engine::NoEvidence::Block,
+            no_evidence_services: Default::default(),
         }
     }
 }
@@ -204,6 +212,8 @@ impl EngineSection {
             max_series: self.max_series,
             recent_deploys: self.recent_deploys,
             promote_after: self.promote_after.0,
+            no_evidence: self.no_evidence,
+            no_evidence_services: self.no_evidence_services.clone(),
         }
     }
 }

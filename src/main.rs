@@ -47,6 +47,9 @@ enum Command {
         /// How often rules are evaluated, in the data's time (e.g. 10s).
         #[arg(long, default_value = "10s")]
         eval_interval: String,
+        /// A deploy none of whose stopping rules saw data ends `block` or `pass`.
+        #[arg(long, default_value = "block")]
+        no_evidence: String,
     },
     /// Run the live agent: sources, the engine, signals, the deploy API and /metrics.
     /// Without --config: rules from ./rules (else the embedded ones), state in ./data,
@@ -325,7 +328,13 @@ fn run(command: Command) -> Result<ExitCode> {
             deploys,
             timestamps,
             eval_interval,
+            no_evidence,
         } => {
+            let no_evidence = match no_evidence.as_str() {
+                "block" => immune::engine::NoEvidence::Block,
+                "pass" => immune::engine::NoEvidence::Pass,
+                other => anyhow::bail!("--no-evidence: expected block or pass, got {other:?}"),
+            };
             let unit = match timestamps.as_str() {
                 "auto" => TimestampUnit::Auto,
                 "seconds" | "s" => TimestampUnit::Seconds,
@@ -340,6 +349,7 @@ fn run(command: Command) -> Result<ExitCode> {
             let rule_set = immune::defaults::load_rules(&rules)?;
             let cfg = EngineConfig {
                 eval_interval: eval,
+                no_evidence,
                 ..EngineConfig::default()
             };
             let mut engine = Engine::new(rule_set, cfg);
@@ -367,6 +377,9 @@ fn run(command: Command) -> Result<ExitCode> {
                 }
                 _ => immune::defaults::replay_example(&mut engine, eval.0, &mut out)?,
             };
+            for w in &summary.warnings {
+                eprintln!("immune: warning: {w}");
+            }
             tracing::info!(
                 samples = summary.samples,
                 deploy_events = summary.deploy_events,

@@ -50,7 +50,7 @@ impl Timestamp {
 
     /// Time elapsed since `earlier`; zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> DurationMs {
-        DurationMs((self.0 - earlier.0).max(0))
+        DurationMs(self.0.saturating_sub(earlier.0).max(0))
     }
 }
 

@@ -25,9 +25,50 @@ pub enum ReplayError {
         /// What is wrong.
         message: String,
     },
-    /// Reading input or writing decisions failed.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// Writing decisions failed. The I/O error is part of the message, not a `source`,
+    /// so an error chain printed with `{:#}` says it once.
+    #[error("cannot write decisions: {0}")]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ReplayError {
+    fn from(e: std::io::Error) -> Self {
+        ReplayError::Io(e)
+    }
+}
+
+/// Reads one line into `buf` (without checking UTF-8 first), then checks it: an invalid
+/// byte or a failed read is an error naming the file and line, not a bare I/O message.
+fn read_line(
+    input: &mut impl BufRead,
+    bytes: &mut Vec<u8>,
+    buf: &mut String,
+    file: &str,
+    line: usize,
+) -> Result<bool, ReplayError> {
+    bytes.clear();
+    buf.clear();
+    let err = |message: String| ReplayError::Input {
+        file: file.to_string(),
+        line,
+        message,
+    };
+    let n = input
+        .read_until(b'\n', bytes)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if n == 0 {
+        return Ok(false);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => buf.push_str(text),
+        Err(e) => {
+            return Err(err(format!(
+                "invalid UTF-8 at byte {} of the line",
+                e.valid_up_to() + 1
+            )));
+        }
+    }
+    Ok(true)
 }
 
 /// What a replay did, for the log line at its end.
@@ -41,6 +82,12 @@ pub struct ReplaySummary {
     pub decisions: u64,
     /// Samples refused by the series limit.
     pub refused: u64,
+    /// Samples at or before their series' newest time, dropped (as Prometheus does).
+    pub out_of_order: u64,
+    /// Of those, samples repeating their series' newest time exactly.
+    pub duplicates: u64,
+    /// Things worth saying about the input that did not stop the replay (for stderr).
+    pub warnings: Vec<String>,
 }
 
 struct DeployReader<R> {
@@ -48,6 +95,7 @@ struct DeployReader<R> {
     input: R,
     line_no: usize,
     buf: String,
+    bytes: Vec<u8>,
     peeked: Option<(usize, DeployEvent, Timestamp)>,
     last: Option<Timestamp>,
 }
@@ -63,8 +111,13 @@ impl<R: BufRead> DeployReader<R> {
 
     fn peek(&mut self) -> Result<Option<&(usize, DeployEvent, Timestamp)>, ReplayError> {
         while self.peeked.is_none() {
-            self.buf.clear();
-            if self.input.read_line(&mut self.buf)? == 0 {
+            if !read_line(
+                &mut self.input,
+                &mut self.bytes,
+                &mut self.buf,
+                &self.name,
+                self.line_no + 1,
+            )? {
                 return Ok(None);
             }
             self.line_no += 1;
@@ -142,30 +195,55 @@ pub fn run(
         input: deploys,
         line_no: 0,
         buf: String::new(),
+        bytes: Vec::new(),
         peeked: None,
         last: None,
     };
     let interval = eval_interval_ms.max(1);
-    let mut next_tick: Option<Timestamp> = None;
+    let mut clock = Clock {
+        next_tick: None,
+        interval,
+        fresh: false,
+    };
     let mut last_at: Option<Timestamp> = None;
     let mut line_no = 0usize;
     let mut metrics = metrics.reader;
     let mut buf = String::new();
+    let mut bytes = Vec::new();
+    let (ooo_before, dup_before) = (
+        engine.store().out_of_order_samples,
+        engine.store().duplicate_samples,
+    );
+    let mut eof_at: Option<usize> = None;
     let merr = |line: usize, message: String| ReplayError::Input {
         file: metrics_name.to_string(),
         line,
         message,
     };
-    loop {
-        buf.clear();
-        if metrics.read_line(&mut buf)? == 0 {
-            break;
-        }
+    while read_line(
+        &mut metrics,
+        &mut bytes,
+        &mut buf,
+        metrics_name,
+        line_no + 1,
+    )? {
         line_no += 1;
         let text = buf.trim_end_matches('\n');
+        if let Some(eof) = eof_at {
+            if text.trim().is_empty() {
+                continue;
+            }
+            return Err(merr(
+                line_no,
+                format!("content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"),
+            ));
+        }
         let sample = match textformat::parse_line(text, unit) {
             Ok(Line::Sample(s)) => s,
-            Ok(Line::Eof) => break,
+            Ok(Line::Eof) => {
+                eof_at = Some(line_no);
+                continue;
+            }
             Ok(_) => continue,
             Err(e) => return Err(merr(line_no, e.to_string())),
         };
@@ -175,26 +253,17 @@ pub fn run(
                 "sample has no timestamp; replay needs one on every sample".into(),
             )
         })?;
-        if let Some(last) = last_at
-            && at < last
-        {
-            return Err(merr(
-                line_no,
-                format!(
-                    "time goes backwards: {} after {}",
-                    at.as_secs_f64(),
-                    last.as_secs_f64()
-                ),
-            ));
-        }
-        if last_at != Some(at) {
-            let tick =
-                next_tick.get_or_insert(Timestamp(at.0 - at.0.rem_euclid(interval) + interval));
+        // A sample older than the replay's clock is not a reason to stop: it goes to its
+        // series, which drops it if that series already has a newer (or the same) time,
+        // as Prometheus does, and the drop is counted.
+        if last_at.is_none_or(|last| at > last) {
+            clock
+                .next_tick
+                .get_or_insert(Timestamp(at.0 - at.0.rem_euclid(interval) + interval));
             advance(
                 engine,
                 &mut deploys,
-                tick,
-                interval,
+                &mut clock,
                 at,
                 true,
                 out,
@@ -203,23 +272,43 @@ pub fn run(
             last_at = Some(at);
         }
         match engine.ingest_text(sample.series, sample.value, at) {
-            Ok(()) => summary.samples += 1,
+            Ok(()) => {
+                summary.samples += 1;
+                clock.fresh = true;
+            }
             Err(EngineError::Store(crate::engine::store::StoreError::SeriesLimit { .. })) => {
                 summary.refused += 1
             }
             Err(e) => return Err(merr(line_no, e.to_string())),
         }
     }
+    summary.out_of_order = engine.store().out_of_order_samples - ooo_before;
+    summary.duplicates = engine.store().duplicate_samples - dup_before;
+    if summary.out_of_order > 0 {
+        summary.warnings.push(format!(
+            "{metrics_name}: dropped {} out-of-order samples ({} of them duplicates: same series, same time)",
+            summary.out_of_order, summary.duplicates
+        ));
+    }
+    let openmetrics = unit == TimestampUnit::Seconds
+        || metrics_name.ends_with(".om")
+        || metrics_name.ends_with(".openmetrics");
+    if eof_at.is_none() && openmetrics && line_no > 0 {
+        // A warning, not an error: Prometheus text 0.0.4 has no end marker, and a file cut
+        // short still replays what it holds; but a truncated export should not go unseen.
+        summary.warnings.push(format!(
+            "{metrics_name}:{line_no}: no `# EOF` at the end of OpenMetrics input; it may be truncated"
+        ));
+    }
     // Evaluate up to the last sample, then apply the remaining events without ticking past
     // the data (silence after the end of a file is not a lock-up).
     let end = last_at.unwrap_or_default();
-    if let Some(tick) = next_tick.as_mut() {
+    if clock.next_tick.is_some() {
         advance(
             engine,
             &mut deploys,
-            tick,
-            interval,
-            Timestamp(end.0 + 1),
+            &mut clock,
+            end.add(crate::model::DurationMs(1)),
             true,
             out,
             &mut summary,
@@ -241,22 +330,47 @@ pub fn run(
     Ok(summary)
 }
 
+/// The replay's evaluation clock: ticks on a grid of `interval`, jumping across stretches
+/// in which nothing could change.
+struct Clock {
+    next_tick: Option<Timestamp>,
+    interval: i64,
+    /// Samples arrived since the last tick.
+    fresh: bool,
+}
+
+impl Clock {
+    /// The first grid point at or after `t`.
+    fn align_up(&self, t: Timestamp) -> Timestamp {
+        let r = t.0.rem_euclid(self.interval);
+        if r == 0 {
+            t
+        } else {
+            Timestamp(t.0.saturating_add(self.interval - r))
+        }
+    }
+}
+
 /// Applies deploy events and ticks strictly before `until`, in time order (an event before
-/// a tick at the same instant).
-#[allow(clippy::too_many_arguments)]
+/// a tick at the same instant). While samples flow, every grid tick runs; after a tick that
+/// saw no new sample, the clock jumps to the next instant that could change anything (the
+/// engine's [`Engine::next_change`], the next deploy event, or the next sample), so a gap
+/// in the data costs a few ticks, not one per interval.
 fn advance<R: BufRead>(
     engine: &mut Engine,
     deploys: &mut DeployReader<R>,
-    next_tick: &mut Timestamp,
-    interval: i64,
+    clock: &mut Clock,
     until: Timestamp,
     ticking: bool,
     out: &mut dyn Write,
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
     loop {
+        let Some(next_tick) = clock.next_tick else {
+            return Ok(());
+        };
         let event_at = deploys.peek()?.map(|p| p.2).filter(|t| *t < until);
-        let tick_at = Some(*next_tick).filter(|t| ticking && *t < until);
+        let tick_at = Some(next_tick).filter(|t| ticking && *t < until);
         match (event_at, tick_at) {
             (Some(e), t) if t.is_none_or(|t| e <= t) => {
                 let Some((line, ev, _)) = deploys.peeked.take() else {
@@ -271,7 +385,17 @@ fn advance<R: BufRead>(
             (_, Some(t)) => {
                 let ds = engine.tick(t);
                 emit(out, &ds, summary)?;
-                *next_tick = Timestamp(t.0 + interval);
+                let mut next = Timestamp(t.0.saturating_add(clock.interval));
+                if !std::mem::take(&mut clock.fresh) {
+                    let event = deploys.peek()?.map(|p| p.2);
+                    let target = [engine.next_change(t), event, Some(until)]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or(until);
+                    next = next.max(clock.align_up(target));
+                }
+                clock.next_tick = Some(next);
             }
             _ => return Ok(()),
         }

@@ -9,6 +9,7 @@
 //! across the deploy's rules with weighted Holm, and turns verdicts into decisions. A
 //! `rollback` or `block` ends the deploy and blocks its service's line until an `unblock`.
 
+mod evidence;
 pub mod handle;
 pub mod judge;
 pub mod store;
@@ -40,6 +41,32 @@ pub struct EngineConfig {
     /// After this long in canary, rules still gathering evidence may let a healthy canary
     /// be promoted if they lean healthy.
     pub promote_after: DurationMs,
+    /// What a deploy ends with when none of its stopping rules had data to judge.
+    pub no_evidence: NoEvidence,
+    /// Per-service overrides of `no_evidence`.
+    pub no_evidence_services: BTreeMap<String, NoEvidence>,
+}
+
+/// The final decision of a deploy whose stopping rules (rollback, block) never saw data:
+/// silence is not health, so by default such a deploy blocks its line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoEvidence {
+    /// End with `block`, rule `no_evidence`.
+    #[default]
+    Block,
+    /// End with `pass`, its evidence saying "unjudged".
+    Pass,
+}
+
+impl EngineConfig {
+    /// The `no_evidence` setting in force for `service`.
+    pub fn no_evidence_for(&self, service: &str) -> NoEvidence {
+        self.no_evidence_services
+            .get(service)
+            .copied()
+            .unwrap_or(self.no_evidence)
+    }
 }
 
 impl Default for EngineConfig {
@@ -51,6 +78,8 @@ impl Default for EngineConfig {
             max_series: 1_000_000,
             recent_deploys: 200,
             promote_after: DurationMs::from_secs(300),
+            no_evidence: NoEvidence::Block,
+            no_evidence_services: BTreeMap::new(),
         }
     }
 }
@@ -129,10 +158,22 @@ struct RuleState {
     rule: usize,
     phases: Vec<Phase>,
     method: Option<Method>,
+    /// Whether the rule's series have told which side they are on (and the method, if the
+    /// rule can form a test there, is started). Until then the state re-checks at every
+    /// evaluation, so series that appear after the canary event (a restart, a deploy
+    /// reported before its hosts' first scrape) still join.
+    bound: bool,
+    /// Bound on this evaluation: its first interval reads from the start of its phase group.
+    fresh: bool,
+    /// When series first existed with none on the canary: after [`BIND_GRACE`] of that the
+    /// rule is taken as fleet-wide (a shared server, e.g. MySQL, never runs the canary).
+    waiting_since: Option<Timestamp>,
     fleet_wide: bool,
     last: Option<Outcome>,
     reported: bool,
-    alive_at_start: bool,
+    /// A source counts as alive (so its silence is a finding) once it has reported since
+    /// shortly before the deploy began.
+    alive: bool,
 }
 
 struct Analysis {
@@ -217,6 +258,33 @@ pub struct Engine {
     finished: VecDeque<Analysis>,
     lines: BTreeMap<String, LineState>,
     counters: EngineCounters,
+    /// A series silent this long is dropped (see [`expiry`]).
+    expire_after: DurationMs,
+    /// The same for series keeping per-minute history.
+    history_expire_after: DurationMs,
+}
+
+/// How long a series may be silent before it is dropped: longer than every window that
+/// could read it (the recent retention, which covers every baseline window and the control
+/// calibration; every rule's `stale_after`, so a deploy's silence detection fires first),
+/// plus slack; series with per-minute history are kept as long as that history.
+fn expiry(
+    rules: &[Rule],
+    cfg: &EngineConfig,
+    retention: DurationMs,
+    history: DurationMs,
+) -> (DurationMs, DurationMs) {
+    let stale = rules
+        .iter()
+        .filter_map(|r| r.on_missing.map(|m| m.stale_after))
+        .max()
+        .unwrap_or_default();
+    let slack = MISSING_LIVENESS_SLACK
+        .0
+        .saturating_add(cfg.eval_interval.0.saturating_mul(2))
+        .saturating_add(cfg.block.0);
+    let after = DurationMs(retention.0.max(stale.0).saturating_add(slack));
+    (after, DurationMs(after.0.max(history.0)))
 }
 
 const MISSING_LIVENESS_SLACK: DurationMs = DurationMs::from_secs(60);
@@ -226,7 +294,8 @@ pub const SUSPECT_WINDOW: DurationMs = DurationMs::from_secs(24 * 3600);
 
 impl Engine {
     /// An engine judging with `rules`.
-    pub fn new(rules: RuleSet, cfg: EngineConfig) -> Engine {
+    pub fn new(mut rules: RuleSet, cfg: EngineConfig) -> Engine {
+        clamp_windows(&mut rules);
         let longest_pre = rules
             .rules
             .iter()
@@ -246,10 +315,18 @@ impl Engine {
             })
             .max()
             .unwrap_or_default();
-        let retention = DurationMs(longest_pre.0 + 2 * cfg.block.0 + 2 * cfg.eval_interval.0);
-        let history = DurationMs(longest_season.0 + 6 * 3_600_000);
+        let retention = DurationMs(
+            longest_pre
+                .0
+                .saturating_add(cfg.block.0.saturating_mul(2))
+                .saturating_add(cfg.eval_interval.0.saturating_mul(2)),
+        );
+        let history = DurationMs(longest_season.0.saturating_add(6 * 3_600_000));
         let n = rules.rules.len();
+        let (expire_after, history_expire_after) = expiry(&rules.rules, &cfg, retention, history);
         Engine {
+            expire_after,
+            history_expire_after,
             store: Store::new(retention, history, cfg.max_series),
             rule_series: vec![RuleSeries::default(); n],
             rules: rules.rules,
@@ -263,7 +340,8 @@ impl Engine {
 
     /// Replaces the rules (a reload). Analyses in flight keep judging with the rules they
     /// started with where a rule of the same name still exists; series are re-indexed.
-    pub fn set_rules(&mut self, rules: RuleSet) {
+    pub fn set_rules(&mut self, mut rules: RuleSet) {
+        clamp_windows(&mut rules);
         let old_names: Vec<String> = self.rules.iter().map(|r| r.name.clone()).collect();
         self.rules = rules.rules;
         self.rule_series = vec![RuleSeries::default(); self.rules.len()];
@@ -398,18 +476,24 @@ impl Engine {
                     return Err(EngineError::UnknownDeploy(id));
                 };
                 let mut evidence = summary_of(&a, &self.rules);
+                let check = self.evidence_check(&a);
+                check.annotate(&mut evidence);
+                let mut kind = DecisionKind::Pass;
+                let mut rule = "all_rules";
                 if ev.event == DeployEventKind::Abort {
                     evidence["aborted"] = json!({"by": ev.by, "reason": ev.reason});
+                } else if check.unjudged() {
+                    let policy = self.cfg.no_evidence_for(&a.service);
+                    check.explain(&mut evidence, policy);
+                    if policy == NoEvidence::Block {
+                        kind = DecisionKind::Block;
+                        rule = "no_evidence";
+                    }
                 }
-                let d = decision(
-                    &a,
-                    at,
-                    DecisionKind::Pass,
-                    "all_rules",
-                    true,
-                    false,
-                    evidence,
-                );
+                let d = decision(&a, at, kind, rule, true, false, evidence);
+                if kind.blocks_line() {
+                    self.block_line(&a, &d);
+                }
                 a.decisions.push(d.clone());
                 self.finish(a);
                 self.count(&d);
@@ -475,48 +559,61 @@ impl Engine {
             if !rule.services.is_empty() && !rule.services.contains(&service) {
                 continue;
             }
-            let rs = &self.rule_series[i];
-            let fleet_wide = !rs
-                .liveness()
-                .any(|id| is_canary(&a.canary, self.store.get(id)));
-            let alive_at_start = rule.on_missing.is_some_and(|m| {
-                rs.liveness().any(|id| {
-                    let s = self.store.get(id);
-                    s.last_seen >= at.sub(m.stale_after).sub(MISSING_LIVENESS_SLACK)
-                })
-            });
+            let alive = self.alive(i, at);
             for phases in phase_groups(rule) {
-                let in_canary = phases == [Phase::Canary];
-                let everything = fleet_wide || !in_canary;
-                let (treatment, control) = Side::pair(&a.canary, everything);
-                let ctx = Ctx {
-                    store: &self.store,
-                    rule,
-                    rs,
-                    treatment: &treatment,
-                    control: &control,
-                    from: at,
-                    to: at,
-                    phase_start: at,
-                    deploy_start: at,
-                    alpha: phase_alpha(rule),
-                    block: self.cfg.block,
-                };
-                let usable = !(rule.baseline == Baseline::Control && (fleet_wide || !in_canary));
-                let method = if usable { Method::start(&ctx) } else { None };
+                // A control comparison needs canary and control hosts: outside the canary
+                // (every host runs the new version) it can never form, so it is settled now.
+                let never = rule.baseline == Baseline::Control && phases != [Phase::Canary];
                 a.states.push(RuleState {
                     rule: i,
                     phases,
-                    method,
-                    fleet_wide,
+                    method: None,
+                    bound: never,
+                    fresh: false,
+                    waiting_since: None,
+                    fleet_wide: false,
                     last: None,
                     reported: false,
-                    alive_at_start,
+                    alive,
                 });
             }
         }
         self.analyses.insert(a.id.clone(), a);
         Ok(Vec::new())
+    }
+
+    /// Whether rule `i`'s source has reported since shortly before `since` (its silence
+    /// from then on is a finding).
+    fn alive(&self, i: usize, since: Timestamp) -> bool {
+        let rule = &self.rules[i];
+        rule.on_missing.is_some_and(|m| {
+            let horizon = since.sub(m.stale_after).sub(MISSING_LIVENESS_SLACK);
+            self.rule_series[i]
+                .liveness()
+                .any(|id| self.store.get(id).last_seen >= horizon)
+        })
+    }
+
+    /// Blocks `a`'s service's line with its final decision `d`.
+    fn block_line(&mut self, a: &Analysis, d: &Decision) {
+        let line = self.lines.entry(a.service.clone()).or_default();
+        let summary = d
+            .evidence
+            .get("summary")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        line.blocked = Some(Blocked {
+            deploy: a.id.clone(),
+            rule: d.rule.clone(),
+            decision: d.decision,
+            at: d.at,
+            summary,
+        });
+        push_bounded(
+            &mut line.history,
+            json!({"at": d.at, "event": "blocked", "deploy": a.id, "rule": d.rule}),
+        );
     }
 
     fn finish(&mut self, mut a: Analysis) {
@@ -536,8 +633,32 @@ impl Engine {
             .or_default() += 1;
     }
 
+    /// Drops series silent past every window that could read them, a bounded share of
+    /// the store per tick (a full pass takes about a quarter of the expiry time), so a
+    /// full store makes room for new hosts without a scan per sample.
+    fn expire(&mut self, now: Timestamp) {
+        let len = self.store.len() as i64;
+        let share =
+            len.saturating_mul(self.cfg.eval_interval.0.max(1)) / self.expire_after.0.max(1);
+        let budget =
+            usize::try_from(share.saturating_mul(4).saturating_add(64)).unwrap_or(usize::MAX);
+        let gone = self
+            .store
+            .expire(now, self.expire_after, self.history_expire_after, budget);
+        if gone.is_empty() {
+            return;
+        }
+        let gone: std::collections::HashSet<SeriesId> = gone.into_iter().collect();
+        for rs in &mut self.rule_series {
+            rs.main.retain(|id| !gone.contains(id));
+            rs.denom.retain(|id| !gone.contains(id));
+            rs.buckets.retain(|(id, _)| !gone.contains(id));
+        }
+    }
+
     /// Evaluates every active deploy over the interval since its last evaluation.
     pub fn tick(&mut self, now: Timestamp) -> Vec<Decision> {
+        self.expire(now);
         let mut out = Vec::new();
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
         for id in ids {
@@ -565,24 +686,7 @@ impl Engine {
                 .iter()
                 .find(|d| d.r#final && d.decision.blocks_line())
             {
-                let line = self.lines.entry(a.service.clone()).or_default();
-                let summary = d
-                    .evidence
-                    .get("summary")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                line.blocked = Some(Blocked {
-                    deploy: a.id.clone(),
-                    rule: d.rule.clone(),
-                    decision: d.decision,
-                    at: d.at,
-                    summary,
-                });
-                push_bounded(
-                    &mut line.history,
-                    json!({"at": d.at, "event": "blocked", "deploy": a.id, "rule": d.rule}),
-                );
+                self.block_line(&a, d);
             }
             a.decisions.extend(decisions.iter().cloned());
             out.extend(decisions);
@@ -601,18 +705,75 @@ impl Engine {
         let mut family: Vec<(usize, f64, f64)> = Vec::new(); // (state index, p, alpha)
         let mut missing: Vec<(usize, MissingAction, Value)> = Vec::new();
         for (si, st) in a.states.iter_mut().enumerate() {
-            if !st.phases.contains(&phase) {
-                continue;
-            }
             let rule = &self.rules[st.rule];
             let rs = &self.rule_series[st.rule];
-            let everything = st.fleet_wide || phase != Phase::Canary;
-            let (treatment, control) = Side::pair(&a.canary, everything);
             // A test runs from the start of the first phase of its group.
             let phase_start = match st.phases.first() {
                 Some(Phase::Canary) => a.started,
                 Some(Phase::Full) => a.full_at.unwrap_or(a.phase_start),
                 _ => a.phase_start,
+            };
+            if !st.bound {
+                let in_canary = st.phases == [Phase::Canary];
+                let mut sides = sides_of(rs, &self.store, &a.canary, in_canary);
+                if sides.is_none() && rs.liveness().next().is_some() {
+                    // Series on other hosts only: wait a little for the canary's first
+                    // scrape, then judge the rule fleet-wide, as a shared server is.
+                    let since = *st.waiting_since.get_or_insert(now);
+                    if now.since(since) >= bind_grace(&self.cfg) {
+                        sides = Some(true);
+                    }
+                }
+                if let Some(fleet_wide) = sides {
+                    st.bound = true;
+                    st.fresh = true;
+                    st.fleet_wide = fleet_wide;
+                    let usable =
+                        !(rule.baseline == Baseline::Control && (fleet_wide || !in_canary));
+                    if usable {
+                        let (treatment, control) = Side::pair(&a.canary, fleet_wide || !in_canary);
+                        st.method = Method::start(&Ctx {
+                            store: &self.store,
+                            rule,
+                            rs,
+                            treatment: &treatment,
+                            control: &control,
+                            from: phase_start,
+                            to: phase_start,
+                            phase_start,
+                            deploy_start: a.started,
+                            alpha: phase_alpha(rule),
+                            block: self.cfg.block,
+                        });
+                    }
+                }
+            }
+            // Every group binds as early as it can, also before its phase: a later
+            // group's method reads the pre-deploy window now, while the store holds it.
+            if !st.phases.contains(&phase) {
+                continue;
+            }
+            if !st.alive
+                && let Some(m) = rule.on_missing
+            {
+                let horizon = a.started.sub(m.stale_after).sub(MISSING_LIVENESS_SLACK);
+                st.alive = rs
+                    .liveness()
+                    .any(|id| self.store.get(id).last_seen >= horizon);
+            }
+            // Until bound, silence is watched where the series are: fleet-wide unless a
+            // canary series exists.
+            let fleet_wide = if st.bound {
+                st.fleet_wide
+            } else {
+                !has_canary(rs, &self.store, &a.canary)
+            };
+            let everything = fleet_wide || phase != Phase::Canary;
+            let (treatment, control) = Side::pair(&a.canary, everything);
+            let from = if std::mem::take(&mut st.fresh) {
+                phase_start.min(a.last_eval)
+            } else {
+                a.last_eval
             };
             let ctx = Ctx {
                 store: &self.store,
@@ -620,7 +781,7 @@ impl Engine {
                 rs,
                 treatment: &treatment,
                 control: &control,
-                from: a.last_eval,
+                from,
                 to: now,
                 phase_start,
                 deploy_start: a.started,
@@ -628,7 +789,7 @@ impl Engine {
                 block: self.cfg.block,
             };
             if let Some(m) = rule.on_missing
-                && st.alive_at_start
+                && st.alive
                 && !st.reported
                 && m.action != MissingAction::Ignore
             {
@@ -653,6 +814,14 @@ impl Engine {
                 }
             }
             let Some(method) = st.method.as_mut() else {
+                // A rule whose series exist but have not yet told their side counts in the
+                // family with p = 1, as a bound rule without enough data does, so the
+                // family does not grow when it binds. A rule with no series at all is left
+                // out (as at the canary event before): it may never bind, and counting it
+                // would cost every other rule power.
+                if !st.bound && !rule.shadow && rs.liveness().next().is_some() {
+                    family.push((si, 1.0, phase_alpha(rule)));
+                }
                 continue;
             };
             let outcome = method.evaluate(&ctx);
@@ -826,6 +995,57 @@ impl Engine {
             .collect()
     }
 
+    /// The earliest instant after `after` at which a tick with no new sample could change
+    /// anything: a phase ending (`full_for`), `promote_after` running out, a source's
+    /// silence reaching `stale_after`, `min_data.duration` being reached, the block holding
+    /// the newest sample closing, or a rule's wait for the canary's series running out.
+    /// `None` when nothing is pending: replay then jumps straight to the next input, so
+    /// the cost of a gap in the data follows the data, not the gap's length.
+    pub fn next_change(&self, after: Timestamp) -> Option<Timestamp> {
+        let mut best: Option<Timestamp> = None;
+        let mut offer = |t: Timestamp| {
+            if t > after && best.is_none_or(|b| t < b) {
+                best = Some(t);
+            }
+        };
+        let newest = self.store.newest();
+        for a in self.analyses.values() {
+            if a.phase == Phase::Full
+                && let Some(f) = a.full_at
+            {
+                offer(f.add(self.cfg.full_for));
+            }
+            if a.phase == Phase::Canary && !a.promoted {
+                offer(a.phase_start.add(self.cfg.promote_after));
+            }
+            if let Some(n) = newest {
+                for start in [Some(a.started), a.full_at].into_iter().flatten() {
+                    let block = self.cfg.block.0.max(1);
+                    let k = n.0.saturating_sub(start.0).max(0) / block + 1;
+                    offer(start.add(DurationMs(k.saturating_mul(block))));
+                }
+            }
+            for st in &a.states {
+                let rule = &self.rules[st.rule];
+                offer(a.phase_start.add(rule.min_data.duration));
+                if let Some(w) = st.waiting_since {
+                    offer(w.add(bind_grace(&self.cfg)));
+                }
+                if let Some(m) = rule.on_missing
+                    && st.alive
+                    && !st.reported
+                    && let Some(last) = self.rule_series[st.rule]
+                        .liveness()
+                        .map(|id| self.store.get(id).last_seen)
+                        .max()
+                {
+                    offer(last.add(m.stale_after));
+                }
+            }
+        }
+        best
+    }
+
     /// Ends every deploy still open (end of replay input) with its final decision.
     pub fn finish_all(&mut self, now: Timestamp) -> Vec<Decision> {
         let ids: Vec<String> = self.analyses.keys().cloned().collect();
@@ -931,6 +1151,65 @@ impl Engine {
             "rules": rules,
             "decisions": a.decisions,
         })
+    }
+}
+
+/// How long a rule whose series exist only off the canary waits for the canary's own
+/// series before it is judged fleet-wide: one block, and at least three evaluations (a
+/// scrape or two after a restart or a deploy reported before its hosts' first scrape).
+fn bind_grace(cfg: &EngineConfig) -> DurationMs {
+    DurationMs(cfg.block.0.max(cfg.eval_interval.0.saturating_mul(3)))
+}
+
+fn has_canary(rs: &RuleSeries, store: &Store, canary: &CanarySelector) -> bool {
+    rs.liveness().any(|id| is_canary(canary, store.get(id)))
+}
+
+/// Which side a rule's series are on, once they exist: `Some(true)` when none carries the
+/// canary selector's labels (a fleet-wide series, e.g. a business metric), `Some(false)`
+/// when a canary series exists (or, outside the canary, any series); `None` while there is
+/// nothing to tell by yet.
+fn sides_of(
+    rs: &RuleSeries,
+    store: &Store,
+    canary: &CanarySelector,
+    in_canary: bool,
+) -> Option<bool> {
+    let mut any = false;
+    let mut labelled = false;
+    for id in rs.liveness() {
+        let s = store.get(id);
+        if is_canary(canary, s) {
+            return Some(false);
+        }
+        any = true;
+        labelled |= canary.keys().any(|l| !s.label(l).is_empty());
+    }
+    match (any, labelled) {
+        (false, _) => None,
+        (true, false) => Some(true),
+        (true, true) => (!in_canary).then_some(false),
+    }
+}
+
+/// The longest `pre_deploy` baseline window the engine reads. A longer one (a typo such as
+/// `106751991167d`) would make every deploy's start walk billions of empty blocks and keep
+/// points beyond any use; it is cut to this, with a warning.
+pub const MAX_BASELINE_WINDOW: DurationMs = DurationMs::from_secs(31 * 86_400);
+
+fn clamp_windows(rules: &mut RuleSet) {
+    for r in &mut rules.rules {
+        if let Baseline::PreDeploy { window } = &mut r.baseline
+            && *window > MAX_BASELINE_WINDOW
+        {
+            tracing::warn!(
+                rule = %r.name,
+                window = %window,
+                max = %MAX_BASELINE_WINDOW,
+                "Baseline window is longer than the engine reads; it is cut to the maximum."
+            );
+            *window = MAX_BASELINE_WINDOW;
+        }
     }
 }
 

@@ -79,8 +79,23 @@ pub struct Store {
     scratch: String,
     /// Samples refused because of the series limit.
     pub refused_samples: u64,
-    /// Samples older than the series' newest point (dropped: windows are in time order).
+    /// Samples at or before the series' newest point (dropped: windows are in time order),
+    /// duplicates included.
     pub out_of_order_samples: u64,
+    /// Of those, samples at exactly the series' newest time (a repeated hour, a re-sent
+    /// batch), dropped like Prometheus drops them.
+    pub duplicate_samples: u64,
+    oldest: Option<Timestamp>,
+    newest: Option<Timestamp>,
+    /// Every text a series was looked up by (canonical and as written), to forget it.
+    aliases: Vec<Vec<Box<str>>>,
+    /// Slots of expired series, reused by new ones.
+    free: Vec<u32>,
+    dead: Vec<bool>,
+    /// Where the expiry sweep continues.
+    cursor: usize,
+    /// Series dropped for silence.
+    pub expired_series: u64,
 }
 
 impl Store {
@@ -97,17 +112,87 @@ impl Store {
             scratch: String::new(),
             refused_samples: 0,
             out_of_order_samples: 0,
+            duplicate_samples: 0,
+            oldest: None,
+            newest: None,
+            aliases: Vec::new(),
+            free: Vec::new(),
+            dead: Vec::new(),
+            cursor: 0,
+            expired_series: 0,
         }
+    }
+
+    /// The oldest sample time the store has seen since it started: how far back a
+    /// baseline can reach at all.
+    pub fn oldest(&self) -> Option<Timestamp> {
+        self.oldest
+    }
+
+    /// The newest sample time stored.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.newest
     }
 
     /// Number of series.
     pub fn len(&self) -> usize {
-        self.series.len()
+        self.series.len() - self.free.len()
     }
 
-    /// True when no series has been seen.
+    /// True when no series is held.
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        self.len() == 0
+    }
+
+    /// Drops series silent since before `now - after` (or `now - history_after` for series
+    /// keeping per-minute history), looking at no more than `budget` slots from where the
+    /// last sweep stopped, so a sweep's cost is bounded per call and a full pass over the
+    /// store takes `len / budget` calls. Their slots are reused by new series; returns the
+    /// ids dropped, which the caller must forget.
+    pub fn expire(
+        &mut self,
+        now: Timestamp,
+        after: DurationMs,
+        history_after: DurationMs,
+        budget: usize,
+    ) -> Vec<SeriesId> {
+        let mut out = Vec::new();
+        let n = self.series.len();
+        if n == 0 {
+            return out;
+        }
+        for _ in 0..budget.min(n) {
+            let i = self.cursor % n;
+            self.cursor = (i + 1) % n;
+            if self.dead[i] {
+                continue;
+            }
+            let s = &self.series[i];
+            let keep = if s.history.is_some() {
+                history_after
+            } else {
+                after
+            };
+            if s.last_seen == Timestamp(i64::MIN) || now.since(s.last_seen) <= keep {
+                continue;
+            }
+            for text in std::mem::take(&mut self.aliases[i]) {
+                self.by_text.remove(&text);
+            }
+            let mut canonical = String::new();
+            textformat::format_series(&s.name, &s.labels, &mut canonical);
+            self.by_canonical.remove(&canonical);
+            let s = &mut self.series[i];
+            s.points = VecDeque::new();
+            s.history = None;
+            s.labels = Vec::new();
+            s.name = "".into();
+            self.dead[i] = true;
+            self.free.push(i as u32);
+            self.expired_series += 1;
+            out.push(SeriesId(i as u32));
+        }
+        out
     }
 
     /// A series by id.
@@ -120,6 +205,7 @@ impl Store {
         self.series
             .iter()
             .enumerate()
+            .filter(|(i, _)| !self.dead[*i])
             .map(|(i, s)| (SeriesId(i as u32), s))
     }
 
@@ -180,26 +266,44 @@ impl Store {
         textformat::format_series(&name, &labels, &mut canonical);
         if let Some(id) = self.by_canonical.get(&canonical).copied() {
             self.by_text.insert(text.into(), id);
+            self.aliases[id.0 as usize].push(text.into());
             return Ok(id);
         }
-        if self.series.len() >= self.max_series {
+        if self.len() >= self.max_series {
             self.refused_samples += 1;
             return Err(StoreError::SeriesLimit {
                 limit: self.max_series,
             });
         }
-        let id = SeriesId(self.series.len() as u32);
-        self.series.push(Series {
+        let series = Series {
             name: name.into(),
             labels,
             points: VecDeque::new(),
             history: None,
             last_seen: Timestamp(i64::MIN),
-        });
+        };
+        let id = match self.free.pop() {
+            Some(i) => {
+                self.series[i as usize] = series;
+                self.dead[i as usize] = false;
+                SeriesId(i)
+            }
+            None => {
+                self.series.push(series);
+                self.dead.push(false);
+                self.aliases.push(Vec::new());
+                SeriesId(self.series.len() as u32 - 1)
+            }
+        };
         if observer.on_new_series(id, &self.series[id.0 as usize]) {
             self.series[id.0 as usize].history = Some(VecDeque::new());
         }
         self.by_text.insert(text.into(), id);
+        let aliases = &mut self.aliases[id.0 as usize];
+        aliases.push(text.into());
+        if canonical != text {
+            aliases.push(canonical.as_str().into());
+        }
         self.by_canonical.insert(canonical, id);
         Ok(id)
     }
@@ -214,7 +318,16 @@ impl Store {
             && at <= last
         {
             self.out_of_order_samples += 1;
+            if at == last {
+                self.duplicate_samples += 1;
+            }
             return;
+        }
+        if self.oldest.is_none_or(|o| at < o) {
+            self.oldest = Some(at);
+        }
+        if self.newest.is_none_or(|n| at > n) {
+            self.newest = Some(at);
         }
         s.points.push_back((at, value));
         s.last_seen = at;
@@ -354,6 +467,42 @@ mod tests {
         );
         assert_eq!(s.refused_samples, 1);
         assert!(s.intern("m{", &mut NoHistory).is_err());
+    }
+
+    #[test]
+    fn silent_series_expire_and_free_their_slot() {
+        let mut s = Store::new(DurationMs(100), DurationMs(0), 2);
+        let a = s.intern("a", &mut NoHistory).unwrap();
+        let b = s.intern(r#"b{x="1",y="2"}"#, &mut NoHistory).unwrap();
+        s.intern(r#"b{y="2",x="1"}"#, &mut NoHistory).unwrap();
+        s.push(a, Timestamp(0), 1.0);
+        s.push(b, Timestamp(1000), 1.0);
+        assert!(s.intern("c", &mut NoHistory).is_err(), "full");
+        assert!(
+            s.expire(Timestamp(50), DurationMs(100), DurationMs(100), 10)
+                .is_empty()
+        );
+        assert_eq!(
+            s.expire(Timestamp(500), DurationMs(100), DurationMs(100), 10),
+            vec![a]
+        );
+        assert_eq!(s.len(), 1);
+        let c = s.intern("c", &mut NoHistory).unwrap();
+        assert_eq!(c, a, "the slot is reused");
+        assert_eq!(s.get(c).name.as_ref(), "c");
+        assert_eq!(
+            s.expire(Timestamp(5000), DurationMs(100), DurationMs(100), 1),
+            Vec::<SeriesId>::new(),
+            "c never reported; a budget of one looks at one slot"
+        );
+        assert_eq!(
+            s.expire(Timestamp(5000), DurationMs(100), DurationMs(100), 1),
+            vec![b]
+        );
+        let b2 = s.intern(r#"b{y="2",x="1"}"#, &mut NoHistory).unwrap();
+        assert_eq!(b2, b);
+        assert_eq!(s.get(b2).last_seen, Timestamp(i64::MIN), "a fresh series");
+        assert_eq!(s.iter().count(), 2);
     }
 
     #[test]
