@@ -65,7 +65,7 @@ impl FleetSpec {
             error_factor: 1.0,
             latency_factor: 1.0,
             surge: seed % 4 == 1,
-            missing: if seed % 2 == 0 { 0.05 } else { 0.0 },
+            missing: if seed.is_multiple_of(2) { 0.05 } else { 0.0 },
         }
     }
 }
@@ -99,11 +99,11 @@ struct Host {
 /// Writes the fleet's OpenMetrics text and deploy JSON Lines.
 fn generate(spec: &FleetSpec) -> (String, String, f64) {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let z = Normal::new(0.0, 1.0).unwrap();
-    let spread = 0.5;
+    let z = Normal::new(0.0f64, 1.0).unwrap();
+    let spread: f64 = 0.5;
     let mut hosts: Vec<Host> = (0..spec.hosts)
         .map(|_| Host {
-            requests_per_s: 8.0 * (0.2 * z.sample(&mut rng)).exp(),
+            requests_per_s: 40.0 * (0.2f64 * z.sample(&mut rng)).exp(),
             error_rate: 0.003 * (spread * z.sample(&mut rng)).exp(),
             latency: 0.08 * (spread * z.sample(&mut rng)).exp(),
             requests: 0.0,
@@ -130,7 +130,6 @@ fn generate(spec: &FleetSpec) -> (String, String, f64) {
         };
         for (i, h) in hosts.iter_mut().enumerate() {
             let canary = i < spec.canary;
-            let new_version = (canary && t > canary_at) || t > full_at;
             let bad = canary && t > canary_at;
             let lat = h.latency * if bad { spec.latency_factor } else { 1.0 };
             let err = h.error_rate * if bad { spec.error_factor } else { 1.0 };
@@ -169,7 +168,6 @@ fn generate(spec: &FleetSpec) -> (String, String, f64) {
             h.requests += n;
             h.errors += e;
             h.sum += s;
-            let _ = new_version;
             if rng.random::<f64>() < spec.missing {
                 continue;
             }
@@ -356,4 +354,68 @@ fn a_quarter_more_latency_is_caught_in_a_six_minute_canary() {
         "{} of {runs}: {missed:?}",
         caught.len()
     );
+}
+
+/// A MySQL threads-running gauge that jumps from about 1 to 13 at the deploy: the
+/// pre-deploy rule (a warning in the shipped rules) fails within two minutes, where a
+/// floor of six one-minute blocks used to hold it for 4.5 minutes.
+#[test]
+fn threads_running_jumping_from_one_to_thirteen_fails_within_two_minutes() {
+    let mysql: Vec<(&str, &str)> = defaults::RULE_FILES
+        .iter()
+        .copied()
+        .filter(|(n, _)| n.ends_with("mysql.yaml"))
+        .collect();
+    let rules = immune::rules::load::load_sources(&mysql).unwrap();
+    for seed in 0..5u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(40_000 + seed);
+        let start = 1_700_000_000.0_f64;
+        let canary_at = start + 20.0 * 60.0;
+        let end_at = canary_at + 15.0 * 60.0;
+        let mut om = String::from("# TYPE mysql_global_status_threads_running gauge\n");
+        let mut t = start;
+        while t <= end_at {
+            let base: f64 = if t > canary_at { 13.0 } else { 1.0 };
+            let v: f64 = Poisson::new(base).unwrap().sample(&mut rng);
+            let v = v.max(1.0);
+            let _ = writeln!(
+                om,
+                "mysql_global_status_threads_running{{job=\"mysql\",instance=\"db-01:9104\"}} {v} {t}"
+            );
+            t += 15.0;
+        }
+        om.push_str("# EOF\n");
+        let deploys = format!(
+            "{}\n{}\n{}\n",
+            serde_json::json!({"at": canary_at, "deploy": "d", "event": "canary", "service": "web", "canary": {"instance": ["web-000:80"]}}),
+            serde_json::json!({"at": canary_at + 300.0, "deploy": "d", "event": "full", "service": "web"}),
+            serde_json::json!({"at": end_at, "deploy": "d", "event": "end", "service": "web"}),
+        );
+        let mut engine = Engine::new(rules.clone(), EngineConfig::default());
+        let mut out = Vec::new();
+        immune::replay::run(
+            &mut engine,
+            immune::replay::Input::new("mysql.om", om.as_bytes()),
+            immune::replay::Input::new("mysql.jsonl", deploys.as_bytes()),
+            immune::replay::Options {
+                unit: TimestampUnit::Seconds,
+                eval_interval_ms: 10_000,
+            },
+            &mut out,
+        )
+        .unwrap();
+        let ds: Vec<Decision> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let warn = ds
+            .iter()
+            .find(|d| d.rule == "mysql_threads_running")
+            .unwrap_or_else(|| panic!("seed {seed}: no decision on threads running: {ds:#?}"));
+        assert_eq!(warn.decision, DecisionKind::Warn, "{warn:#?}");
+        let after = warn.at - canary_at;
+        eprintln!("threads running 1 -> 13: warned after {after} s (seed {seed})");
+        assert!(after <= 120.0, "seed {seed}: {after} s: {warn:#?}");
+    }
 }

@@ -165,7 +165,7 @@ impl Continuous {
         };
         let safe = GridEProcess::new(offset + sign * e, &[offset, offset - sign * e])
             .or_else(|| GridEProcess::new(1.0, &[0.0]))
-            .unwrap_or_else(|| unreachable_grid());
+            .unwrap_or_else(unreachable_grid);
         Continuous {
             safe,
             two_sample,
@@ -243,14 +243,14 @@ impl Continuous {
         let sign = sign(ctx.rule.direction);
         let pre: &[f64] = if self.two_sample { &self.pre } else { &[] };
         let stat = t_stat(pre, &self.post);
-        if gained && self.unusable.is_none() {
-            if let Some(s) = stat
-                && let Some(l) = log_bf_mixture(s.t, s.n_delta, s.nu, &PRIOR_SCALES)
-            {
-                self.last_log_bf = l;
-                if sign * s.shift >= e / 2.0 {
-                    self.max_log_bf = self.max_log_bf.max(l);
-                }
+        if gained
+            && self.unusable.is_none()
+            && let Some(s) = stat
+            && let Some(l) = log_bf_mixture(s.t, s.n_delta, s.nu, &PRIOR_SCALES)
+        {
+            self.last_log_bf = l;
+            if sign * s.shift >= e / 2.0 {
+                self.max_log_bf = self.max_log_bf.max(l);
             }
         }
         let block_variance = self.variance();

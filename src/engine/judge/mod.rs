@@ -1,20 +1,23 @@
 //! The judge: how one rule turns a deploy's series into a verdict (`pass`, `fail`,
 //! `inconclusive`) with the numbers behind it.
 //!
-//! Every method keeps two anytime-valid e-processes ([`GridEProcess`]): `harm` tests "no
-//! regression" against regressions of at least `min_effect`, and `safe` tests "a regression
-//! of `min_effect`" against no regression. The rule fails when `harm` crosses its threshold
-//! (after Holm across the deploy's rules, done by the caller) and passes when `safe`
-//! crosses `1/alpha`; both may be checked at every evaluation without inflating error rates.
+//! Every method keeps an anytime-valid `harm` test ("no regression" against regressions
+//! of at least `min_effect`) and a `safe` one ("a regression of `min_effect`" against no
+//! regression). The rule fails when `harm` crosses its threshold (after Holm across the
+//! deploy's rules, done by the caller) and passes when `safe` crosses `1/alpha`; both may
+//! be checked at every evaluation without inflating error rates. One file per method:
 //!
-//! - Counts against the control ([`CountControl`]): conditional binomial on each interval's
-//!   counts (Lindon & Malek 2022), quasi-likelihood scaled by the between-host dispersion.
-//! - Counts against the past ([`CountPast`]): a Poisson process whose null rate is the
-//!   upper (or lower) confidence bound of the baseline rate; half of alpha pays for the bound.
-//! - Continuous values ([`Continuous`]): per-block relative differences, Gaussian mixture
-//!   e-process with the variance measured before the deploy (Johari et al. 2017).
-//! - Drift ([`Drift`]): Mann-Kendall trend test with Theil-Sen slope on per-block values,
-//!   with alpha spent over looks as α·6/(π²k²), so infinitely many looks cost at most α.
+//! - `count_control.rs`: counts, canary against control, each host against its own past
+//!   (difference in differences on the conditional binomial, Lindon & Malek 2022).
+//! - `count_past.rs`: counts against the pre-deploy rate's confidence bound, or against
+//!   the same interval a season ago.
+//! - `continuous.rs`: per-block changes, anytime-valid two-sample t-test against the
+//!   pre-deploy blocks (unknown variance inside the test).
+//! - `drift.rs`: Mann-Kendall trend test with Theil-Sen slope, alpha spent over looks.
+//!
+//! `evidence.rs` holds the shared e-process pair and the evidence helpers, `read.rs` the
+//! series readers and the block walks (which skip stretches without data). The alpha
+//! accounting is written down in docs/ARCHITECTURE.md ("The judge").
 
 mod continuous;
 mod count_control;
