@@ -3,7 +3,8 @@
 
 Regenerate (from the repository root):
 
-    python3 scripts/stats_fixtures.py
+    python3 scripts/stats_fixtures.py          # every file
+    python3 scripts/stats_fixtures.py tmix     # one generator by name
 
 Writes tests/fixtures/stats/*.json, read by tests/stats_reference.rs. Needs
 numpy, scipy and statsmodels (versions recorded in each file's "meta").
@@ -366,7 +367,44 @@ def multiple():
     write("multiple", cases)
 
 
-if __name__ == "__main__":
+def tmix():
+    """Bayes factor of the t-test mixture (immune::stats::tmix), computed independently
+    by integrating the noncentral t density over the prior on the standardised shift:
+    BF(g) = E_{delta ~ N(0, g)}[ nct.pdf(t; nu, delta * sqrt(n_delta)) ] / t.pdf(t; nu)."""
+    cases = []
+    r = np.random.default_rng(23)
+    for n1, n2 in [(10, 2), (10, 3), (10, 6), (30, 4), (0, 3), (0, 8), (5, 5), (2, 1)]:
+        for _ in range(3):
+            pre = r.normal(0.0, 1.0, n1)
+            post = r.normal(r.uniform(-1.5, 3.0), 1.0, n2)
+            if n1 > 0:
+                nu = n1 + n2 - 2
+                nd = 1.0 / (1.0 / n1 + 1.0 / n2)
+                ss = ((pre - pre.mean()) ** 2).sum() + ((post - post.mean()) ** 2).sum()
+                shift = post.mean() - pre.mean()
+            else:
+                nu = n2 - 1
+                nd = float(n2)
+                ss = ((post - post.mean()) ** 2).sum()
+                shift = post.mean()
+            sd = math.sqrt(ss / nu)
+            t = shift * math.sqrt(nd) / sd
+            logs = []
+            for g in [1.0, 10.0, 100.0]:
+                num, _ = integrate.quad(
+                    lambda d: stats.nct.pdf(t, nu, d * math.sqrt(nd)) * stats.norm.pdf(d, 0.0, math.sqrt(g)),
+                    -np.inf, np.inf, limit=200, epsabs=0, epsrel=1e-11)
+                logs.append(math.log(num / stats.t.pdf(t, nu)))
+            mix = math.log(sum(math.exp(l) for l in logs) / len(logs))
+            cases.append(dict(pre=fl(pre), post=fl(post), t=f(t), nu=f(nu), n_delta=f(nd),
+                              log_bf=fl(logs), log_bf_mixture=f(mix)))
+    write("tmix", cases)
+
+
+if __name__ == "__main__" and len(sys.argv) > 1:
+    for name in sys.argv[1:]:
+        globals()[name]()
+elif __name__ == "__main__":
     poisson_exact()
     poisson_overdispersed()
     proportions()
@@ -376,3 +414,4 @@ if __name__ == "__main__":
     sequential()
     drift()
     multiple()
+    tmix()

@@ -11,13 +11,25 @@ use immune::sim::{self, DeployPlan, FleetConfig, Scenario};
 use immune::textformat::TimestampUnit;
 
 /// Simulates one deploy of `scenario` on a fleet with `seed` and returns the decisions.
+/// The fleet runs for 35 minutes before the canary: the judge measures each canary host
+/// against its own past over up to 30 minutes before the deploy.
 fn judge(seed: u64, scenario: Scenario, tweak: impl FnOnce(&mut FleetConfig)) -> Vec<Decision> {
+    judge_after(35, seed, scenario, tweak)
+}
+
+/// As [`judge`], with `history_min` minutes of fleet before the canary.
+fn judge_after(
+    history_min: i64,
+    seed: u64,
+    scenario: Scenario,
+    tweak: impl FnOnce(&mut FleetConfig),
+) -> Vec<Decision> {
     let mut cfg = FleetConfig {
         seed,
         ..FleetConfig::default()
     };
     tweak(&mut cfg);
-    let canary_at = cfg.start.add(DurationMs::from_secs(15 * 60));
+    let canary_at = cfg.start.add(DurationMs::from_secs(history_min * 60));
     let plan = DeployPlan::new(&format!("d{seed}"), canary_at, scenario);
     let until = plan.end_at.add(DurationMs::from_secs(60));
     let (mut metrics, mut deploys) = (Vec::new(), Vec::new());
@@ -167,7 +179,7 @@ fn ds_canary_at(seed: u64) -> f64 {
         seed,
         ..FleetConfig::default()
     };
-    cfg.start.add(DurationMs::from_secs(15 * 60)).as_secs_f64()
+    cfg.start.add(DurationMs::from_secs(35 * 60)).as_secs_f64()
 }
 
 #[test]
@@ -222,7 +234,8 @@ fn healthy_deploys_are_wrongly_stopped_at_most_at_the_configured_alpha() {
         } else {
             Scenario::Healthy
         };
-        let ds = judge(seed, scenario, |c| c.start = start_for(seed));
+        // 15 minutes of history: validity must hold with a short pre-period too.
+        let ds = judge_after(15, seed, scenario, |c| c.start = start_for(seed));
         if final_of(&ds).decision.blocks_line() {
             stopped.push((seed, final_of(&ds).rule.clone()));
         }

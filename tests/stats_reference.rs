@@ -343,3 +343,27 @@ fn multiple_testing_matches_statsmodels() {
         );
     }
 }
+
+/// The t-test mixture's closed form (Gönen et al. 2005) against SciPy's numerical
+/// integration of the noncentral t density over the prior: 1e-6 relative on the log
+/// Bayes factor (quadrature error), the statistic itself 1e-9.
+#[test]
+fn tmix_matches_scipy_noncentral_t_quadrature() {
+    use immune::stats::tmix::{log_bf, log_bf_mixture, t_stat};
+    let gs = [1.0, 10.0, 100.0];
+    for c in load("tmix") {
+        let (pre, post) = (nums(&c["pre"]), nums(&c["post"]));
+        let s = t_stat(&pre, &post).unwrap();
+        let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b.abs().max(1.0);
+        assert!(close(s.t, num(&c["t"]), 1e-9), "t {} vs {}", s.t, c["t"]);
+        assert_eq!(s.nu, num(&c["nu"]));
+        assert!(close(s.n_delta, num(&c["n_delta"]), 1e-12));
+        for (g, want) in gs.iter().zip(nums(&c["log_bf"])) {
+            let got = log_bf(s.t, s.n_delta, s.nu, *g).unwrap();
+            assert!(close(got, want, 1e-6), "g {g}: {got} vs {want} in {c}");
+        }
+        let got = log_bf_mixture(s.t, s.n_delta, s.nu, &gs).unwrap();
+        let want = num(&c["log_bf_mixture"]);
+        assert!(close(got, want, 1e-6), "mixture {got} vs {want}");
+    }
+}

@@ -19,6 +19,7 @@ pub mod poisson;
 pub mod proportion;
 pub mod sequential;
 pub mod shape;
+pub mod tmix;
 pub mod welch;
 
 pub use drift::{Cusum, MannKendall, PageHinkley, TheilSen, mann_kendall, theil_sen};

@@ -1,0 +1,261 @@
+//! Counts against the concurrent control, each host against its own past.
+//!
+//! Each interval's counts are tested with the conditional binomial (Lindon & Malek,
+//! NeurIPS 2022): given the interval's total, the canary's events are binomial with share
+//! `θ e1 / (θ e1 + e0)`, which cancels whatever moves both sides at once (the daily curve,
+//! a surge). Hosts differ, so before the deploy the canary already holds some share of the
+//! events that is not its share of the exposure. Difference in differences: the null rate
+//! ratio θ0 is the canary's own pre-deploy ratio to the control, measured over
+//! [`CONTROL_CALIBRATION`] before the deploy, moved to its confidence bound on the harmless
+//! side. The bound costs half of the rule's alpha ([`BOUND_SHARE`]), the e-process gets the
+//! rest, so P(false fail) ≤ α/2 (bound misses) + α/2 (Ville). This is the count analogue of
+//! regression adjustment on pre-period values (CUPED, Deng et al., WSDM 2013; anytime-valid
+//! form in Lindon, Ham, Tingley & Bojinov 2022, arXiv 2210.08589).
+//!
+//! The quasi-likelihood dispersion is the over-time variation of the canary/control split
+//! around its fitted ratio (pre-deploy blocks and post-deploy intervals, each around their
+//! own ratio), not the between-host variation, which the adjustment removes.
+//!
+//! Without a usable pre-period (too few blocks or events before the deploy, new hosts) the
+//! test is the unadjusted one (θ0 = 1, between-host dispersion, whole alpha). The choice is
+//! made at start from pre-deploy data only, so it cannot depend on the post data.
+
+use super::evidence::{
+    Evidence, dispersion, ev_json, events_to_decide, merge, more, round, verdict, waiting, z_for,
+};
+use super::read::{block_counts, count_agg, pearson, pearson_pairs};
+use super::{CONTROL_CALIBRATION, Ctx, MIN_CALIBRATION_BLOCKS, Outcome, Span};
+use crate::rules::Direction;
+use serde_json::{Value, json};
+
+/// The share of the rule's alpha that pays for the pre-deploy ratio's confidence bound.
+pub const BOUND_SHARE: f64 = 0.5;
+
+/// Events (both sides) the pre-deploy window must hold for the adjustment.
+const MIN_PRE_EVENTS: f64 = 10.0;
+
+/// The canary's pre-deploy ratio to the control and its bound.
+#[derive(Clone, Debug)]
+struct PreRatio {
+    /// Point estimate of (canary rate) / (control rate) before the deploy.
+    ratio: f64,
+    /// The bound on the harmless side: the harm null.
+    bound: f64,
+    /// The bound on the other side, scaling the safe null.
+    other_bound: f64,
+    events: (f64, f64),
+    blocks: usize,
+    chi2: (f64, f64),
+}
+
+/// Conditional binomial state.
+#[derive(Clone, Debug)]
+pub struct CountControl {
+    pub(super) ev: Evidence,
+    treatment: (f64, f64),
+    control: (f64, f64),
+    /// Between-host χ² of the control's hosts (the unadjusted test's dispersion).
+    host_chi2: (f64, f64),
+    /// Post-deploy intervals `[x1, x0, e1, e0]`, for the over-time dispersion.
+    pairs: Vec<[f64; 4]>,
+    integral: bool,
+    intervals: usize,
+    pre: Option<PreRatio>,
+    /// Why there is no adjustment, when there is none.
+    unadjusted_reason: Option<String>,
+    pub(super) blocks_read: u64,
+}
+
+impl CountControl {
+    /// Reads the pre-deploy window before `ctx.deploy_start` (never after it) and chooses
+    /// the adjusted or the unadjusted test.
+    pub(super) fn start(ctx: &Ctx<'_>) -> Option<CountControl> {
+        let rule = ctx.rule;
+        let from = ctx.deploy_start.sub(CONTROL_CALIBRATION);
+        let (blocks, blocks_read) = block_counts(ctx, from, ctx.deploy_start);
+        let (x1, x0, e1, e0) = blocks.iter().fold((0.0, 0.0, 0.0, 0.0), |a, p| {
+            (a.0 + p[0], a.1 + p[1], a.2 + p[2], a.3 + p[3])
+        });
+        let integral = blocks
+            .iter()
+            .all(|p| p[0].fract() == 0.0 && p[1].fract() == 0.0);
+        let reason = if blocks.len() < MIN_CALIBRATION_BLOCKS {
+            Some(format!(
+                "only {} pre-deploy blocks with data on both sides (need {MIN_CALIBRATION_BLOCKS})",
+                blocks.len()
+            ))
+        } else if x1 + x0 < MIN_PRE_EVENTS || x0 <= 0.0 {
+            Some(format!(
+                "only {} pre-deploy events (need {MIN_PRE_EVENTS}, some on the control)",
+                round(x1 + x0)
+            ))
+        } else {
+            None
+        };
+        let pre = if reason.is_none() {
+            // Half-event continuity correction keeps a canary with no errors before the
+            // deploy finite; the log ratio's variance is φ(1/x1 + 1/x0) (delta method).
+            let chi2 = pearson_pairs(&blocks);
+            let phi = dispersion(chi2, integral);
+            let ratio = ((x1 + 0.5) / e1) / ((x0 + 0.5) / e0);
+            let se = (phi * (1.0 / (x1 + 0.5) + 1.0 / (x0 + 0.5))).sqrt();
+            let f = (z_for(ctx.alpha * BOUND_SHARE) * se).exp();
+            let (bound, other_bound) = match rule.direction {
+                Direction::Decrease => (ratio / f, ratio * f),
+                _ => (ratio * f, ratio / f),
+            };
+            Some(PreRatio {
+                ratio,
+                bound,
+                other_bound,
+                events: (x1, x0),
+                blocks: blocks.len(),
+                chi2,
+            })
+        } else {
+            None
+        };
+        let ev = match &pre {
+            Some(p) => Evidence::with_nulls(rule, p.ratio, p.bound / p.ratio, {
+                // The safe null is the smallest effect from the other bound.
+                p.other_bound / p.ratio
+            })?,
+            None => Evidence::for_ratio(rule, 1.0)?,
+        };
+        Some(CountControl {
+            ev,
+            treatment: (0.0, 0.0),
+            control: (0.0, 0.0),
+            host_chi2: (0.0, 0.0),
+            pairs: Vec::new(),
+            integral: true,
+            intervals: 0,
+            pre,
+            unadjusted_reason: reason,
+            blocks_read,
+        })
+    }
+
+    /// The alpha the e-process is judged at: what the bound left.
+    fn alpha_e(&self, alpha: f64) -> f64 {
+        if self.pre.is_some() {
+            alpha * (1.0 - BOUND_SHARE)
+        } else {
+            alpha
+        }
+    }
+
+    /// The dispersion used: over time around the fitted ratio (adjusted), or between hosts.
+    fn phi(&self) -> (f64, f64) {
+        let hosts = dispersion(self.host_chi2, self.integral);
+        match &self.pre {
+            Some(p) => {
+                let post = pearson_pairs(&self.pairs);
+                let chi2 = (p.chi2.0 + post.0, p.chi2.1 + post.1);
+                (dispersion(chi2, self.integral), hosts)
+            }
+            None => (hosts, hosts),
+        }
+    }
+
+    pub(super) fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
+        let span = Span::recent(ctx.from, ctx.to);
+        let t = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, span);
+        let c = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.control, span);
+        if t.exposure > 0.0 && c.exposure > 0.0 {
+            self.intervals += 1;
+            self.ev
+                .harm
+                .update_conditional(t.events, c.events, t.exposure, c.exposure);
+            self.ev
+                .safe
+                .update_conditional(t.events, c.events, t.exposure, c.exposure);
+            self.treatment.0 += t.events;
+            self.treatment.1 += t.exposure;
+            self.control.0 += c.events;
+            self.control.1 += c.exposure;
+            let (chi, df) = pearson(&c.hosts);
+            self.host_chi2.0 += chi;
+            self.host_chi2.1 += df;
+            self.pairs
+                .push([t.events, c.events, t.exposure, c.exposure]);
+            self.integral &= t.integral && c.integral;
+        }
+        let (phi, phi_hosts) = self.phi();
+        self.ev.set_scale(1.0 / phi);
+        let alpha_e = self.alpha_e(ctx.alpha);
+        let events = self.treatment.0 + self.control.0;
+        let enough_events = events >= ctx.rule.min_data.events as f64;
+        let enough_time = ctx.to.since(ctx.phase_start) >= ctx.rule.min_data.duration;
+        let enough = enough_events && enough_time;
+        let rate = |(x, e): (f64, f64)| if e > 0.0 { x / e } else { 0.0 };
+        let unadjusted = if rate(self.control) > 0.0 {
+            rate(self.treatment) / rate(self.control)
+        } else {
+            f64::NAN
+        };
+        let offset = self.pre.as_ref().map_or(1.0, |p| p.ratio);
+        let ratio = unadjusted / offset;
+        let num = |x: f64| {
+            if x.is_finite() {
+                json!(round(x))
+            } else {
+                Value::Null
+            }
+        };
+        let adjustment = match &self.pre {
+            Some(p) => json!({
+                "used": true,
+                "pre_deploy_ratio": round(p.ratio),
+                "null_ratio": round(p.bound),
+                "pre_deploy_events": {"treatment": round(p.events.0), "control": round(p.events.1)},
+                "pre_deploy_blocks": p.blocks,
+                "bound_alpha": round(ctx.alpha * BOUND_SHARE),
+            }),
+            None => json!({
+                "used": false,
+                "reason": self.unadjusted_reason.clone().unwrap_or_default(),
+            }),
+        };
+        let mut evidence = json!({
+            "test": "conditional_binomial_mixture",
+            "treatment": {"events": round(self.treatment.0), "exposure": round(self.treatment.1), "rate": round(rate(self.treatment))},
+            "baseline": {"events": round(self.control.0), "exposure": round(self.control.1), "rate": round(rate(self.control))},
+            "effect": {"ratio": num(ratio), "unadjusted_ratio": num(unadjusted)},
+            "adjustment": adjustment,
+            "dispersion": round(phi),
+            "between_host_dispersion": round(phi_hosts),
+            "variance_removed": round((1.0 - phi / phi_hosts).max(0.0)),
+            "intervals": self.intervals,
+            "alpha": round(alpha_e),
+        });
+        merge(&mut evidence, ev_json(&self.ev));
+        let v = verdict(&self.ev, alpha_e, enough);
+        let wait = if !enough_events {
+            format!(
+                "about {} at current rates (min_data.events {})",
+                more(ctx.rule.min_data.events as f64 - events, "event"),
+                ctx.rule.min_data.events
+            )
+        } else if !enough_time {
+            more(
+                (ctx.rule.min_data.duration.0 - ctx.to.since(ctx.phase_start).0) as f64 / 1000.0,
+                "second",
+            )
+        } else {
+            match events_to_decide(&self.ev, alpha_e, events) {
+                Some(n) => format!("about {} at current rates", more(n, "event")),
+                None => "more events: the evidence does not lean either way yet".to_string(),
+            }
+        };
+        waiting(&mut evidence, v, wait);
+        Outcome {
+            verdict: v,
+            p_value: if enough { self.ev.harm.p_value() } else { 1.0 },
+            alpha: alpha_e,
+            enough_data: enough,
+            harm_e_value: self.ev.harm.e_value(),
+            evidence,
+        }
+    }
+}
