@@ -50,6 +50,13 @@ enum Command {
         /// A deploy none of whose stopping rules saw data ends `block` or `pass`.
         #[arg(long, default_value = "block")]
         no_evidence: String,
+        /// Also write an HTML report (index.html and one page per deploy) into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The metrics file's format: `text` (OpenMetrics or Prometheus text in time order)
+        /// or `promtool-dump` (the output of `promtool tsdb dump`, ordered here by time).
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// Run the live agent: sources, the engine, signals, the deploy API and /metrics.
     /// Without --config: rules from ./rules (else the embedded ones), state in ./data,
@@ -158,6 +165,9 @@ struct BacktestArgs {
     /// Longest span fetched per request and selector; bounds memory.
     #[arg(long, default_value = "1h")]
     chunk: String,
+    /// Also write an HTML report (index.html and one page per deploy) into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
     #[command(flatten)]
     tsdb: TsdbArgs,
 }
@@ -329,7 +339,14 @@ fn run(command: Command) -> Result<ExitCode> {
             timestamps,
             eval_interval,
             no_evidence,
+            report,
+            format,
         } => {
+            let dump = match format.as_str() {
+                "text" => false,
+                "promtool-dump" => true,
+                other => anyhow::bail!("--format: expected text or promtool-dump, got {other:?}"),
+            };
             let no_evidence = match no_evidence.as_str() {
                 "block" => immune::engine::NoEvidence::Block,
                 "pass" => immune::engine::NoEvidence::Pass,
@@ -357,11 +374,20 @@ fn run(command: Command) -> Result<ExitCode> {
             let mut out = BufWriter::new(stdout.lock());
             let summary = match (metrics, deploys) {
                 (Some(m), Some(d)) => {
-                    let metrics_reader: Box<dyn Read> = if m == "-" {
+                    let mut metrics_reader: Box<dyn Read> = if m == "-" {
                         Box::new(std::io::stdin())
                     } else {
                         Box::new(File::open(&m).with_context(|| format!("{m}: cannot open"))?)
                     };
+                    if dump {
+                        let mut ordered = Vec::new();
+                        immune::history::dump::to_time_order(
+                            &m,
+                            BufReader::new(metrics_reader),
+                            &mut ordered,
+                        )?;
+                        metrics_reader = Box::new(std::io::Cursor::new(ordered));
+                    }
                     let deploys_reader =
                         File::open(&d).with_context(|| format!("{}: cannot open", d.display()))?;
                     immune::replay::run(
@@ -380,6 +406,9 @@ fn run(command: Command) -> Result<ExitCode> {
             for w in &summary.warnings {
                 eprintln!("immune: warning: {w}");
             }
+            if let Some(dir) = &report {
+                write_report(&engine, dir)?;
+            }
             tracing::info!(
                 samples = summary.samples,
                 deploy_events = summary.deploy_events,
@@ -390,6 +419,14 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes the report pages of every deploy `engine` judged.
+fn write_report(engine: &Engine, dir: &std::path::Path) -> Result<()> {
+    let lines = serde_json::to_value(engine.lines()).context("lines as JSON")?;
+    immune::report::write_dir(dir, &engine.deploys(), &lines)?;
+    tracing::info!(dir = %dir.display(), "Report written.");
+    Ok(())
 }
 
 fn duration(flag: &str, text: &str) -> Result<DurationMs> {
@@ -485,6 +522,9 @@ fn run_backtest(args: BacktestArgs) -> Result<ExitCode> {
         },
         &mut out,
     )?;
+    if let Some(dir) = &args.report {
+        write_report(&engine, dir)?;
+    }
     tracing::info!(
         samples = summary.samples,
         deploy_events = summary.deploy_events,

@@ -174,6 +174,72 @@ struct RuleState {
     /// A source counts as alive (so its silence is a finding) once it has reported since
     /// shortly before the deploy began.
     alive: bool,
+    /// What the report page plots: `[at, deploy side, baseline, e-value]` per evaluation.
+    trace: Trace,
+}
+
+/// A rule's evaluations for the report's charts, bounded: when full, every other point is
+/// dropped and only every second evaluation is kept from then on, so a long watch phase
+/// costs at most [`TRACE_POINTS`] points with an even spread.
+#[derive(Default)]
+struct Trace {
+    points: Vec<[f64; 4]>,
+    every: u32,
+    skipped: u32,
+}
+
+/// At most this many points per rule and deploy.
+const TRACE_POINTS: usize = 240;
+
+impl Trace {
+    fn push(&mut self, at: Timestamp, o: &Outcome) {
+        self.skipped += 1;
+        if self.skipped < self.every.max(1) {
+            return;
+        }
+        self.skipped = 0;
+        let num = |path: [&str; 2]| {
+            o.evidence
+                .get(path[0])
+                .and_then(|v| v.get(path[1]))
+                .and_then(Value::as_f64)
+        };
+        let t = num(["treatment", "rate"])
+            .or(num(["treatment", "value"]))
+            .or(num(["treatment", "last_value"]));
+        let b = num(["baseline", "rate"])
+            .or(num(["baseline", "value"]))
+            .or(num(["baseline", "level"]));
+        let f = |v: Option<f64>| v.filter(|x| x.is_finite()).unwrap_or(f64::NAN);
+        self.points
+            .push([at.as_secs_f64(), f(t), f(b), o.harm_e_value]);
+        if self.points.len() >= TRACE_POINTS {
+            let kept: Vec<[f64; 4]> = self.points.iter().step_by(2).copied().collect();
+            self.points = kept;
+            self.every = self.every.max(1) * 2;
+        }
+    }
+
+    fn json(&self) -> Value {
+        Value::Array(
+            self.points
+                .iter()
+                .map(|p| {
+                    Value::Array(
+                        p.iter()
+                            .map(|x| {
+                                if x.is_finite() {
+                                    json!(judge::round(*x))
+                                } else {
+                                    Value::Null
+                                }
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+        )
+    }
 }
 
 struct Analysis {
@@ -181,6 +247,7 @@ struct Analysis {
     service: String,
     version: Option<String>,
     commits: Vec<String>,
+    by: Option<String>,
     canary: CanarySelector,
     started: Timestamp,
     phase: Phase,
@@ -525,6 +592,7 @@ impl Engine {
             service: service.clone(),
             version: ev.version.clone(),
             commits: ev.commits.clone(),
+            by: ev.by.clone(),
             canary,
             started: at,
             phase: Phase::Canary,
@@ -575,6 +643,7 @@ impl Engine {
                     last: None,
                     reported: false,
                     alive,
+                    trace: Trace::default(),
                 });
             }
         }
@@ -832,6 +901,7 @@ impl Engine {
             if !rule.shadow {
                 family.push((si, outcome.p_value, outcome.alpha));
             }
+            st.trace.push(now, &outcome);
             st.last = Some(outcome);
         }
         // Silence first: a source that locked up is the loudest signal there is.
@@ -1131,11 +1201,14 @@ impl Engine {
                 let r = &self.rules[s.rule];
                 json!({
                     "rule": r.name,
+                    "description": r.description,
+                    "action": match r.action { Action::Rollback => "rollback", Action::Block => "block", Action::Warn => "warn" },
                     "phases": s.phases,
                     "baseline": r.baseline.as_str(),
                     "shadow": r.shadow,
                     "state": s.last.as_ref().map(|o| o.verdict),
                     "evidence": s.last.as_ref().map(|o| o.evidence.clone()),
+                    "trace": s.trace.json(),
                 })
             })
             .collect();
@@ -1145,7 +1218,9 @@ impl Engine {
             "version": a.version,
             "commits": a.commits,
             "canary": a.canary,
+            "by": a.by,
             "started_at": a.started.as_secs_f64(),
+            "full_at": a.full_at.map(|t| t.as_secs_f64()),
             "phase": if a.done { "done" } else { a.phase.as_str() },
             "promoted": a.promoted,
             "rules": rules,
