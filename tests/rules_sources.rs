@@ -110,5 +110,8 @@ fn every_shipped_rule_reads_series_the_example_configuration_produces() {
             }
         }
     }
-    assert!(missing.is_empty(), "no configured source produces: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "no configured source produces: {missing:#?}"
+    );
 }
