@@ -226,7 +226,7 @@ fn invalid_utf8_names_its_file_and_line_once() {
     );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("bad.om:2: invalid UTF-8 at byte 6"), "{err}");
+    assert!(err.contains("bad.om:2: invalid UTF-8 at byte 7"), "{err}");
     assert_eq!(err.matches("UTF-8").count(), 1, "said once: {err}");
 
     let d = temp_file("bad.jsonl", "");
