@@ -382,13 +382,13 @@ mod tests {
 
     #[test]
     fn chunks_cover_spans_without_overlap() {
-        let c = chunked(&[(Timestamp(0), Timestamp(2500_000))], DurationMs(1000_000));
+        let c = chunked(&[(Timestamp(0), Timestamp(2_500_000))], DurationMs(1_000_000));
         assert_eq!(
             c,
             vec![
-                (Timestamp(0), Timestamp(1000_000)),
-                (Timestamp(1000_000), Timestamp(2000_000)),
-                (Timestamp(2000_000), Timestamp(2500_000))
+                (Timestamp(0), Timestamp(1_000_000)),
+                (Timestamp(1_000_000), Timestamp(2_000_000)),
+                (Timestamp(2_000_000), Timestamp(2_500_000))
             ]
         );
     }
