@@ -382,7 +382,10 @@ mod tests {
 
     #[test]
     fn chunks_cover_spans_without_overlap() {
-        let c = chunked(&[(Timestamp(0), Timestamp(2_500_000))], DurationMs(1_000_000));
+        let c = chunked(
+            &[(Timestamp(0), Timestamp(2_500_000))],
+            DurationMs(1_000_000),
+        );
         assert_eq!(
             c,
             vec![
