@@ -121,10 +121,8 @@ mod tests {
         .collect();
         assert_eq!(
             nearest("php_error_total", &names),
-            vec![
-                "php_errors_total".to_string(),
-                "php_fatal_errors_total".to_string()
-            ]
+            vec!["php_errors_total".to_string()],
+            "php_fatal_errors_total is 7 edits away, past the typo limit of 5"
         );
         assert!(nearest("memcached_hits_total", &names).is_empty());
     }

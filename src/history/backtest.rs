@@ -474,7 +474,10 @@ mod tests {
         );
         assert_eq!(
             p.spans,
-            vec![(Timestamp(100_000_000 - 720_000), Timestamp(101_010_000))]
+            vec![(
+                Timestamp(100_000_000 - CONTROL_CALIBRATION.0 - 120_000),
+                Timestamp(101_010_000)
+            )]
         );
     }
 }
