@@ -71,8 +71,10 @@ async fn deploy_lifecycle_through_the_client() {
         .step("d1", Step::End, &DeployStep::default())
         .await
         .unwrap();
+    // No sample arrived while it ran: no evidence is not a pass.
     assert_eq!(end.decisions.len(), 1);
-    assert_eq!(end.decisions[0].decision, DecisionKind::Pass);
+    assert_eq!(end.decisions[0].decision, DecisionKind::Block);
+    assert_eq!(end.decisions[0].rule, "no_evidence");
     assert!(end.decisions[0].r#final);
     let list: Value = reqwest::get(format!("{}/api/v1/deploys", agent.url))
         .await
@@ -82,14 +84,15 @@ async fn deploy_lifecycle_through_the_client() {
         .unwrap();
     assert_eq!(list["deploys"].as_array().map(Vec::len), Some(1), "{list}");
     let line = c.line("web").await.unwrap();
-    assert!(line["blocked"].is_null(), "{line}");
-    // The unblock of an open line is accepted and changes nothing.
+    assert_eq!(line["blocked"]["rule"], "no_evidence", "{line}");
     let u = Unblock {
         by: "alice".into(),
         reason: "checked".into(),
         at: None,
     };
     c.unblock("web", &u).await.unwrap();
+    let line = c.line("web").await.unwrap();
+    assert!(line["blocked"].is_null(), "{line}");
     agent.stop().await.unwrap();
 }
 
