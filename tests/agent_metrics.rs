@@ -37,7 +37,8 @@ async fn metrics_are_complete_and_promtool_clean() {
     .await;
     let c = reqwest::Client::new();
     // Some activity so labelled families have children: a push, and a deploy that ends
-    // on a blocked line (a line that was never blocked is open, so end it plainly).
+    // before any of its canary's samples arrived. No evidence is not good news, so it
+    // ends `block` (no_evidence) and the line shows blocked.
     c.post(format!(
         "{}/api/v1/push?job=web&instance=web-01:80",
         agent.url
@@ -75,11 +76,11 @@ async fn metrics_are_complete_and_promtool_clean() {
         );
     }
     assert!(
-        text.contains("immune_decisions_total{decision=\"pass\"} 1"),
+        text.contains("immune_decisions_total{decision=\"block\"} 1"),
         "{text}"
     );
     assert!(
-        text.contains("immune_line_blocked{service=\"web\"} 0"),
+        text.contains("immune_line_blocked{service=\"web\"} 1"),
         "{text}"
     );
     assert!(
