@@ -12,6 +12,7 @@
 //! - [`sources`]: tasks reading MySQL, memcached, exporters, PromQL, pushes into the engine.
 //! - [`api`]: the HTTP API (deploy events, state, push, reload, own metrics) and its client.
 //! - [`history`]: a Prometheus-compatible TSDB's history: backtests, `check --against`, `promtool tsdb dump` input.
+//! - [`experiment`]: experiments (hypothesis builder): schema, loading, deterministic assignment.
 //! - [`config`]: the configuration file, `immune.yaml`.
 //! - [`bench`]: `immune bench`: detection against other methods, and performance.
 //! - [`serve`]: the live agent wiring sources, engine, signals and API; [`demo`] runs it on the simulator.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod defaults;
 pub mod demo;
 pub mod engine;
+pub mod experiment;
 pub mod history;
 pub mod limits;
 pub mod model;

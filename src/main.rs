@@ -128,6 +128,11 @@ enum Command {
     },
     /// Unit tests, as `promtool test`: `immune test rules FILE...` runs rule test files
     /// (input series, deploys, expected decisions) through the real engine.
+    /// Experiments (the hypothesis builder): deterministic assignment of users to branches.
+    Experiment {
+        #[command(subcommand)]
+        action: ExperimentAction,
+    },
     Test {
         #[command(subcommand)]
         what: TestWhat,
@@ -136,6 +141,20 @@ enum Command {
     /// Thanos, Mimir, VictoriaMetrics): fetches what the rules read around each deploy in
     /// bounded chunks and prints the same JSON Lines as `immune replay`.
     Backtest(BacktestArgs),
+}
+
+#[derive(Subcommand)]
+enum ExperimentAction {
+    /// Print `uid<TAB>branch` per uid (`none` outside initial_rollout).
+    Assign {
+        /// The experiment file.
+        file: PathBuf,
+        /// The experiment's name.
+        name: String,
+        /// User ids.
+        #[arg(required = true)]
+        uids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +337,9 @@ fn run(command: Command) -> Result<ExitCode> {
             tsdb,
         } => run_check(&paths, against.as_deref(), &tsdb),
         Command::Backtest(args) => run_backtest(args),
+        Command::Experiment {
+            action: ExperimentAction::Assign { file, name, uids },
+        } => run_experiment_assign(&file, &name, &uids),
         Command::Test {
             what: TestWhat::Rules { files },
         } => {
@@ -471,8 +493,54 @@ impl TsdbArgs {
     }
 }
 
+fn run_experiment_assign(file: &std::path::Path, name: &str, uids: &[String]) -> Result<ExitCode> {
+    let exps = immune::experiment::load_file(file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let Some(exp) = exps.iter().find(|e| e.name == name) else {
+        anyhow::bail!("{}: no experiment named {name:?}", file.display());
+    };
+    for uid in uids {
+        let branch = immune::experiment::assign::branch_for(exp, uid).unwrap_or("none");
+        println!("{uid}\t{branch}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Splits off experiment files (a top-level `experiments:` key) and checks them with the
+/// experiment loader; the rest go to the rule checker.
+fn check_experiment_files(paths: &[PathBuf]) -> (Vec<PathBuf>, bool) {
+    let mut rest = Vec::new();
+    let mut ok = true;
+    for p in paths {
+        let is_exp = p.is_file()
+            && std::fs::read_to_string(p)
+                .is_ok_and(|t| immune::experiment::looks_like_experiments(&t));
+        if !is_exp {
+            rest.push(p.clone());
+            continue;
+        }
+        match immune::experiment::load_file(p) {
+            Ok(e) => println!("{}: ok, {} experiment(s)", p.display(), e.len()),
+            Err(d) => {
+                eprintln!("{d}");
+                ok = false;
+            }
+        }
+    }
+    (rest, ok)
+}
+
 fn run_check(paths: &[PathBuf], against: Option<&str>, tsdb: &TsdbArgs) -> Result<ExitCode> {
-    let ok = immune::rules::check::check(paths, &mut std::io::stdout(), &mut std::io::stderr());
+    let (rule_paths, exp_ok) = check_experiment_files(paths);
+    if rule_paths.is_empty() && !paths.is_empty() {
+        return Ok(if exp_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let paths = &rule_paths[..];
+    let ok = immune::rules::check::check(paths, &mut std::io::stdout(), &mut std::io::stderr())
+        && exp_ok;
     if !ok {
         return Ok(ExitCode::from(1));
     }
