@@ -147,7 +147,10 @@ impl Experiment {
         }
         let sum: f64 = self.branches.iter().map(|b| b.weight).sum();
         if sum > 1.0 + 1e-9 {
-            p.push(format!("{who}: branch weights sum to {sum}, over 1"));
+            p.push(format!(
+                "{who}: branch weights sum to {}, over 1",
+                (sum * 1e9).round() / 1e9
+            ));
         }
         for m in &self.metrics {
             if !(m.min_effect > 0.0 && m.min_effect.is_finite()) {
