@@ -159,13 +159,13 @@ impl Experiment {
                     m.name
                 ));
             }
-            if let Some(a) = m.alpha {
-                if !(a > 0.0 && a < 0.5) {
-                    p.push(format!(
-                        "{who}: metric {:?} alpha {a} is outside (0, 0.5)",
-                        m.name
-                    ));
-                }
+            if let Some(a) = m.alpha
+                && !(a > 0.0 && a < 0.5)
+            {
+                p.push(format!(
+                    "{who}: metric {:?} alpha {a} is outside (0, 0.5)",
+                    m.name
+                ));
             }
         }
         p
