@@ -59,6 +59,9 @@ fn check_accepts_experiment_files_and_reports_positions() {
     .unwrap();
     let (code, _, err) = immune(&["check", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("bad.yaml:4:20: unknown field \"wieght\""), "{err}");
+    assert!(
+        err.contains("bad.yaml:4:20: unknown field \"wieght\""),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
