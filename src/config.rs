@@ -76,6 +76,9 @@ pub struct Config {
     /// Rule files or directories; empty means `./rules` if it exists, else the embedded rules.
     #[serde(default)]
     pub rules: Vec<PathBuf>,
+    /// Experiment files (see docs/EXPERIMENTS.md), loaded at start.
+    #[serde(default)]
+    pub experiments: Vec<PathBuf>,
     /// The engine's clock spacing and limits.
     #[serde(default)]
     pub engine: EngineSection,
@@ -103,6 +106,7 @@ impl Default for Config {
             public_url: None,
             data_dir: default_data_dir(),
             rules: Vec::new(),
+            experiments: Vec::new(),
             engine: EngineSection::default(),
             api: ApiConfig::default(),
             http: HttpConfig::default(),

@@ -375,7 +375,12 @@ pub async fn run(
         stop_rx.clone(),
     )));
 
+    let mut experiments = Vec::new();
+    for path in &config.experiments {
+        experiments.extend(crate::experiment::load_file(path).map_err(ServeError::Rules)?);
+    }
     let state = ApiState {
+        experiments: Arc::new(experiments),
         engine: engine_handle.clone(),
         signals: signals.clone(),
         clock: clock.clone(),

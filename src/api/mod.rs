@@ -25,6 +25,7 @@
 pub mod client;
 pub mod deploys;
 pub mod error;
+pub mod experiments;
 pub mod http;
 pub mod metrics;
 pub mod pages;
@@ -69,6 +70,8 @@ pub struct ApiState {
     pub events: EventWindow,
     /// How long the engine may spend on one input before `/-/healthy` fails.
     pub liveness: Duration,
+    /// The experiments loaded from `experiments:` files.
+    pub experiments: Arc<Vec<crate::experiment::Experiment>>,
 }
 
 /// Builds the whole router.
@@ -101,6 +104,11 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .route("/api/v1/deploys/{id}", get(deploys::get_one))
         .route("/api/v1/lines", get(deploys::lines))
         .route("/api/v1/lines/{service}", get(deploys::line))
+        .route("/api/v1/experiments", get(experiments::list))
+        .route(
+            "/api/v1/experiments/{name}/assign",
+            get(experiments::assign),
+        )
         .route("/", get(pages::index))
         .route("/deploys/{id}", get(pages::deploy))
         .layer(DefaultBodyLimit::max(cfg.body_limit));
