@@ -126,13 +126,13 @@ enum Command {
         #[command(flatten)]
         tsdb: TsdbArgs,
     },
-    /// Unit tests, as `promtool test`: `immune test rules FILE...` runs rule test files
-    /// (input series, deploys, expected decisions) through the real engine.
     /// Experiments (the hypothesis builder): deterministic assignment of users to branches.
     Experiment {
         #[command(subcommand)]
         action: ExperimentAction,
     },
+    /// Unit tests, as `promtool test`: `immune test rules FILE...` runs rule test files
+    /// (input series, deploys, expected decisions) through the real engine.
     Test {
         #[command(subcommand)]
         what: TestWhat,
@@ -511,14 +511,16 @@ fn check_experiment_files(paths: &[PathBuf]) -> (Vec<PathBuf>, bool) {
     let mut rest = Vec::new();
     let mut ok = true;
     for p in paths {
-        let is_exp = p.is_file()
-            && std::fs::read_to_string(p)
-                .is_ok_and(|t| immune::experiment::looks_like_experiments(&t));
-        if !is_exp {
+        // Read once: the same text decides the kind and is loaded.
+        let text = p
+            .is_file()
+            .then(|| std::fs::read_to_string(p).ok())
+            .flatten();
+        let Some(text) = text.filter(|t| immune::experiment::looks_like_experiments(t)) else {
             rest.push(p.clone());
             continue;
-        }
-        match immune::experiment::load_file(p) {
+        };
+        match immune::experiment::load_str(&p.display().to_string(), &text) {
             Ok(e) => println!("{}: ok, {} experiment(s)", p.display(), e.len()),
             Err(d) => {
                 eprintln!("{d}");
