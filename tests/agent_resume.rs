@@ -3,76 +3,10 @@
 //! appear only after the restart, bind as they arrive, and a bad deploy (twice the
 //! canary's error rate) is rolled back.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod process_common;
+
+use process_common::{free_port, http, start_agent};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(config: &Path, port: u16) -> Agent {
-    let child = Command::new(env!("CARGO_BIN_EXE_immune"))
-        .args(["serve", "--config", &config.display().to_string()])
-        .env("IMMUNE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let agent = Agent(child);
-    wait_for(|| {
-        http("GET", port, "/-/healthy", "")
-            .map(|r| r.0 == 200)
-            .unwrap_or(false)
-    });
-    agent
-}
-
-fn wait_for(mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ok() {
-        assert!(Instant::now() < deadline, "condition not met within 60 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A minimal HTTP/1.1 client: (status, body).
-fn http(method: &str, port: u16, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((status, body))
-}
 
 const RULES: &str = r#"
 rules:
@@ -137,15 +71,7 @@ fn a_bad_deploy_killed_mid_canary_is_still_rolled_back_after_restart() {
     let start = r#"{"deploy": "d1", "service": "web", "version": "r2", "canary": {"instance": ["web-01:80"]}}"#;
     let (status, body) = http("POST", port, "/api/v1/deploys", start).unwrap();
     assert!(status < 300, "{status} {body}");
-    let pid = agent.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ = agent.0.wait();
+    agent.kill9();
 
     // 2. Restarted on the same data, the deploy is resumed with an empty store; the
     //    fleet keeps reporting and the canary has twice the errors: rolled back.
