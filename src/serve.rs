@@ -317,6 +317,7 @@ pub async fn run(
         past: RESUME_MAX_AGE,
         future: config.api.max_event_lead.0,
     };
+    let mut resumed = std::collections::BTreeSet::new();
     for ev in signals.resume_events()? {
         if let Err(why) = resumable.check(ev.at, clock.now()) {
             tracing::error!(
@@ -332,12 +333,24 @@ pub async fn run(
         }
         match engine_handle.deploy_event(ev.clone()).await {
             Ok(Ok(_)) => {
-                tracing::info!(deploy = ?ev.deploy, event = ?ev.event, "Deploy event resumed.")
+                tracing::info!(deploy = ?ev.deploy, event = ?ev.event, "Deploy event resumed.");
+                resumed.extend(ev.deploy);
             }
             Ok(Err(e)) => {
                 tracing::warn!(deploy = ?ev.deploy, error = %e, "Deploy event not resumed.")
             }
             Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
+        }
+    }
+    // What each resumed deploy had already decided (a promote, warnings) is told back to
+    // it, so a restart does not send those signals again under new ids.
+    for deploy in resumed {
+        let decisions = signals.decisions_of(&deploy)?;
+        if !decisions.is_empty() {
+            engine_handle
+                .restore_decisions(deploy, decisions)
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
         }
     }
 

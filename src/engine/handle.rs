@@ -44,6 +44,8 @@ pub enum Input {
     Reload(RuleSet),
     /// Block a service's line again after a restart (service, the decision that blocked it).
     RestoreBlock(String, Decision),
+    /// Tell a resumed deploy what it already decided (deploy, its stored decisions).
+    RestoreDecisions(String, Vec<Decision>),
     /// Stop the thread.
     Shutdown,
 }
@@ -230,6 +232,17 @@ impl EngineHandle {
             .await
     }
 
+    /// Tells a resumed deploy the decisions it reached before a restart, so it does not
+    /// repeat them (see `Engine::restore_decisions`).
+    pub async fn restore_decisions(
+        &self,
+        deploy: String,
+        decisions: Vec<Decision>,
+    ) -> Result<(), HandleError> {
+        self.send_blocking(Input::RestoreDecisions(deploy, decisions))
+            .await
+    }
+
     /// Stops the engine thread after the inputs already queued.
     pub async fn shutdown(&self) -> Result<(), HandleError> {
         self.send_blocking(Input::Shutdown).await
@@ -353,6 +366,9 @@ fn run(
             }
             Input::Reload(rules) => engine.set_rules(rules),
             Input::RestoreBlock(service, d) => engine.restore_block(&service, &d),
+            Input::RestoreDecisions(deploy, ds) => {
+                engine.restore_decisions(&deploy, &ds);
+            }
             Input::Shutdown => break,
         }
         beat.idle();

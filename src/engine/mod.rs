@@ -12,6 +12,7 @@
 mod evidence;
 pub mod handle;
 pub mod judge;
+mod resume;
 pub mod store;
 
 use crate::model::{

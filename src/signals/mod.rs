@@ -658,6 +658,12 @@ impl Signals {
         Ok(evs)
     }
 
+    /// The decisions already recorded for `deploy`, oldest first (see
+    /// [`outbox::Outbox::decisions_of`]).
+    pub fn decisions_of(&self, deploy: &str) -> Result<Vec<Decision>, SignalsError> {
+        self.with_outbox(|ob| ob.decisions_of(deploy))
+    }
+
     /// Each blocked line and the decision that blocked it, to re-apply at start-up (the
     /// engine blocks lines only through decisions, so `serve` restores them explicitly).
     pub fn blocked_lines(&self) -> Result<Vec<(String, Decision)>, SignalsError> {

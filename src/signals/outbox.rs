@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     shadow   INTEGER NOT NULL,
     body     TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS decisions_deploy ON decisions (deploy);
 CREATE TABLE IF NOT EXISTS deploys (
     deploy   TEXT PRIMARY KEY,
     service  TEXT,
@@ -535,6 +536,23 @@ impl Outbox {
         }
         out.sort_by(|a, b| a.at.total_cmp(&b.at));
         Ok(out)
+    }
+
+    /// The decisions recorded for `deploy`, oldest first: a resumed deploy is told what it
+    /// already decided, so a restart never sends a second `promote` or `warn` for it.
+    pub fn decisions_of(&self, deploy: &str) -> Result<Vec<Decision>, SignalsError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT body FROM decisions WHERE deploy = ?1 ORDER BY seq")?;
+        let rows: Vec<String> = st
+            .query_map([deploy], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|b| {
+                serde_json::from_str(&b)
+                    .map_err(|e| SignalsError::Store(format!("stored decision of {deploy}: {e}")))
+            })
+            .collect()
     }
 
     /// Each blocked line and its blocking decision.
