@@ -121,13 +121,29 @@ pub(crate) async fn apply(state: &ApiState, ev: DeployEvent) -> Result<EventAnsw
             format!("event applied in memory but not stored ({e}); it will not survive a restart"),
         ));
     }
-    tracing::info!(deploy = ?ev.deploy, service = ?ev.service, event = ?ev.event, "Deploy event.");
+    tracing::info!(
+        deploy = ev.deploy.as_deref(),
+        service = ev.service.as_deref(),
+        event = event_name(ev.event),
+        "Deploy event."
+    );
     Ok(EventAnswer {
         deploy: ev.deploy,
         event: ev.event,
         at: ev.at,
         decisions,
     })
+}
+
+/// The event kind as the API spells it, for logs.
+pub(crate) fn event_name(kind: DeployEventKind) -> &'static str {
+    match kind {
+        DeployEventKind::Canary => "canary",
+        DeployEventKind::Full => "full",
+        DeployEventKind::End => "end",
+        DeployEventKind::Abort => "abort",
+        DeployEventKind::Unblock => "unblock",
+    }
 }
 
 /// The event's time: `at` when given and within the accepted window, else now.
