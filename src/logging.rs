@@ -9,8 +9,9 @@
 //!   is unset or empty (<https://no-color.org>); a log written to a file or a pipe is plain.
 //! - **JSON**: `--log-json` writes one JSON object per line (fields as JSON values).
 //!
-//! Log call sites print fields as values (`deploy=d1`, not `deploy=Some("d1")`): an
-//! optional field is passed as `Option<&str>`, which `tracing` records only when present.
+//! Log call sites print fields as values (`deploy=d1`, not `deploy=Some("d1")`): text as
+//! `%field`, an optional one as `field.as_deref().map(tracing::field::display)`, which
+//! `tracing` records only when present.
 
 use std::io::IsTerminal;
 

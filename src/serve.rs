@@ -339,7 +339,7 @@ pub async fn run(
                 )
             }
             Ok(Err(e)) => {
-                tracing::warn!(deploy = ev.deploy.as_deref(), error = %e, "Deploy event not resumed.")
+                tracing::warn!(deploy = ev.deploy.as_deref().map(tracing::field::display), error = %e, "Deploy event not resumed.")
             }
             Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
         }

@@ -117,7 +117,15 @@ async fn status_watch_and_lines_show_the_deploy_until_it_is_rolled_back() {
 
     // watch redraws until the agent rolls the deploy back (the heartbeat stops), exit 3.
     let watcher = Command::new(env!("CARGO_BIN_EXE_immune"))
-        .args(["deploy", "--url", &url, "watch", "d1", "--interval", "200ms"])
+        .args([
+            "deploy",
+            "--url",
+            &url,
+            "watch",
+            "d1",
+            "--interval",
+            "200ms",
+        ])
         .env("IMMUNE_LOG", "error")
         .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
@@ -144,7 +152,10 @@ async fn status_watch_and_lines_show_the_deploy_until_it_is_rolled_back() {
             && frames.contains("rollback by rule heartbeat_silent in canary at 20"),
         "{frames}\n(last frame: {last})"
     );
-    assert!(!frames.contains('\x1b'), "no colour, no screen clearing on a pipe");
+    assert!(
+        !frames.contains('\x1b'),
+        "no colour, no screen clearing on a pipe"
+    );
 
     // status exits 3 too now, and lines say who blocked web, since when.
     let o = deploy(&["status", "d1"]);
@@ -165,14 +176,30 @@ async fn status_watch_and_lines_show_the_deploy_until_it_is_rolled_back() {
     assert_eq!(doc["web"]["blocked"]["deploy"], "d1");
 
     // An unknown deploy is refused: exit 2 with the agent's reason.
-    let o = immune(&["deploy", "--url", &url, "watch", "nope", "--interval", "100ms"]);
+    let o = immune(&[
+        "deploy",
+        "--url",
+        &url,
+        "watch",
+        "nope",
+        "--interval",
+        "100ms",
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("unknown deploy"), "{}", text(&o));
     agent.stop().await.unwrap();
 
     // An agent that cannot be reached: exit 2, and the cause is kept.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let o = immune(&["deploy", "--url", &dead, "watch", "d1", "--interval", "50ms"]);
+    let o = immune(&[
+        "deploy",
+        "--url",
+        &dead,
+        "watch",
+        "d1",
+        "--interval",
+        "50ms",
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).to_lowercase().contains("connection refused"),

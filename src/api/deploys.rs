@@ -122,9 +122,9 @@ pub(crate) async fn apply(state: &ApiState, ev: DeployEvent) -> Result<EventAnsw
         ));
     }
     tracing::info!(
-        deploy = ev.deploy.as_deref(),
-        service = ev.service.as_deref(),
-        event = event_name(ev.event),
+        deploy = ev.deploy.as_deref().map(tracing::field::display),
+        service = ev.service.as_deref().map(tracing::field::display),
+        event = %event_name(ev.event),
         "Deploy event."
     );
     Ok(EventAnswer {
