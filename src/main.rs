@@ -266,6 +266,9 @@ enum DeployAction {
         /// Canary series as label=value (repeatable; e.g. --canary instance=web-03:80).
         #[arg(long, required = true)]
         canary: Vec<String>,
+        /// Who deployed (shown in alerts, webhooks and the report page).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// The new version is live everywhere.
     Full {
@@ -766,6 +769,7 @@ fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<
                     version,
                     commits,
                     canary,
+                    by,
                 } => {
                     let mut selector = immune::model::CanarySelector::new();
                     for c in canary {
@@ -786,6 +790,7 @@ fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<
                         version,
                         commits,
                         canary: selector,
+                        by,
                         at: None,
                     };
                     serde_json::to_value(client.start(&body).await?)?

@@ -47,6 +47,9 @@ pub struct StartDeploy {
     pub commits: Vec<String>,
     /// Which series are canary: label name → values (e.g. `{"instance": ["web-03:80"]}`).
     pub canary: CanarySelector,
+    /// Who deployed, for people reading decisions, alerts and the report page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// When, in seconds since the epoch (default: now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<f64>,
@@ -185,7 +188,7 @@ pub async fn start(
         version: b.version,
         commits: b.commits,
         canary: Some(b.canary),
-        by: None,
+        by: b.by,
         reason: None,
     };
     let answer = apply(&state, ev).await?;
