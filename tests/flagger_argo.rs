@@ -85,6 +85,11 @@ async fn flagger_then_argo_drive_deploys_alone() {
                       "commits": "abc1234,def5678", "by": "flagger-bot", "token": TOKEN});
     let deploy_url = format!("{url}/api/v1/deploys/prod%2Fweb%2F6d9f8c7b5");
 
+    // Without metadata.canary a webhook only reads: web is unknown yet, so 403.
+    let (st, v) = flagger(&client, &url, "pre-rollout", "Progressing", json!({"service": "web"})).await;
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(v["reason"], "unknown service");
+    assert!(v.get("started").is_none());
     // Without the token, confirm-rollout changes nothing.
     let mut no_token = meta.clone();
     no_token.as_object_mut().unwrap().remove("token");

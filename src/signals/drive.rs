@@ -5,7 +5,12 @@
 //! `{"name", "namespace", "phase", "checksum", "metadata"}` (metadata: the webhook's own
 //! string map). What each type does:
 //!
-//! | type | immune | answer |
+//! A webhook whose metadata has `canary` (the label values that mark the canary's
+//! series) drives the deploy; without it every type only reads, as the gates always did
+//! (so a Canary whose deploys a script reports keeps working unchanged). What each type
+//! does:
+//!
+//! | type | immune (with `metadata.canary`) | answer |
 //! |---|---|---|
 //! | `confirm-rollout`, `pre-rollout` | starts the deploy (once; later calls read it) | 200 healthy, 403 not |
 //! | `rollout`, `confirm-traffic-increase` | reads the verdict | 200 healthy, 403 halt |
@@ -14,11 +19,11 @@
 //! | `post-rollout` | ends the deploy (`phase: Failed`: aborts it, by Flagger) | 200 |
 //! | anything else (`event`) | reads | 200 healthy, 403 not |
 //!
-//! Metadata keys: `service` (default: the Canary's name), `deploy` (default
-//! `<namespace>/<name>/<checksum>`), `canary` (the canary series as `label=value`, comma
-//! separated; default `app=<name>`, the label Flagger gives canary pods, while the
-//! primary's pods carry `app=<name>-primary`), `version`, `commits` (comma separated), `by`,
-//! and `token`: Flagger sends no headers, so when API tokens are configured a webhook that
+//! Metadata keys: `canary` (the canary series as `label=value`, comma separated, e.g.
+//! `app=web`: Flagger's canary pods carry `app=<name>`, the primary's `app=<name>-primary`),
+//! `service` (default: the Canary's name), `deploy` (default
+//! `<namespace>/<name>/<checksum>`), `version`, `commits` (comma separated), `by`, and
+//! `token`: Flagger sends no headers, so when API tokens are configured a webhook that
 //! starts or ends a deploy must carry one of them in `metadata.token` (or an
 //! `Authorization: Bearer` header); without it the answer is 401 and nothing changes.
 //!
@@ -244,6 +249,9 @@ pub(crate) async fn flagger(
     let Some(d) = st.opts.driver.clone() else {
         return gates::flagger_answer(&st, &check, &req, &service, named.as_deref(), None).await;
     };
+    let Some(canary_text) = req.metadata.get("canary").cloned() else {
+        return gates::flagger_answer(&st, &check, &req, &service, named.as_deref(), None).await;
+    };
     let mutates = matches!(
         check.as_str(),
         "confirm-rollout" | "pre-rollout" | "post-rollout"
@@ -258,11 +266,6 @@ pub(crate) async fn flagger(
     let mut started = None;
     match check.as_str() {
         "confirm-rollout" | "pre-rollout" => {
-            let canary_text = req
-                .metadata
-                .get("canary")
-                .cloned()
-                .unwrap_or_else(|| format!("app={}", req.name));
             let canary = match parse_canary(&canary_text) {
                 Ok(c) => c,
                 Err(e) => {
