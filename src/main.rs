@@ -732,9 +732,11 @@ fn run_watch(client: immune::api::client::Client, id: &str, interval: &str) -> R
     let code = runtime()?.block_on(immune::report::terminal::watch(
         &client,
         id,
-        std::time::Duration::from_millis(interval.0 as u64),
-        stdout_colour(),
-        clear,
+        immune::report::terminal::WatchOptions {
+            interval: std::time::Duration::from_millis(interval.0 as u64),
+            colour: stdout_colour(),
+            clear,
+        },
         &unix_now,
         &mut std::io::stdout(),
         &mut std::io::stderr(),

@@ -86,7 +86,14 @@ async fn flagger_then_argo_drive_deploys_alone() {
     let deploy_url = format!("{url}/api/v1/deploys/prod%2Fweb%2F6d9f8c7b5");
 
     // Without metadata.canary a webhook only reads: web is unknown yet, so 403.
-    let (st, v) = flagger(&client, &url, "pre-rollout", "Progressing", json!({"service": "web"})).await;
+    let (st, v) = flagger(
+        &client,
+        &url,
+        "pre-rollout",
+        "Progressing",
+        json!({"service": "web"}),
+    )
+    .await;
     assert_eq!(st, 403, "{v}");
     assert_eq!(v["reason"], "unknown service");
     assert!(v.get("started").is_none());

@@ -453,6 +453,17 @@ pub fn lines_table(lines: &Value, deploys: &[Value], colour: bool) -> String {
     table(&["SERVICE", "LINE", "SINCE", "WHY"], &rows, &style)
 }
 
+/// How [`watch`] redraws.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchOptions {
+    /// Time between two looks at the deploy.
+    pub interval: Duration,
+    /// ANSI colour (see [`crate::logging::colour_wanted`]).
+    pub colour: bool,
+    /// Clear the screen before each frame (a terminal); else write changed frames only.
+    pub clear: bool,
+}
+
 /// Redraws the deploy's table every `interval` until it ends; returns its exit code (0
 /// passed/promoted/ended, 3 rolled back/blocked, 2 the agent refused or stayed unreachable
 /// for three tries in a row). On a terminal (`clear`) each frame replaces the last; else a
@@ -461,13 +472,16 @@ pub fn lines_table(lines: &Value, deploys: &[Value], colour: bool) -> String {
 pub async fn watch(
     client: &Client,
     id: &str,
-    interval: Duration,
-    colour: bool,
-    clear: bool,
+    opts: WatchOptions,
     now: &dyn Fn() -> f64,
     out: &mut dyn std::io::Write,
     err: &mut dyn std::io::Write,
 ) -> std::io::Result<u8> {
+    let WatchOptions {
+        interval,
+        colour,
+        clear,
+    } = opts;
     let mut failures = 0u32;
     let mut last = String::new();
     loop {

@@ -154,7 +154,6 @@ async fn apply(api: &ApiState, ev: DeployEvent) -> Result<(), Response> {
 }
 
 /// Starts `deploy` unless the engine already holds it; `Ok(true)` when started.
-#[allow(clippy::too_many_arguments)]
 async fn start_once(
     api: &ApiState,
     deploy: &str,
