@@ -250,6 +250,7 @@ async fn send(client: &Client, ev: &DeployEvent, id: &str) -> Result<(), ClientE
                     version: ev.version.clone(),
                     commits: ev.commits.clone(),
                     canary: ev.canary.clone().unwrap_or_default(),
+                    by: ev.by.clone(),
                     at: Some(ev.at),
                 })
                 .await?;

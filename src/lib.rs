@@ -13,6 +13,7 @@
 //! - [`api`]: the HTTP API (deploy events, state, push, reload, own metrics) and its client.
 //! - [`history`]: a Prometheus-compatible TSDB's history: backtests, `check --against`, `promtool tsdb dump` input.
 //! - [`experiment`]: experiments (hypothesis builder): schema, loading, deterministic assignment.
+//! - [`logging`]: the log subscriber (RUST_LOG / IMMUNE_LOG, colour only on a terminal) and error cause chains.
 //! - [`config`]: the configuration file, `immune.yaml`.
 //! - [`bench`]: `immune bench`: detection against other methods, and performance.
 //! - [`serve`]: the live agent wiring sources, engine, signals and API; [`demo`] runs it on the simulator.
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod experiment;
 pub mod history;
 pub mod limits;
+pub mod logging;
 pub mod model;
 pub mod replay;
 pub mod report;

@@ -108,6 +108,17 @@ enum Command {
         #[command(flatten)]
         auth: Auth,
     },
+    /// Every service's line: open or blocked, by which deploy and rule, since when.
+    Lines {
+        /// The agent's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9977")]
+        url: String,
+        #[command(flatten)]
+        auth: Auth,
+        /// Print the JSON document of `GET /api/v1/lines` instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks: detection against other methods (`detect`) and performance (`perf`).
     Bench {
         #[command(subcommand)]
@@ -255,6 +266,9 @@ enum DeployAction {
         /// Canary series as label=value (repeatable; e.g. --canary instance=web-03:80).
         #[arg(long, required = true)]
         canary: Vec<String>,
+        /// Who deployed (shown in alerts, webhooks and the report page).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// The new version is live everywhere.
     Full {
@@ -277,10 +291,23 @@ enum DeployAction {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// A deploy's state and decisions (JSON).
+    /// A deploy's state as a compact table: the decision, then each rule's state, effect,
+    /// evidence against its threshold and what it waits for. Exits 3 once stopped.
     Status {
         /// The deploy's id.
         deploy: String,
+        /// Print the full JSON document, as `GET /api/v1/deploys/{id}` answers it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Redraw the status table until the deploy ends; exit with its final decision's
+    /// code (0 passed or promoted, 3 rolled back or blocked, 2 unreachable or refused).
+    Watch {
+        /// The deploy's id.
+        deploy: String,
+        /// Time between redraws.
+        #[arg(long, default_value = "2s")]
+        interval: String,
     },
     /// Reopen a service's blocked line.
     Unblock {
@@ -297,26 +324,13 @@ enum DeployAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    immune::logging::init(cli.log_json);
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("immune: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IMMUNE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -330,6 +344,7 @@ fn run(command: Command) -> Result<ExitCode> {
         } => run_demo(keep, speed, listen),
         Command::Deploy { url, auth, action } => run_deploy(&url, auth.resolve()?, action),
         Command::Gate { service, url, auth } => run_gate(&url, &service, auth.resolve()?),
+        Command::Lines { url, auth, json } => run_lines(&url, auth.resolve()?, json),
         Command::Bench { what } => run_bench(what),
         Command::Check {
             paths,
@@ -681,17 +696,70 @@ fn run_gate(url: &str, service: &str, token: Option<String>) -> Result<ExitCode>
     })
 }
 
+/// Whether standard output wants colour (a terminal, NO_COLOR unset).
+fn stdout_colour() -> bool {
+    use std::io::IsTerminal;
+    immune::logging::colour_wanted(std::io::stdout().is_terminal())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn run_lines(url: &str, token: Option<String>, json: bool) -> Result<ExitCode> {
+    let client = immune::api::client::Client::new(url, token)?;
+    runtime()?.block_on(async move {
+        let lines = client.lines().await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&lines)?);
+        } else {
+            let deploys = client.deploys().await?;
+            print!(
+                "{}",
+                immune::report::terminal::lines_table(&lines, &deploys, stdout_colour())
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_watch(client: immune::api::client::Client, id: &str, interval: &str) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let interval = duration("interval", interval)?;
+    let clear = std::io::stdout().is_terminal();
+    let code = runtime()?.block_on(immune::report::terminal::watch(
+        &client,
+        id,
+        immune::report::terminal::WatchOptions {
+            interval: std::time::Duration::from_millis(interval.0 as u64),
+            colour: stdout_colour(),
+            clear,
+        },
+        &unix_now,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ))?;
+    Ok(ExitCode::from(code))
+}
+
 fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<ExitCode> {
     use immune::api::client::{Client, Step};
     use immune::api::deploys::{DeployStep, StartDeploy, Unblock};
     use immune::model::OneOrMany;
     let client = Client::new(url, token)?;
+    if let DeployAction::Watch { deploy, interval } = &action {
+        return run_watch(client, deploy, interval);
+    }
+    let table = matches!(action, DeployAction::Status { json: false, .. });
     let deploy_id = match &action {
         DeployAction::Start { deploy, .. }
         | DeployAction::Full { deploy }
         | DeployAction::End { deploy }
         | DeployAction::Abort { deploy, .. }
-        | DeployAction::Status { deploy } => Some(deploy.clone()),
+        | DeployAction::Status { deploy, .. }
+        | DeployAction::Watch { deploy, .. } => Some(deploy.clone()),
         DeployAction::Unblock { .. } => None,
     };
     runtime()?.block_on(async move {
@@ -703,6 +771,7 @@ fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<
                     version,
                     commits,
                     canary,
+                    by,
                 } => {
                     let mut selector = immune::model::CanarySelector::new();
                     for c in canary {
@@ -723,6 +792,7 @@ fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<
                         version,
                         commits,
                         canary: selector,
+                        by,
                         at: None,
                     };
                     serde_json::to_value(client.start(&body).await?)?
@@ -745,7 +815,9 @@ fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<
                     };
                     serde_json::to_value(client.step(&deploy, Step::Abort, &body).await?)?
                 }
-                DeployAction::Status { deploy } => client.status(&deploy).await?,
+                DeployAction::Status { deploy, .. } | DeployAction::Watch { deploy, .. } => {
+                    client.status(&deploy).await?
+                }
                 DeployAction::Unblock {
                     service,
                     by,
@@ -790,7 +862,14 @@ fn run_deploy(url: &str, token: Option<String>, action: DeployAction) -> Result<
                 None => return Err(e),
             },
         };
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        if table {
+            print!(
+                "{}",
+                immune::report::terminal::deploy_status(&answer, Some(unix_now()), stdout_colour())
+            );
+        } else {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        }
         // A deploy script can branch on the exit code: 3 when a decision says stop.
         let stop = answer["decisions"].as_array().is_some_and(|ds| {
             ds.iter().any(|d| {

@@ -333,11 +333,15 @@ pub async fn run(
         }
         match engine_handle.deploy_event(ev.clone()).await {
             Ok(Ok(_)) => {
-                tracing::info!(deploy = ?ev.deploy, event = ?ev.event, "Deploy event resumed.");
+                tracing::info!(
+                    deploy = ev.deploy.as_deref(),
+                    event = crate::api::deploys::event_name(ev.event),
+                    "Deploy event resumed."
+                );
                 resumed.extend(ev.deploy);
             }
             Ok(Err(e)) => {
-                tracing::warn!(deploy = ?ev.deploy, error = %e, "Deploy event not resumed.")
+                tracing::warn!(deploy = ev.deploy.as_deref().map(tracing::field::display), error = %e, "Deploy event not resumed.")
             }
             Err(e) => return Err(ServeError::Io(std::io::Error::other(e))),
         }

@@ -32,6 +32,7 @@ fn start_body(id: &str) -> StartDeploy {
         )]
         .into_iter()
         .collect(),
+        by: None,
         at: None,
     }
 }

@@ -197,6 +197,7 @@ fn canary(id: &str) -> StartDeploy {
         canary: [("instance".to_string(), OneOrMany::One("web-01:80".into()))]
             .into_iter()
             .collect(),
+        by: None,
         at: None,
     }
 }

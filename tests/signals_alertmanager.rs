@@ -1,6 +1,8 @@
 //! The Alertmanager sink against a real Alertmanager (`IMMUNE_TEST_ALERTMANAGER_BIN`, set by
 //! scripts/test.sh): a rollback becomes a firing alert with our labels that Alertmanager
-//! routes to its webhook receiver, and the unblock resolves it.
+//! routes to its webhook receiver, with annotations written for the person paged (summary
+//! and description in words, the runbook, the report page as generatorURL), and the
+//! unblock resolves it.
 
 mod signals_util;
 
@@ -84,8 +86,30 @@ receivers:
     ));
     let sig = Signals::open(cfg, dir.path(), "http://immune.test".into()).unwrap();
     let now = now_secs();
-    sig.record(&[decision("d42", "web", DecisionKind::Rollback, true, now)])
-        .unwrap();
+    sig.record_deploy_event(&immune::model::DeployEvent {
+        at: now,
+        deploy: Some("d42".into()),
+        event: immune::model::DeployEventKind::Canary,
+        service: Some("web".into()),
+        version: Some("v2".into()),
+        commits: vec!["abc123".into()],
+        canary: Some(
+            [(
+                "instance".to_string(),
+                immune::model::OneOrMany::One("web-03".into()),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+        by: Some("alice".into()),
+        reason: None,
+    })
+    .unwrap();
+    sig.record_with_views(
+        &[decision_with_sides("d42", DecisionKind::Rollback, now)],
+        &[view_of("d42")],
+    )
+    .unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delivery = sig.spawn_delivery(stop_rx);
 
@@ -104,11 +128,29 @@ receivers:
     assert_eq!(labels["rule"], "php_error_ratio");
     assert_eq!(labels["severity"], "critical");
     let ann = &fire["alerts"][0]["annotations"];
-    assert_eq!(ann["description"], "php_error_ratio: d42 is worse");
+    assert_eq!(
+        ann["summary"],
+        "Rolled back: deploy d42 of web (v2, by alice), rule php_error_ratio in canary"
+    );
+    let description = ann["description"].as_str().unwrap();
+    for part in [
+        "PHP errors per request, canary vs the fleet.",
+        "0.51% on the deploy's hosts vs 0.20% on the other hosts (+155%); evidence 1,113 against a threshold of 700.",
+        "Deploy d42 of web version v2 (commits abc123) by alice; decided rollback at 20",
+        "Report: http://immune.test/deploys/d42",
+    ] {
+        assert!(
+            description.contains(part),
+            "{part:?} not in {description:?}"
+        );
+    }
+    assert!(!description.contains("1.0e") && !description.contains("p_value"));
+    assert_eq!(ann["runbook_url"], "https://runbooks.example.com/php");
+    assert_eq!(ann["report"], "http://immune.test/deploys/d42");
     assert_eq!(ann["link"], "http://immune.test/api/v1/deploys/d42");
     assert_eq!(
         fire["alerts"][0]["generatorURL"],
-        "http://immune.test/api/v1/deploys/d42"
+        "http://immune.test/deploys/d42"
     );
 
     sig.record_unblock("web", "alice", "fixed", now_secs())

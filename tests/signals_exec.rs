@@ -38,8 +38,11 @@ async fn exec_gets_the_decision_in_env_and_the_body_on_stdin() {
     );
     let sig = Signals::open(cfg, dir.path(), "http://i".into()).unwrap();
     let now = now_secs();
-    sig.record(&[decision("d 7", "web", DecisionKind::Rollback, true, now)])
-        .unwrap();
+    sig.record_with_views(
+        &[decision_with_sides("d 7", DecisionKind::Rollback, now)],
+        &[view_of("d 7")],
+    )
+    .unwrap();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delivery = sig.spawn_delivery(stop_rx);
     wait_until(LONG, "exec delivered", || {
@@ -62,6 +65,13 @@ async fn exec_gets_the_decision_in_env_and_the_body_on_stdin() {
         "IMMUNE_RULE=php_error_ratio".into(),
         "IMMUNE_PHASE=canary".into(),
         "IMMUNE_SUMMARY=php_error_ratio: d 7 is worse".into(),
+        "IMMUNE_BY=alice".into(),
+        "IMMUNE_DESCRIPTION=PHP errors per request, canary vs the fleet".into(),
+        "IMMUNE_RUNBOOK_URL=https://runbooks.example.com/php".into(),
+        "IMMUNE_EFFECT=0.51% on the deploy's hosts vs 0.20% on the other hosts (+155%); evidence 1,113 against a threshold of 700".into(),
+        format!("IMMUNE_TIME={}", immune::report::words::time(now)),
+        "IMMUNE_REPORT_URL=http://i/deploys/d%207".into(),
+        "IMMUNE_MESSAGE=Rolled back: deploy d 7 of web (v2, by alice), rule php_error_ratio in canary: 0.51% on the deploy's hosts vs 0.20% on the other hosts (+155%); evidence 1,113 against a threshold of 700".into(),
     ] {
         assert!(env.lines().any(|l| l == line), "env has {line}:\n{env}");
     }

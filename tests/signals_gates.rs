@@ -215,6 +215,7 @@ async fn gates_follow_the_engine_from_pending_to_rollback() {
                 GateOptions {
                     signals: None,
                     unknown_service_open: true,
+                    ..GateOptions::default()
                 },
             ),
         )

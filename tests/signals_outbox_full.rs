@@ -55,6 +55,7 @@ async fn an_unwritable_outbox_keeps_the_decision_fails_closed_and_delivers_it_on
                 GateOptions {
                     signals: Some(sig.clone()),
                     unknown_service_open: true,
+                    ..GateOptions::default()
                 },
             ),
         )

@@ -1,7 +1,9 @@
 //! The webhook sink against a real HTTP receiver: a receiver that is down and then up gets
 //! every signal exactly once, signed; retries repeat the same id and body; signals past
 //! `max_age` are expired and counted, not dropped silently; the Alertmanager-shaped format
-//! fires and resolves.
+//! fires and resolves; bodies carry, next to the machine fields, what a person needs (who
+//! deployed, the rule's description and runbook, the effect in words, RFC 3339 time, the
+//! report page).
 
 mod signals_util;
 
@@ -55,14 +57,19 @@ poll_interval: 100ms
     ));
     let sig = Signals::open(cfg, dir.path(), "http://immune.test:9977".into()).unwrap();
     let now = now_secs();
-    sig.record_deploy_event(&canary("d1", now)).unwrap();
-    sig.record(&[
-        decision("d1", "web", DecisionKind::Rollback, true, now),
-        decision("d2", "web", DecisionKind::Block, true, now + 0.001),
-        decision("d3", "web", DecisionKind::Promote, false, now + 0.002),
-        // Not in the filter: never sent.
-        decision("d4", "web", DecisionKind::Warn, false, now + 0.003),
-    ])
+    let mut ev = canary("d1", now);
+    ev.by = Some("alice".into());
+    sig.record_deploy_event(&ev).unwrap();
+    sig.record_with_views(
+        &[
+            decision_with_sides("d1", DecisionKind::Rollback, now),
+            decision("d2", "web", DecisionKind::Block, true, now + 0.001),
+            decision("d3", "web", DecisionKind::Promote, false, now + 0.002),
+            // Not in the filter: never sent.
+            decision("d4", "web", DecisionKind::Warn, false, now + 0.003),
+        ],
+        &[view_of("d1")],
+    )
     .unwrap();
     let rows = sig.signals(100).unwrap();
     assert_eq!(rows.len(), 3, "one row per matching decision");
@@ -114,15 +121,72 @@ poll_interval: 100ms
             )
         );
         for key in [
-            "decision", "deploy", "version", "commits", "phase", "rule", "final", "shadow", "at",
-            "summary", "evidence",
+            "decision",
+            "deploy",
+            "version",
+            "commits",
+            "phase",
+            "rule",
+            "final",
+            "shadow",
+            "at",
+            "summary",
+            "evidence",
+            "by",
+            "description",
+            "runbook_url",
+            "effect",
+            "time",
+            "report_url",
+            "message",
         ] {
             assert!(b.get(key).is_some(), "body has {key}");
         }
-        if b["deploy"] == "d1" {
+        let deploy = b["deploy"].as_str().unwrap();
+        assert_eq!(
+            b["report_url"],
+            format!("http://immune.test:9977/deploys/{deploy}")
+        );
+        let time = b["time"].as_str().unwrap();
+        assert!(
+            time.len() == 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+            "RFC 3339: {time}"
+        );
+        if deploy == "d1" {
             assert_eq!(b["commits"], serde_json::json!(["abc123", "def456"]));
             assert_eq!(b["decision"], "rollback");
             assert_eq!(b["final"], true);
+            assert_eq!(
+                b["summary"], "php_error_ratio: d1 is worse",
+                "machine summary kept"
+            );
+            assert_eq!(b["by"], "alice");
+            assert_eq!(
+                b["description"],
+                "PHP errors per request, canary vs the fleet"
+            );
+            assert_eq!(b["runbook_url"], "https://runbooks.example.com/php");
+            assert_eq!(
+                b["effect"],
+                "0.51% on the deploy's hosts vs 0.20% on the other hosts (+155%); evidence 1,113 against a threshold of 700"
+            );
+            assert_eq!(
+                b["message"],
+                format!(
+                    "Rolled back: deploy d1 of web (v2, by alice), rule php_error_ratio in canary: {}",
+                    b["effect"].as_str().unwrap()
+                )
+            );
+        } else {
+            // No view, no canary event: what is unknown is null, the rest still in words.
+            assert!(b["by"].is_null() && b["runbook_url"].is_null(), "{b}");
+            assert_eq!(b["effect"], b["summary"]);
+            assert!(
+                b["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("deploy {deploy} of web (v2)"))
+            );
         }
     }
     let ids: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();

@@ -1,4 +1,5 @@
-//! A client for the deploy API, behind `immune deploy start|full|end|abort|status|unblock`,
+//! A client for the deploy API, behind `immune deploy start|full|end|abort|status|watch|unblock`
+//! and `immune lines`,
 //! so a deploy script needs nothing but the `immune` binary. The demo uses it too, so the
 //! demo's deploys take the same HTTP path a real deploy tool does.
 
@@ -77,15 +78,14 @@ impl Client {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Http(format!("{}: {e}", self.base)))?;
+        let resp = req.send().await.map_err(|e| {
+            ClientError::Http(format!("{}: {}", self.base, crate::logging::chain(&e)))
+        })?;
         let status = resp.status();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| ClientError::Http(crate::logging::chain(&e)))?;
         if !status.is_success() {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             return Err(ClientError::Refused {
@@ -145,6 +145,23 @@ impl Client {
                 .get(format!("{}/api/v1/lines/{}", self.base, seg(service))),
         )
         .await
+    }
+
+    /// Every line that has ever been blocked (`GET /api/v1/lines`).
+    pub async fn lines(&self) -> Result<Value, ClientError> {
+        self.send(self.http.get(format!("{}/api/v1/lines", self.base)))
+            .await
+    }
+
+    /// Deploys in flight and recent (`GET /api/v1/deploys`): the `deploys` array.
+    pub async fn deploys(&self) -> Result<Vec<Value>, ClientError> {
+        let v: Value = self
+            .send(self.http.get(format!("{}/api/v1/deploys", self.base)))
+            .await?;
+        Ok(v.get("deploys")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Reopens a blocked line.

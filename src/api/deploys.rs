@@ -47,6 +47,9 @@ pub struct StartDeploy {
     pub commits: Vec<String>,
     /// Which series are canary: label name → values (e.g. `{"instance": ["web-03:80"]}`).
     pub canary: CanarySelector,
+    /// Who deployed, for people reading decisions, alerts and the report page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     /// When, in seconds since the epoch (default: now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<f64>,
@@ -121,13 +124,29 @@ pub(crate) async fn apply(state: &ApiState, ev: DeployEvent) -> Result<EventAnsw
             format!("event applied in memory but not stored ({e}); it will not survive a restart"),
         ));
     }
-    tracing::info!(deploy = ?ev.deploy, service = ?ev.service, event = ?ev.event, "Deploy event.");
+    tracing::info!(
+        deploy = ev.deploy.as_deref().map(tracing::field::display),
+        service = ev.service.as_deref().map(tracing::field::display),
+        event = %event_name(ev.event),
+        "Deploy event."
+    );
     Ok(EventAnswer {
         deploy: ev.deploy,
         event: ev.event,
         at: ev.at,
         decisions,
     })
+}
+
+/// The event kind as the API spells it, for logs.
+pub(crate) fn event_name(kind: DeployEventKind) -> &'static str {
+    match kind {
+        DeployEventKind::Canary => "canary",
+        DeployEventKind::Full => "full",
+        DeployEventKind::End => "end",
+        DeployEventKind::Abort => "abort",
+        DeployEventKind::Unblock => "unblock",
+    }
 }
 
 /// The event's time: `at` when given and within the accepted window, else now.
@@ -169,7 +188,7 @@ pub async fn start(
         version: b.version,
         commits: b.commits,
         canary: Some(b.canary),
-        by: None,
+        by: b.by,
         reason: None,
     };
     let answer = apply(&state, ev).await?;

@@ -17,7 +17,9 @@
 //! | GET | `/`, `/deploys/{id}` | no | report pages for people (HTML, [`pages`]) |
 //! | POST | `/lines/{service}/unblock` | token field | the index page's unblock form |
 //!
-//! plus the pull gates of [`crate::signals::gates_router`]. State-changing endpoints need
+//! plus the pull gates of [`crate::signals::gates_router`], and the Flagger and Argo
+//! Rollouts webhooks that drive deploys ([`crate::signals::drive`]: `POST
+//! /api/v1/flagger/{type}`, `POST /api/v1/argo/analysis`). State-changing endpoints need
 //! `Authorization: Bearer <token>` when tokens are configured. Bodies are limited
 //! (`api.body_limit`, `api.write_body_limit` for push and remote_write) and every request
 //! has `api.request_timeout`. Errors are JSON `{"error", "field"}` (see [`error`]).
@@ -77,6 +79,7 @@ pub struct ApiState {
 /// Builds the whole router.
 pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
     let tokens = Arc::new(tokens);
+    let (driver_state, driver_tokens) = (state.clone(), tokens.clone());
     let form = Router::new()
         .route("/lines/{service}/unblock", post(pages::unblock))
         .layer(DefaultBodyLimit::max(cfg.body_limit))
@@ -125,6 +128,10 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
             crate::signals::GateOptions {
                 signals: Some(signals),
                 unknown_service_open: cfg.unknown_service == crate::config::UnknownService::Open,
+                driver: Some(crate::signals::drive::Driver {
+                    api: driver_state,
+                    tokens: driver_tokens,
+                }),
             },
         ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })

@@ -1203,6 +1203,7 @@ impl Engine {
                 json!({
                     "rule": r.name,
                     "description": r.description,
+                    "runbook_url": r.runbook_url,
                     "action": match r.action { Action::Rollback => "rollback", Action::Block => "block", Action::Warn => "warn" },
                     "phases": s.phases,
                     "baseline": r.baseline.as_str(),

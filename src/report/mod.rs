@@ -13,6 +13,7 @@
 //! (CSS, SVG): a page works from disk and without network access.
 
 pub mod plot;
+pub mod terminal;
 pub mod words;
 
 use plot::{Chart, Line, Marker};

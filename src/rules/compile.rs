@@ -465,6 +465,7 @@ pub(crate) fn compile_rule(cx: &mut FileCx<'_>, spec: &RuleSpec, node: &Node) ->
         None => Some(TestKind::Auto),
     };
 
+    let runbook_url = compile_runbook(&mut r, spec.runbook_url.as_deref());
     let line = node.pos_at(&["name"]).line;
     let origin = Origin {
         file: r.cx.file.to_string(),
@@ -476,6 +477,7 @@ pub(crate) fn compile_rule(cx: &mut FileCx<'_>, spec: &RuleSpec, node: &Node) ->
     Some(Rule {
         name: spec.name.clone(),
         description: spec.description.clone(),
+        runbook_url,
         origin,
         services: spec.services.clone(),
         selector: selector?,
@@ -493,6 +495,34 @@ pub(crate) fn compile_rule(cx: &mut FileCx<'_>, spec: &RuleSpec, node: &Node) ->
         on_missing,
         test: test?,
     })
+}
+
+/// `runbook_url`: an absolute `http://` or `https://` URL with a host (it is put as a
+/// link in alerts and pages, so anything else, a `javascript:` URL included, is refused).
+fn compile_runbook(r: &mut RuleCx<'_, '_>, url: Option<&str>) -> Option<String> {
+    let url = url?;
+    match reqwest::Url::parse(url.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Some(url.trim().to_string())
+        }
+        Ok(u) => {
+            r.fail(
+                &["runbook_url"],
+                format!(
+                    "runbook_url {url:?} is not an http(s) URL (scheme {:?})",
+                    u.scheme()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            r.fail(
+                &["runbook_url"],
+                format!("runbook_url {url:?} is not a URL: {e} (expected e.g. https://wiki.example/runbooks/errors)"),
+            );
+            None
+        }
+    }
 }
 
 pub(crate) fn compile_metric(r: &mut RuleCx<'_, '_>, m: &MetricSpec) -> Option<MetricKind> {
@@ -738,4 +768,42 @@ pub(crate) fn compile_on_missing(r: &mut RuleCx<'_, '_>, m: &OnMissingSpec) -> O
         stale_after: stale_after?,
         action: action?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::load::load_str;
+
+    fn rule(extra: &str) -> String {
+        format!(
+            "rules:\n  - name: errors\n    metric:\n      kind: ratio\n      selector: 'e_total'\n      denominator: 'r_total'\n    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n{extra}"
+        )
+    }
+
+    #[test]
+    fn runbook_url_is_kept_and_must_be_an_http_url() {
+        let set = load_str(
+            "t.yaml",
+            &rule("    runbook_url: https://wiki.example/rb/errors\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            set.rules[0].runbook_url.as_deref(),
+            Some("https://wiki.example/rb/errors")
+        );
+        assert_eq!(
+            load_str("t.yaml", &rule("")).unwrap().rules[0].runbook_url,
+            None
+        );
+        for (bad, says) in [
+            ("wiki/errors", "is not a URL"),
+            ("javascript:alert(1)", "is not an http(s) URL"),
+        ] {
+            let e =
+                load_str("t.yaml", &rule(&format!("    runbook_url: \"{bad}\"\n"))).unwrap_err();
+            let text = e.0[0].to_string();
+            assert!(text.starts_with("t.yaml:11:18: runbook_url"), "{text}");
+            assert!(text.contains(says), "{text}");
+        }
+    }
 }

@@ -43,6 +43,10 @@ pub struct RuleSpec {
     /// Free text for the people reading a decision.
     #[serde(default)]
     pub description: Option<String>,
+    /// What to do when this rule fires: an absolute `http://` or `https://` URL, carried
+    /// in every alert, webhook body and exec environment and linked from the report page.
+    #[serde(default)]
+    pub runbook_url: Option<String>,
     /// Services whose deploys this rule judges. Default (absent or empty): every service.
     #[serde(default)]
     pub services: Vec<String>,

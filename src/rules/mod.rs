@@ -186,6 +186,8 @@ pub struct Rule {
     pub name: String,
     /// Free text for people.
     pub description: Option<String>,
+    /// What to do when it fires (an absolute http(s) URL), for alerts and the report page.
+    pub runbook_url: Option<String>,
     /// Where it was defined.
     pub origin: Origin,
     /// Services whose deploys it judges; empty means every service.

@@ -5,8 +5,12 @@
 //!
 //! - labels: `alertname="ImmuneDeployRegression"`, `service`, `deploy`, `decision`, `rule`,
 //!   `severity` (`critical` for rollback, `warning` for block and warn, `info` otherwise);
-//! - annotations: `summary` (one line), `description` (the evidence's summary), `link`;
-//! - `startsAt` = the decision's time, `generatorURL` = the deploy's page in immune.
+//! - annotations, for the person paged: `summary` (one sentence: decision, deploy,
+//!   service, version, who deployed, rule), `description` (the rule's description, the
+//!   effect in words with both sides' numbers, commits, the decision's RFC 3339 time, the
+//!   report page), `runbook_url` (when the rule has one), `report` (the report page) and
+//!   `link` (the JSON document);
+//! - `startsAt` = the decision's time, `generatorURL` = the deploy's report page.
 //!
 //! A line-blocking alert (a final rollback/block) stays firing until the line is unblocked:
 //! its `endsAt` is set `hold_for` ahead (default 7 days), and the unblock sends the same
@@ -163,13 +167,77 @@ pub fn labels(body: &Value) -> Value {
     })
 }
 
+/// The alert's annotations, written for the person paged: `summary` (one sentence:
+/// decision, deploy, service, version, who, rule), `description` (the rule's own
+/// description, the effect in words with both sides' numbers, when and what was deployed,
+/// the report page), `runbook_url` (the rule's, when it has one), `report` and `link`
+/// (the report page and the JSON document). Bodies recorded before these fields existed
+/// fall back to the old one-liners.
 fn annotations(body: &Value) -> Value {
-    json!({
-        "summary": format!("immune: {} deploy {} of {} (rule {})",
-            s(body, "decision"), s(body, "deploy"), s(body, "service"), s(body, "rule")),
-        "description": s(body, "summary"),
+    let summary = if body.get("effect").is_some() {
+        super::webhook::headline(body)
+    } else {
+        format!(
+            "immune: {} deploy {} of {} (rule {})",
+            s(body, "decision"),
+            s(body, "deploy"),
+            s(body, "service"),
+            s(body, "rule")
+        )
+    };
+    let mut description = Vec::new();
+    if !s(body, "description").is_empty() {
+        description.push(format!("{}.", s(body, "description")));
+    }
+    match s(body, "effect") {
+        "" => description.push(s(body, "summary").to_string()),
+        e => description.push(format!("{e}.")),
+    }
+    let mut what = format!("Deploy {} of {}", s(body, "deploy"), s(body, "service"));
+    if !s(body, "version").is_empty() {
+        what.push_str(&format!(" version {}", s(body, "version")));
+    }
+    let commits: Vec<&str> = body
+        .get("commits")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !commits.is_empty() {
+        what.push_str(&format!(" (commits {})", commits.join(", ")));
+    }
+    if !s(body, "by").is_empty() {
+        what.push_str(&format!(" by {}", s(body, "by")));
+    }
+    if !s(body, "time").is_empty() {
+        what.push_str(&format!(
+            "; decided {} at {}",
+            s(body, "decision"),
+            s(body, "time")
+        ));
+    }
+    description.push(format!("{what}."));
+    if !s(body, "report_url").is_empty() {
+        description.push(format!("Report: {}", s(body, "report_url")));
+    }
+    let mut a = json!({
+        "summary": summary,
+        "description": description.join(" "),
         "link": s(body, "link"),
-    })
+    });
+    for (key, field) in [("runbook_url", "runbook_url"), ("report", "report_url")] {
+        if !s(body, field).is_empty() {
+            a[key] = json!(s(body, field));
+        }
+    }
+    a
+}
+
+/// The page a person opens from the alert: the report page, else the JSON document.
+fn generator_url(body: &Value) -> &str {
+    match s(body, "report_url") {
+        "" => s(body, "link"),
+        r => r,
+    }
 }
 
 /// The postable alert for a row (API v2 shape). `hold_for` sets the `endsAt` of a firing
@@ -180,7 +248,7 @@ pub fn alert(body: &Value, kind: RowKind, hold_for: DurationMs) -> Value {
         "labels": labels(body),
         "annotations": annotations(body),
         "startsAt": rfc3339(at),
-        "generatorURL": s(body, "link"),
+        "generatorURL": generator_url(body),
     });
     let ends = match kind {
         RowKind::Resolve => body
@@ -227,7 +295,7 @@ pub fn webhook_payload(body: &Value, receiver: &str, external_url: &str, _now: i
             "annotations": annotations(body),
             "startsAt": rfc3339(at),
             "endsAt": ends,
-            "generatorURL": s(body, "link"),
+            "generatorURL": generator_url(body),
             "fingerprint": fingerprint,
         }],
     })

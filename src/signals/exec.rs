@@ -3,7 +3,11 @@
 //! The command is an argv list run without a shell (no quoting surprises, no injection
 //! through deploy ids). It gets the decision in the environment — `IMMUNE_SIGNAL_ID`,
 //! `IMMUNE_DECISION`, `IMMUNE_DEPLOY`, `IMMUNE_SERVICE`, `IMMUNE_VERSION` (empty when
-//! unknown), `IMMUNE_RULE`, `IMMUNE_PHASE`, `IMMUNE_SUMMARY` — and the webhook JSON body (see
+//! unknown), `IMMUNE_RULE`, `IMMUNE_PHASE`, `IMMUNE_SUMMARY`, and for people
+//! `IMMUNE_BY`, `IMMUNE_COMMITS` (space-separated), `IMMUNE_DESCRIPTION`,
+//! `IMMUNE_RUNBOOK_URL`, `IMMUNE_EFFECT` (in words), `IMMUNE_TIME` (RFC 3339),
+//! `IMMUNE_REPORT_URL`, `IMMUNE_MESSAGE` (one sentence; empty when unknown) — and the
+//! webhook JSON body (see
 //! [`super::webhook`]) on stdin. Exit status 0 means delivered; a non-zero exit, a failure to
 //! start, or running past `timeout` (the child is killed) is retried with the same
 //! `IMMUNE_SIGNAL_ID`, so the command must be idempotent for a given id.
@@ -88,6 +92,25 @@ pub fn env(body: &Value) -> Vec<(&'static str, String)> {
         ("IMMUNE_RULE", s("rule")),
         ("IMMUNE_PHASE", s("phase")),
         ("IMMUNE_SUMMARY", s("summary")),
+        ("IMMUNE_BY", s("by")),
+        (
+            "IMMUNE_COMMITS",
+            body.get("commits")
+                .and_then(Value::as_array)
+                .map(|c| {
+                    c.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default(),
+        ),
+        ("IMMUNE_DESCRIPTION", s("description")),
+        ("IMMUNE_RUNBOOK_URL", s("runbook_url")),
+        ("IMMUNE_EFFECT", s("effect")),
+        ("IMMUNE_TIME", s("time")),
+        ("IMMUNE_REPORT_URL", s("report_url")),
+        ("IMMUNE_MESSAGE", s("message")),
     ]
 }
 

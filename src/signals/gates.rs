@@ -41,13 +41,16 @@ pub struct GateOptions {
     pub signals: Option<Signals>,
     /// Answer a service immune does not know as open / healthy (default: blocked).
     pub unknown_service_open: bool,
+    /// The deploy API: with it Flagger's webhooks and Argo's analysis start and end
+    /// deploys ([`super::drive`]); without it they only read.
+    pub driver: Option<super::drive::Driver>,
 }
 
 /// What the gate handlers read.
 #[derive(Clone)]
-struct GateState {
-    engine: EngineHandle,
-    opts: GateOptions,
+pub(crate) struct GateState {
+    pub(crate) engine: EngineHandle,
+    pub(crate) opts: GateOptions,
 }
 
 /// The pull gates (Argo Rollouts verdict, Flagger webhook, gate endpoint), mounted by the API.
@@ -59,7 +62,8 @@ pub fn gates_router(engine: EngineHandle) -> Router {
 pub fn gates_router_with(engine: EngineHandle, opts: GateOptions) -> Router {
     Router::new()
         .route("/api/v1/verdict/{service}", get(verdict_handler))
-        .route("/api/v1/flagger/{check}", post(flagger_handler))
+        .route("/api/v1/flagger/{check}", post(super::drive::flagger_route))
+        .route("/api/v1/argo/analysis", post(super::drive::argo))
         .route("/api/v1/gate/{service}", get(gate_handler))
         .with_state(GateState { engine, opts })
 }
@@ -108,7 +112,7 @@ fn unknown_verdict(mut v: Value, service: &str) -> Value {
 }
 
 /// Why the gates fail closed on `service`, if they must: a decision of it not yet written.
-fn unrecorded_block(signals: Option<&Signals>, service: &str) -> Option<Value> {
+pub(crate) fn unrecorded_block(signals: Option<&Signals>, service: &str) -> Option<Value> {
     let d = signals?.unrecorded_for(service)?;
     Some(json!({
         "deploy": d.deploy,
@@ -125,7 +129,7 @@ fn unrecorded_block(signals: Option<&Signals>, service: &str) -> Option<Value> {
 }
 
 /// Overrides a verdict with the fail-closed block.
-fn fail_closed(mut v: Value, block: Value) -> Value {
+pub(crate) fn fail_closed(mut v: Value, block: Value) -> Value {
     v["summary"] = block["summary"].clone();
     v["healthy"] = json!(false);
     v["line"] = json!("blocked");
@@ -233,7 +237,11 @@ async fn ask(engine: &EngineHandle, q: EngineQuery) -> Result<Value, Response> {
 
 /// Reads the line and the deploy (named, or the service's newest) and builds the verdict;
 /// a service immune does not know fails closed unless configured open.
-async fn compute(st: &GateState, service: &str, deploy: Option<&str>) -> Result<Value, Response> {
+pub(crate) async fn compute(
+    st: &GateState,
+    service: &str,
+    deploy: Option<&str>,
+) -> Result<Value, Response> {
     let engine = &st.engine;
     let line = ask(engine, EngineQuery::Line(service.to_string())).await?;
     let view = match deploy {
@@ -299,26 +307,41 @@ pub struct FlaggerRequest {
     pub metadata: BTreeMap<String, String>,
 }
 
-async fn flagger_handler(
-    State(st): State<GateState>,
-    Path(check): Path<String>,
-    Json(req): Json<FlaggerRequest>,
+/// The answer to a Flagger webhook of type `check` about `service` (and `deploy`, else the
+/// service's newest): the verdict with the request echoed, 200 or 403 as the type reads it
+/// (see [`super::drive`]). `started` says whether this call started the deploy.
+pub(crate) async fn flagger_answer(
+    st: &GateState,
+    check: &str,
+    req: &FlaggerRequest,
+    service: &str,
+    deploy: Option<&str>,
+    started: Option<bool>,
 ) -> Response {
-    let service = req
-        .metadata
-        .get("service")
-        .cloned()
-        .unwrap_or_else(|| req.name.clone());
-    let deploy = req.metadata.get("deploy").map(String::as_str);
-    match compute(&st, &service, deploy).await {
+    match compute(st, service, deploy).await {
         Ok(v) => {
-            let mut v = match unrecorded_block(st.opts.signals.as_ref(), &service) {
+            let mut v = match unrecorded_block(st.opts.signals.as_ref(), service) {
                 Some(b) => fail_closed(v, b),
                 None => v,
             };
             v["check"] = json!(check);
             v["canary"] = json!({"name": req.name, "namespace": req.namespace, "phase": req.phase});
-            let status = if v["healthy"] == json!(true) {
+            if let Some(s) = started {
+                v["started"] = json!(s);
+            }
+            let healthy = v["healthy"] == json!(true);
+            let ok = match check {
+                // Promotion waits until immune promoted (or passed) the canary.
+                "confirm-promotion" => {
+                    healthy && matches!(v["decision"].as_str(), Some("promote" | "pass"))
+                }
+                // Flagger rolls back when this hook answers 200.
+                "rollback" => !healthy,
+                // Flagger only logs a failed post-rollout hook; the deploy has ended.
+                "post-rollout" => true,
+                _ => healthy,
+            };
+            let status = if ok {
                 StatusCode::OK
             } else {
                 StatusCode::FORBIDDEN

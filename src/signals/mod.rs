@@ -31,6 +31,7 @@
 
 pub mod alertmanager;
 pub mod deliver;
+pub mod drive;
 pub mod exec;
 pub mod gate;
 pub mod gates;

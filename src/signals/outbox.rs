@@ -297,7 +297,7 @@ impl Outbox {
                     body_json
                 ],
             )?;
-            let commits: Vec<String> = tx
+            let canary: Option<DeployEvent> = tx
                 .query_row(
                     "SELECT canary FROM deploys WHERE deploy = ?1",
                     [&d.deploy],
@@ -305,13 +305,22 @@ impl Outbox {
                 )
                 .optional()?
                 .flatten()
-                .and_then(|c| serde_json::from_str::<DeployEvent>(&c).ok())
-                .map(|ev| ev.commits)
+                .and_then(|c| serde_json::from_str::<DeployEvent>(&c).ok());
+            let commits: Vec<String> = canary
+                .as_ref()
+                .map(|ev| ev.commits.clone())
                 .unwrap_or_default();
+            let cx = super::webhook::Context {
+                commits: &commits,
+                by: canary.as_ref().and_then(|ev| ev.by.as_deref()),
+                view: views
+                    .iter()
+                    .find(|v| v.get("deploy").and_then(Value::as_str) == Some(d.deploy.as_str())),
+            };
             let blocking = d.r#final && d.decision.blocks_line() && !d.shadow;
             for sink in sinks.iter().filter(|s| s.filter.matches(d)) {
                 let id = signal_id(d, &sink.name);
-                let body = super::webhook::body(&id, d, &commits, public_url);
+                let body = super::webhook::body(&id, d, cx, public_url);
                 let n = tx.execute(
                     "INSERT OR IGNORE INTO signals
                        (id, sink, kind, service, deploy, decision, rule, blocking, after_id, body,

@@ -8,10 +8,19 @@
 //! {"signal_id": "5c1f…(32 hex)", "decision": "rollback", "deploy": "d42", "service": "web",
 //!  "version": "v1.2.3", "commits": ["abc123"], "phase": "canary", "rule": "php_error_ratio",
 //!  "final": true, "shadow": false, "at": 1700000000.0, "summary": "php_error_ratio: …",
-//!  "evidence": {…}, "link": "https://immune.example/api/v1/deploys/d42"}
+//!  "evidence": {…}, "link": "https://immune.example/api/v1/deploys/d42",
+//!  "by": "alice", "description": "PHP errors per request, canary vs the fleet",
+//!  "runbook_url": "https://wiki.example/runbooks/php-errors",
+//!  "effect": "0.51% on the deploy's hosts vs 0.20% on the other hosts (+151%); evidence 1,113 against a threshold of 700",
+//!  "time": "2023-11-14T22:13:20Z", "report_url": "https://immune.example/deploys/d42",
+//!  "message": "Rolled back: deploy d42 of web (v1.2.3, by alice), rule php_error_ratio in canary: 0.51% …"}
 //! ```
 //!
-//! `version` is `null` when unknown, `commits` `[]`. A `resolve` signal (only to sinks with
+//! The fields up to `link` are for machines; the rest (added later, never renamed) are
+//! for people: who deployed, the rule's `description` and `runbook_url`, the effect in
+//! words, the decision's time in RFC 3339, the report page, and one sentence saying it
+//! all. `version`, `by`, `description`, `runbook_url` are `null` when unknown, `commits`
+//! `[]`. A `resolve` signal (only to sinks with
 //! `format: alertmanager_webhook`) is the original body plus
 //! `"resolved": {"at", "by", "reason", "signal_id"}`.
 //!
@@ -139,15 +148,43 @@ impl fmt::Debug for Webhook {
     }
 }
 
+/// What a signal says beyond the decision itself, for the people reading it: from the
+/// deploy's canary event (commits, who deployed) and its view (the rule's description and
+/// runbook, its baseline). Everything is optional; a missing part leaves its field `null`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context<'a> {
+    /// Commits in the deploy.
+    pub commits: &'a [String],
+    /// Who deployed (the canary event's `by`).
+    pub by: Option<&'a str>,
+    /// The deploy's view (`Engine::deploy_view`) as of the decision.
+    pub view: Option<&'a Value>,
+}
+
 /// The signal body for decision `d` (see the module doc): what every sink renders from.
-pub fn body(signal_id: &str, d: &Decision, commits: &[String], public_url: &str) -> Value {
-    json!({
+pub fn body(signal_id: &str, d: &Decision, cx: Context<'_>, public_url: &str) -> Value {
+    let rule = cx.view.and_then(|v| {
+        v.get("rules")?
+            .as_array()?
+            .iter()
+            .find(|r| r.get("rule").and_then(Value::as_str) == Some(d.rule.as_str()))
+    });
+    let rule_str = |k: &str| {
+        rule.and_then(|r| r.get(k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let by = cx
+        .by
+        .or_else(|| cx.view.and_then(|v| v.get("by")).and_then(Value::as_str));
+    let effect = effect_words(d, rule_str("baseline"));
+    let mut body = json!({
         "signal_id": signal_id,
         "decision": d.decision,
         "deploy": d.deploy,
         "service": d.service,
         "version": d.version,
-        "commits": commits,
+        "commits": cx.commits,
         "phase": d.phase,
         "rule": d.rule,
         "final": d.r#final,
@@ -156,7 +193,75 @@ pub fn body(signal_id: &str, d: &Decision, commits: &[String], public_url: &str)
         "summary": summary(d),
         "evidence": d.evidence,
         "link": deploy_link(public_url, &d.deploy),
-    })
+        "by": by,
+        "description": rule_str("description"),
+        "runbook_url": rule_str("runbook_url"),
+        "effect": effect,
+        "time": crate::report::words::time(d.at),
+        "report_url": report_link(public_url, &d.deploy),
+    });
+    body["message"] = json!(format!("{}: {effect}", headline(&body)));
+    body
+}
+
+/// The effect in words, as the report page says it ("0.51% on the deploy's hosts vs 0.20%
+/// on the other hosts (+151%); evidence 1,113 against a threshold of 700"); the evidence's
+/// own summary when it has no two sides (a missing series, a blocked line).
+pub fn effect_words(d: &Decision, baseline_kind: Option<&str>) -> String {
+    let ev = &d.evidence;
+    if ev.get("treatment").is_some() {
+        let kind = ev
+            .get("baseline_kind")
+            .and_then(Value::as_str)
+            .or(baseline_kind)
+            .unwrap_or("");
+        crate::report::words::account(ev, kind)
+    } else {
+        summary(d)
+    }
+}
+
+/// The decision for people, without the numbers: "Rolled back: deploy d42 of web
+/// (v1.2.3, by alice), rule php_error_ratio in canary". Reads the body's own fields, so
+/// Alertmanager's `summary` and the body's `message` say the same.
+pub fn headline(body: &Value) -> String {
+    let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
+    let verb = match s("decision") {
+        "rollback" => "Rolled back",
+        "block" => "Blocked",
+        "warn" => "Warned",
+        "pass" => "Passed",
+        "promote" => "Promoted",
+        other => other,
+    };
+    let who: Vec<String> = [
+        Some(s("version"))
+            .filter(|v| !v.is_empty())
+            .map(String::from),
+        Some(s("by"))
+            .filter(|v| !v.is_empty())
+            .map(|b| format!("by {b}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!(
+        "{verb}{}: deploy {} of {}{}, rule {} in {}",
+        if body.get("shadow") == Some(&Value::Bool(true)) {
+            " (shadow)"
+        } else {
+            ""
+        },
+        s("deploy"),
+        s("service"),
+        if who.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", who.join(", "))
+        },
+        s("rule"),
+        s("phase")
+    )
 }
 
 /// One line for people: the evidence's own summary, or a plain sentence.
@@ -184,6 +289,15 @@ pub fn deploy_link(public_url: &str, deploy: &str) -> String {
         }
     }
     format!("{}/api/v1/deploys/{enc}", public_url.trim_end_matches('/'))
+}
+
+/// `<public_url>/deploys/<id>`: the deploy's report page, for people.
+pub fn report_link(public_url: &str, deploy: &str) -> String {
+    format!(
+        "{}/deploys/{}",
+        public_url.trim_end_matches('/'),
+        crate::report::path_segment(deploy)
+    )
 }
 
 /// `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.

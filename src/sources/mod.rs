@@ -255,7 +255,7 @@ pub async fn run_poller<P: Poller>(mut ctx: SourceContext, schedule: Schedule, m
                 ctx.metrics.error(&ctx.name);
                 poller.reset();
                 let wait = backoff(schedule.interval, failures);
-                tracing::warn!(source = %ctx.name, error = %message, failures, retry_in = ?wait, "Source read failed.");
+                tracing::warn!(source = %ctx.name, error = %message, failures, retry_in = %humantime::format_duration(wait), "Source read failed.");
                 if !ctx.offer(poller.down(now)) {
                     return;
                 }

@@ -129,7 +129,7 @@ impl Poller for PromqlPoller {
             .get(url)
             .send()
             .await
-            .map_err(|e| SourceError::Io(e.to_string()))?;
+            .map_err(|e| SourceError::Io(crate::logging::chain(&e)))?;
         let status = resp.status();
         let body = resp
             .bytes()

@@ -133,7 +133,7 @@ impl Poller for ScrapePoller {
             .header(reqwest::header::ACCEPT, ACCEPT)
             .send()
             .await
-            .map_err(|e| SourceError::Io(e.to_string()))?;
+            .map_err(|e| SourceError::Io(crate::logging::chain(&e)))?;
         if !resp.status().is_success() {
             return Err(SourceError::Protocol(format!("HTTP {}", resp.status())));
         }

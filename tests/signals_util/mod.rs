@@ -198,3 +198,26 @@ pub fn env_or_skip(var: &str) -> Option<String> {
         }
     }
 }
+
+/// A deploy view (as `Engine::deploy_view` gives it) whose `php_error_ratio` rule has a
+/// description and a runbook, for the fields written for people.
+pub fn view_of(deploy: &str) -> serde_json::Value {
+    serde_json::json!({
+        "deploy": deploy, "service": "web", "version": "v2", "by": "alice", "phase": "canary",
+        "rules": [{"rule": "php_error_ratio", "baseline": "control",
+                   "description": "PHP errors per request, canary vs the fleet",
+                   "runbook_url": "https://runbooks.example.com/php"}],
+        "decisions": [],
+    })
+}
+
+/// [`decision`] with both sides' numbers in its evidence, as the judge writes them.
+pub fn decision_with_sides(deploy: &str, kind: DecisionKind, at: f64) -> Decision {
+    let mut d = decision(deploy, "web", kind, true, at);
+    d.evidence = serde_json::json!({
+        "summary": format!("php_error_ratio: {deploy} is worse"),
+        "treatment": {"rate": 0.0051}, "baseline": {"rate": 0.002}, "effect": {"ratio": 2.55},
+        "e_value": 1112.5, "threshold": 0.00142857, "baseline_kind": "control",
+    });
+    d
+}
