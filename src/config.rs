@@ -97,6 +97,9 @@ pub struct Config {
     /// Where decisions go.
     #[serde(default)]
     pub signals: SignalsConfig,
+    /// A Prometheus-compatible TSDB the agent fills its windows from at start-up.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             limits: crate::limits::LimitsConfig::default(),
             sources: SourcesConfig::default(),
             signals: SignalsConfig::default(),
+            history: None,
         }
     }
 }
@@ -529,6 +533,82 @@ pub struct PromqlConfig {
     /// Longest a query may take.
     #[serde(default = "d5s")]
     pub timeout: Duration,
+}
+
+/// The TSDB the agent reads history from (Prometheus, Thanos, Mimir, VictoriaMetrics: any
+/// server of `/api/v1/query` and `/api/v1/query_range`). With it, a restarted agent fills
+/// every rule's windows at start-up instead of waiting for them to fill live.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Base URL of the query API (`http://prometheus:9090`, Mimir's `.../prometheus`).
+    pub url: String,
+    /// Extra request headers, e.g. `{X-Scope-OrgID: team-a}` for Mimir.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A file holding a bearer token.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic auth.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// Longest one request may take.
+    #[serde(default = "d30s")]
+    pub timeout: Duration,
+    /// Attempts per request beyond the first (on connection errors and 5xx).
+    #[serde(default = "three")]
+    pub retries: u32,
+    /// Longest span of raw samples fetched in one request per selector.
+    #[serde(default = "d1h")]
+    pub chunk: Duration,
+    /// Longest the whole start-up fill may take; past it the agent starts with what it has
+    /// (rules whose windows are short stay inconclusive and say why).
+    #[serde(default = "d300s")]
+    pub prefill_timeout: Duration,
+}
+
+/// A user name and a file holding the password.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user.
+    pub username: String,
+    /// A file holding the password (trailing whitespace is trimmed).
+    pub password_file: PathBuf,
+}
+
+fn three() -> u32 {
+    3
+}
+
+impl HistoryConfig {
+    /// The client settings, with the secrets read from their files.
+    pub fn tsdb(&self) -> Result<crate::history::Tsdb, ConfigError> {
+        let secret = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        let basic_auth = match &self.basic_auth {
+            Some(b) => Some((b.username.clone(), secret(&b.password_file)?)),
+            None => None,
+        };
+        Ok(crate::history::Tsdb {
+            url: self.url.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            bearer_token: self.bearer_token_file.as_ref().map(secret).transpose()?,
+            basic_auth,
+            timeout: self.timeout.std(),
+            retries: self.retries,
+        })
+    }
 }
 
 #[cfg(test)]
