@@ -267,14 +267,14 @@ mod tests {
         let r = rules(concat!(
             "rules:\n",
             "  - name: pre\n    metric: {kind: counter_rate, selector: 'a_total{job=\"web\"}'}\n",
-            "    baseline: {pre_deploy: {window: 1h}}\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+            "    baseline: pre_deploy\n    baseline_window: 1h\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
             "  - name: week\n    metric: {kind: counter_rate, selector: 'b_total{job=\"web\"}'}\n",
-            "    baseline: {seasonal: {offset: 7d}}\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+            "    baseline: seasonal\n    seasonal_offset: 7d\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
         ));
         let now = Timestamp(10 * 86_400_000 + 30_500);
         let p = plan(&r, now, DurationMs::from_secs(60), DurationMs::from_secs(10));
-        // 1 h + 7 blocks + 2 ticks = 67m20s back, floored to the minute.
-        let raw_from = 10 * 86_400_000 - 68 * 60_000;
+        // 1 h + 7 blocks + 2 ticks = 67m20s before 10d+30.5s, floored to the minute.
+        let raw_from = 10 * 86_400_000 - 67 * 60_000;
         assert_eq!(p.raw, (Timestamp(raw_from - 1), now));
         assert_eq!(p.raw_selectors, vec!["a_total{job=\"web\"}", "b_total{job=\"web\"}"]);
         assert_eq!(p.minute_selectors, vec!["b_total{job=\"web\"}"]);
