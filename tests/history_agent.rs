@@ -444,5 +444,10 @@ fn a_started_agent_judges_from_history_as_replay_does() {
         .map(|d| key(&serde_json::to_value(d).expect("decision")))
         .collect();
     eprintln!("without history:\n{}", blind.join("\n"));
-    assert_ne!(blind, replayed, "history made the difference: {blind:?}");
+    assert!(
+        blind[0].starts_with("d0 ")
+            && blind[0].contains(r#""errors_vs_pre_deploy":"inconclusive""#)
+            && blind[0].contains(r#""errors_vs_last_week":"inconclusive""#),
+        "without history the first deploy's rules cannot judge: {blind:?}"
+    );
 }
