@@ -502,8 +502,10 @@ async fn prefill(
     };
     match result {
         Ok(()) => tracing::info!(
-            samples = filled.samples, requests = filled.requests,
-            seconds = started.elapsed().as_secs_f64(), "Rule windows filled from history."
+            samples = filled.samples,
+            requests = filled.requests,
+            seconds = started.elapsed().as_secs_f64(),
+            "Rule windows filled from history."
         ),
         Err(e) => {
             failures.inc();

@@ -96,9 +96,7 @@ fn history(from: i64, to: i64, bad_from: i64) -> Vec<Point> {
                 rate *= 3.0;
             }
             // Poisson-like: a sum of coin flips with the right mean.
-            let n = (0..(rate * 4.0) as usize)
-                .filter(|_| rand() < 0.25)
-                .count();
+            let n = (0..(rate * 4.0) as usize).filter(|_| rand() < 0.25).count();
             errors[h] += n as f64;
             let labels = format!("{{instance=\"{host}\",job=\"web\"}}");
             out.push((t, format!("http_requests_total{labels}"), requests[h]));
@@ -353,7 +351,11 @@ fn a_started_agent_judges_from_history_as_replay_does() {
     // minutes after, all in the past so Prometheus serves it from blocks.
     let w = wall - wall.rem_euclid(MIN) - 3 * 3_600_000;
     let until = w + 40 * MIN;
-    let points = history(w - 7 * 86_400_000 - 7 * 3_600_000, until, w + 16 * MIN + 10_000);
+    let points = history(
+        w - 7 * 86_400_000 - 7 * 3_600_000,
+        until,
+        w + 16 * MIN + 10_000,
+    );
     let metrics = dir.path().join("metrics.om");
     write_openmetrics(&points, &metrics);
     let events = deploy_events(w);
@@ -383,7 +385,10 @@ fn a_started_agent_judges_from_history_as_replay_does() {
     if let Some(keep) = std::env::var_os("IMMUNE_TEST_KEEP") {
         let _ = std::fs::create_dir_all(&keep);
         for f in ["metrics.om", "deploys.jsonl", "rules/errors.yaml"] {
-            let _ = std::fs::copy(dir.path().join(f), Path::new(&keep).join(f.replace('/', "_")));
+            let _ = std::fs::copy(
+                dir.path().join(f),
+                Path::new(&keep).join(f.replace('/', "_")),
+            );
         }
     }
     let replayed: Vec<String> = stdout
@@ -392,11 +397,10 @@ fn a_started_agent_judges_from_history_as_replay_does() {
         .collect();
     eprintln!("replay:\n{}", replayed.join("\n"));
     assert!(
-        replayed.iter().any(|k| k.starts_with(
-            "d0 all_rules pass watch final=true"
-        ) && k.ends_with(
-            r#"{"errors_vs_last_week":"pass","errors_vs_pre_deploy":"pass"}"#
-        )),
+        replayed
+            .iter()
+            .any(|k| k.starts_with("d0 all_rules pass watch final=true")
+                && k.ends_with(r#"{"errors_vs_last_week":"pass","errors_vs_pre_deploy":"pass"}"#)),
         "the healthy deploy passes, both rules judged: {replayed:?}"
     );
     assert!(
@@ -427,7 +431,10 @@ fn a_started_agent_judges_from_history_as_replay_does() {
         .iter()
         .map(|d| key(&serde_json::to_value(d).expect("decision")))
         .collect();
-    assert_eq!(live, replayed, "the agent filled from history decides as replay");
+    assert_eq!(
+        live, replayed,
+        "the agent filled from history decides as replay"
+    );
 
     // Without history the same agent cannot judge the first deploy's pre-deploy window.
     let blind = rt.block_on(run_agent(

@@ -272,11 +272,19 @@ mod tests {
             "    baseline: seasonal\n    seasonal_offset: 7d\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
         ));
         let now = Timestamp(10 * 86_400_000 + 30_500);
-        let p = plan(&r, now, DurationMs::from_secs(60), DurationMs::from_secs(10));
+        let p = plan(
+            &r,
+            now,
+            DurationMs::from_secs(60),
+            DurationMs::from_secs(10),
+        );
         // 1 h + 7 blocks + 2 ticks = 67m20s before 10d+30.5s, floored to the minute.
         let raw_from = 10 * 86_400_000 - 67 * 60_000;
         assert_eq!(p.raw, (Timestamp(raw_from - 1), now));
-        assert_eq!(p.raw_selectors, vec!["a_total{job=\"web\"}", "b_total{job=\"web\"}"]);
+        assert_eq!(
+            p.raw_selectors,
+            vec!["a_total{job=\"web\"}", "b_total{job=\"web\"}"]
+        );
         assert_eq!(p.minute_selectors, vec!["b_total{job=\"web\"}"]);
         assert_eq!(
             p.minutes,
@@ -295,7 +303,10 @@ mod tests {
         parse(body, "m_total", &mut out, |t| Some(Timestamp(t))).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].name, "m_total");
-        assert_eq!(out[0].labels, vec![("instance".to_string(), "a".to_string())]);
+        assert_eq!(
+            out[0].labels,
+            vec![("instance".to_string(), "a".to_string())]
+        );
         assert_eq!(out[0].at, Timestamp(59_999));
         assert!(out[1].value.is_nan());
         let bad = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
