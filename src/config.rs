@@ -498,19 +498,48 @@ pub struct ScrapeConfig {
     /// The source's name in immune's own metrics (default: `scrape:<job>`).
     #[serde(default)]
     pub name: Option<String>,
-    /// The full URL, e.g. `http://web-01:9100/metrics`.
-    pub url: String,
+    /// The full URL, e.g. `http://web-01:9100/metrics` (or targets from `file_sd_configs`).
+    #[serde(default)]
+    pub url: Option<String>,
     /// The `job` label added to every series.
     pub job: String,
     /// The `instance` label (default: the URL's host:port).
     #[serde(default)]
     pub instance: Option<String>,
+    /// Targets from files, in Prometheus's `file_sd_configs` format, re-read when they
+    /// change: a fleet of hundreds of hosts is one entry, not one per URL.
+    #[serde(default)]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    /// Scheme of file-discovered targets (a target group label `__scheme__` overrides it).
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// Path of file-discovered targets (a target group label `__metrics_path__` overrides it).
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
     /// Time between scrapes.
     #[serde(default = "d10s")]
     pub interval: Duration,
     /// Longest a scrape may take.
     #[serde(default = "d5s")]
     pub timeout: Duration,
+}
+
+/// Files of target groups, as Prometheus's `file_sd_configs`: JSON (`.json`) or YAML
+/// (`.yml`, `.yaml`) lists of `{targets: [host:port, ...], labels: {name: value}}`. A `*`
+/// in a file name matches any run of characters (`targets/*.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    /// The files (or patterns).
+    pub files: Vec<PathBuf>,
+}
+
+fn default_scheme() -> String {
+    "http".into()
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
 }
 
 /// One Prometheus-compatible query API.

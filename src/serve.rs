@@ -554,14 +554,21 @@ fn start_sources(
             .name
             .clone()
             .unwrap_or_else(|| numbered(&format!("scrape:{}", c.job), i));
-        let p = sources::scrape::ScrapePoller::new(c)
-            .map_err(|e| bad(&name, e))?
-            .with_limits(limits.clone());
         let sched = Schedule {
             interval: c.interval.std(),
             timeout: c.timeout.std(),
         };
-        tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+        if c.file_sd_configs.is_empty() {
+            let p = sources::scrape::ScrapePoller::new(c)
+                .map_err(|e| bad(&name, e))?
+                .with_limits(limits.clone());
+            tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+        } else {
+            let p = sources::file_sd::FileSdPoller::new(c)
+                .map_err(|e| bad(&name, e))?
+                .with_limits(limits.clone());
+            tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+        }
     }
     for (i, c) in s.promql.iter().enumerate() {
         let name = c.name.clone().unwrap_or_else(|| numbered("promql", i));
