@@ -11,7 +11,8 @@ use std::time::Duration;
 async fn exporter(body: &'static str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
+    let app =
+        axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -76,7 +76,10 @@ pub fn targets(cfg: &ScrapeConfig, groups: &[TargetGroup]) -> Vec<Target> {
                 .entry("instance".into())
                 .or_insert_with(|| addr.clone());
             let scheme = g.labels.get("__scheme__").unwrap_or(&cfg.scheme);
-            let path = g.labels.get("__metrics_path__").unwrap_or(&cfg.metrics_path);
+            let path = g
+                .labels
+                .get("__metrics_path__")
+                .unwrap_or(&cfg.metrics_path);
             let sep = if path.starts_with('/') { "" } else { "/" };
             out.push(Target {
                 url: format!("{scheme}://{addr}{sep}{path}"),
@@ -119,8 +122,7 @@ fn wildcard(pattern: &str, text: &str) -> bool {
     if parts.len() == 1 {
         return pattern == text;
     }
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last)
-    {
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
@@ -311,11 +313,17 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(t[0].url, "http://10.0.0.1:9100/metrics");
         let l = |v: &[(&str, &str)]| -> Labels {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         assert_eq!(
             t[0].labels,
-            l(&[("env", "prod"), ("instance", "10.0.0.1:9100"), ("job", "node")])
+            l(&[
+                ("env", "prod"),
+                ("instance", "10.0.0.1:9100"),
+                ("job", "node")
+            ])
         );
         assert_eq!(t[2].url, "https://10.0.0.3:9100/m");
         assert_eq!(t[2].labels, l(&[("instance", "web-03"), ("job", "node")]));

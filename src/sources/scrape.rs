@@ -176,9 +176,14 @@ pub async fn scrape_target(
 
 impl Poller for ScrapePoller {
     async fn poll(&mut self, now: Timestamp) -> Result<Vec<Sample>, SourceError> {
-        let mut out =
-            scrape_target(&self.client, &self.url, &self.target, self.limits.as_ref(), now)
-                .await?;
+        let mut out = scrape_target(
+            &self.client,
+            &self.url,
+            &self.target,
+            self.limits.as_ref(),
+            now,
+        )
+        .await?;
         out.push(self.up(1.0, now));
         Ok(out)
     }
