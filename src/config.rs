@@ -676,6 +676,47 @@ sources:
     }
 
     #[test]
+    fn history_and_file_sd_parse() {
+        let text = r#"
+history:
+  url: http://mimir:8080/prometheus
+  headers: {X-Scope-OrgID: team-a}
+  timeout: 5s
+sources:
+  scrape: [{job: web, file_sd_configs: [{files: [t/*.json]}]}]
+"#;
+        let c = Config::from_str("immune.yaml", text).unwrap();
+        let h = c.history.as_ref().unwrap();
+        let t = h.tsdb().unwrap();
+        assert_eq!(t.url, "http://mimir:8080/prometheus");
+        assert_eq!(t.headers, vec![("X-Scope-OrgID".into(), "team-a".into())]);
+        assert_eq!(t.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(t.retries, 3);
+        assert_eq!(h.prefill_timeout, Duration::secs(300));
+        let s = &c.sources.scrape[0];
+        assert_eq!(s.url, None);
+        assert_eq!(s.file_sd_configs[0].files, vec![PathBuf::from("t/*.json")]);
+        assert_eq!(
+            (s.scheme.as_str(), s.metrics_path.as_str()),
+            ("http", "/metrics")
+        );
+        let err = Config::from_str(
+            "immune.yaml",
+            "history: {url: x, bearer_token_file: /nonexistent/t}
+",
+        )
+        .unwrap()
+        .history
+        .unwrap()
+        .tsdb()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/t: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn typo_is_positioned() {
         let err = Config::from_str("immune.yaml", "engine:\n  eval_intervl: 5s\n").unwrap_err();
         let text = err.to_string();
