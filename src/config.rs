@@ -97,6 +97,9 @@ pub struct Config {
     /// Where decisions go.
     #[serde(default)]
     pub signals: SignalsConfig,
+    /// A Prometheus-compatible TSDB the agent fills its windows from at start-up.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             limits: crate::limits::LimitsConfig::default(),
             sources: SourcesConfig::default(),
             signals: SignalsConfig::default(),
+            history: None,
         }
     }
 }
@@ -494,19 +498,48 @@ pub struct ScrapeConfig {
     /// The source's name in immune's own metrics (default: `scrape:<job>`).
     #[serde(default)]
     pub name: Option<String>,
-    /// The full URL, e.g. `http://web-01:9100/metrics`.
-    pub url: String,
+    /// The full URL, e.g. `http://web-01:9100/metrics` (or targets from `file_sd_configs`).
+    #[serde(default)]
+    pub url: Option<String>,
     /// The `job` label added to every series.
     pub job: String,
     /// The `instance` label (default: the URL's host:port).
     #[serde(default)]
     pub instance: Option<String>,
+    /// Targets from files, in Prometheus's `file_sd_configs` format, re-read when they
+    /// change: a fleet of hundreds of hosts is one entry, not one per URL.
+    #[serde(default)]
+    pub file_sd_configs: Vec<FileSdConfig>,
+    /// Scheme of file-discovered targets (a target group label `__scheme__` overrides it).
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// Path of file-discovered targets (a target group label `__metrics_path__` overrides it).
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: String,
     /// Time between scrapes.
     #[serde(default = "d10s")]
     pub interval: Duration,
     /// Longest a scrape may take.
     #[serde(default = "d5s")]
     pub timeout: Duration,
+}
+
+/// Files of target groups, as Prometheus's `file_sd_configs`: JSON (`.json`) or YAML
+/// (`.yml`, `.yaml`) lists of `{targets: [host:port, ...], labels: {name: value}}`. A `*`
+/// in a file name matches any run of characters (`targets/*.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    /// The files (or patterns).
+    pub files: Vec<PathBuf>,
+}
+
+fn default_scheme() -> String {
+    "http".into()
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
 }
 
 /// One Prometheus-compatible query API.
@@ -529,6 +562,82 @@ pub struct PromqlConfig {
     /// Longest a query may take.
     #[serde(default = "d5s")]
     pub timeout: Duration,
+}
+
+/// The TSDB the agent reads history from (Prometheus, Thanos, Mimir, VictoriaMetrics: any
+/// server of `/api/v1/query` and `/api/v1/query_range`). With it, a restarted agent fills
+/// every rule's windows at start-up instead of waiting for them to fill live.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Base URL of the query API (`http://prometheus:9090`, Mimir's `.../prometheus`).
+    pub url: String,
+    /// Extra request headers, e.g. `{X-Scope-OrgID: team-a}` for Mimir.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A file holding a bearer token.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic auth.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// Longest one request may take.
+    #[serde(default = "d30s")]
+    pub timeout: Duration,
+    /// Attempts per request beyond the first (on connection errors and 5xx).
+    #[serde(default = "three")]
+    pub retries: u32,
+    /// Longest span of raw samples fetched in one request per selector.
+    #[serde(default = "d1h")]
+    pub chunk: Duration,
+    /// Longest the whole start-up fill may take; past it the agent starts with what it has
+    /// (rules whose windows are short stay inconclusive and say why).
+    #[serde(default = "d300s")]
+    pub prefill_timeout: Duration,
+}
+
+/// A user name and a file holding the password.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user.
+    pub username: String,
+    /// A file holding the password (trailing whitespace is trimmed).
+    pub password_file: PathBuf,
+}
+
+fn three() -> u32 {
+    3
+}
+
+impl HistoryConfig {
+    /// The client settings, with the secrets read from their files.
+    pub fn tsdb(&self) -> Result<crate::history::Tsdb, ConfigError> {
+        let secret = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        let basic_auth = match &self.basic_auth {
+            Some(b) => Some((b.username.clone(), secret(&b.password_file)?)),
+            None => None,
+        };
+        Ok(crate::history::Tsdb {
+            url: self.url.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            bearer_token: self.bearer_token_file.as_ref().map(secret).transpose()?,
+            basic_auth,
+            timeout: self.timeout.std(),
+            retries: self.retries,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -564,6 +673,47 @@ sources:
         assert_eq!(c.sources.mysql[0].queries[0].kind, QueryKind::Counter);
         assert_eq!(c.sources.memcached[0].job, "memcached");
         assert_eq!(c.api.tokens, vec!["abc".to_string()]);
+    }
+
+    #[test]
+    fn history_and_file_sd_parse() {
+        let text = r#"
+history:
+  url: http://mimir:8080/prometheus
+  headers: {X-Scope-OrgID: team-a}
+  timeout: 5s
+sources:
+  scrape: [{job: web, file_sd_configs: [{files: [t/*.json]}]}]
+"#;
+        let c = Config::from_str("immune.yaml", text).unwrap();
+        let h = c.history.as_ref().unwrap();
+        let t = h.tsdb().unwrap();
+        assert_eq!(t.url, "http://mimir:8080/prometheus");
+        assert_eq!(t.headers, vec![("X-Scope-OrgID".into(), "team-a".into())]);
+        assert_eq!(t.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(t.retries, 3);
+        assert_eq!(h.prefill_timeout, Duration::secs(300));
+        let s = &c.sources.scrape[0];
+        assert_eq!(s.url, None);
+        assert_eq!(s.file_sd_configs[0].files, vec![PathBuf::from("t/*.json")]);
+        assert_eq!(
+            (s.scheme.as_str(), s.metrics_path.as_str()),
+            ("http", "/metrics")
+        );
+        let err = Config::from_str(
+            "immune.yaml",
+            "history: {url: x, bearer_token_file: /nonexistent/t}
+",
+        )
+        .unwrap()
+        .history
+        .unwrap()
+        .tsdb()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/t: cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -277,6 +277,7 @@ pub async fn run(
     let signals = Signals::open(config.signals.clone(), &config.data_dir, public_url)?;
     signals.register_metrics(&metrics.registry);
 
+    let history_rules = config.history.as_ref().map(|_| rules.rules.clone());
     let engine = Engine::new(rules, config.engine.engine_config());
     let on_decisions = {
         let signals = signals.clone();
@@ -312,6 +313,18 @@ pub async fn run(
             .restore_block(service, decision)
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    }
+    // History first: the windows are full before any deploy is resumed or sample arrives.
+    if let (Some(h), Some(rules)) = (&config.history, history_rules) {
+        prefill(
+            h,
+            rules,
+            &config.engine.engine_config(),
+            clock.now(),
+            &engine_handle,
+            &metrics,
+        )
+        .await?;
     }
     let resumable = crate::model::EventWindow {
         past: RESUME_MAX_AGE,
@@ -428,6 +441,100 @@ pub async fn run(
     Ok(())
 }
 
+/// Fills the engine's windows from the TSDB (see [`crate::history::prefill`]) on a
+/// blocking thread, within `prefill_timeout`. A failure is logged and counted
+/// (`immune_history_prefill_failures_total`) and the agent starts anyway: rules whose
+/// windows stay short are inconclusive and say so, they never pass for want of data.
+/// Only an unusable `history` section (an unreadable secret file) stops start-up.
+async fn prefill(
+    h: &crate::config::HistoryConfig,
+    rules: Vec<crate::rules::Rule>,
+    cfg: &crate::engine::EngineConfig,
+    now: Timestamp,
+    engine: &EngineHandle,
+    metrics: &AgentMetrics,
+) -> Result<(), ServeError> {
+    use crate::history::prefill::{self as fill, Filled};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let samples = prometheus::IntCounter::new(
+        "immune_history_prefill_samples_total",
+        "Samples loaded from the history TSDB at start-up.",
+    )?;
+    let failures = prometheus::IntCounter::new(
+        "immune_history_prefill_failures_total",
+        "Start-up fills from the history TSDB that failed or timed out.",
+    )?;
+    metrics.registry.register(Box::new(samples.clone()))?;
+    metrics.registry.register(Box::new(failures.clone()))?;
+    let tsdb = h.tsdb()?;
+    let plan = fill::plan(&rules, now, cfg.block, cfg.eval_interval);
+    tracing::info!(
+        url = %tsdb.url, selectors = plan.raw_selectors.len(),
+        raw_from = plan.raw.0.as_secs_f64(), minutes_from = plan.minutes.map(|m| m.0.as_secs_f64()),
+        "Filling rule windows from the history TSDB."
+    );
+    let cancel = Arc::new(AtomicBool::new(false));
+    let chunk = h.chunk.0;
+    let job = {
+        let cancel = cancel.clone();
+        let engine = engine.clone();
+        let samples = samples.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut filled = Filled::default();
+            let result = crate::history::Client::new(&tsdb).and_then(|client| {
+                fill::fetch(&client, &plan, chunk, &cancel, &mut filled, &mut |batch| {
+                    samples.inc_by(batch.len() as u64);
+                    engine
+                        .send_samples_blocking(batch)
+                        .map_err(|e| e.to_string())
+                })
+            });
+            (result, filled)
+        })
+    };
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(h.prefill_timeout.std(), job).await;
+    let (result, filled) = match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => (
+            Err(crate::history::HistoryError {
+                url: h.url.clone(),
+                message: format!("the fill task failed: {e}"),
+            }),
+            Filled::default(),
+        ),
+        Err(_) => {
+            cancel.store(true, Ordering::Relaxed);
+            (
+                Err(crate::history::HistoryError {
+                    url: h.url.clone(),
+                    message: format!(
+                        "prefill_timeout of {:?} reached; starting with what was loaded",
+                        h.prefill_timeout.std()
+                    ),
+                }),
+                Filled::default(),
+            )
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(
+            samples = filled.samples,
+            requests = filled.requests,
+            seconds = started.elapsed().as_secs_f64(),
+            "Rule windows filled from history."
+        ),
+        Err(e) => {
+            failures.inc();
+            tracing::error!(
+                error = %e, samples = samples.get(),
+                "Filling rule windows from history failed; rules whose windows are short stay inconclusive until live data fills them."
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Starts every configured source as its own task.
 fn start_sources(
     config: &Config,
@@ -464,14 +571,21 @@ fn start_sources(
             .name
             .clone()
             .unwrap_or_else(|| numbered(&format!("scrape:{}", c.job), i));
-        let p = sources::scrape::ScrapePoller::new(c)
-            .map_err(|e| bad(&name, e))?
-            .with_limits(limits.clone());
         let sched = Schedule {
             interval: c.interval.std(),
             timeout: c.timeout.std(),
         };
-        tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+        if c.file_sd_configs.is_empty() {
+            let p = sources::scrape::ScrapePoller::new(c)
+                .map_err(|e| bad(&name, e))?
+                .with_limits(limits.clone());
+            tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+        } else {
+            let p = sources::file_sd::FileSdPoller::new(c)
+                .map_err(|e| bad(&name, e))?
+                .with_limits(limits.clone());
+            tasks.push(tokio::spawn(sources::run_poller(ctx.named(name), sched, p)));
+        }
     }
     for (i, c) in s.promql.iter().enumerate() {
         let name = c.name.clone().unwrap_or_else(|| numbered("promql", i));

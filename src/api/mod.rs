@@ -7,6 +7,8 @@
 //! | POST | `/api/v1/deploys/{id}/full` \| `end` \| `abort` | yes | next step of a deploy |
 //! | GET | `/api/v1/deploys`, `/api/v1/deploys/{id}` | no | deploy state and decisions |
 //! | GET | `/api/v1/lines`, `/api/v1/lines/{service}` | no | line state |
+//! | GET | `/api/v1/rules` | no | each rule's series now, their age, deploys, last verdict ([`rules`]) |
+//! | GET | `/api/v1/series`, `/api/v1/label/__name__/values` | no | Prometheus-style lookups, for `immune check --against` |
 //! | POST | `/api/v1/lines/{service}/unblock` | yes | reopen a blocked line (`by`, `reason`) |
 //! | POST | `/api/v1/push` | yes | Prometheus text, Pushgateway style |
 //! | POST | `/api/v1/write` | yes | Prometheus remote_write |
@@ -31,6 +33,7 @@ pub mod experiments;
 pub mod http;
 pub mod metrics;
 pub mod pages;
+pub mod rules;
 
 use crate::config::ApiConfig;
 use crate::engine::handle::EngineHandle;
@@ -107,6 +110,9 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .route("/api/v1/deploys/{id}", get(deploys::get_one))
         .route("/api/v1/lines", get(deploys::lines))
         .route("/api/v1/lines/{service}", get(deploys::line))
+        .route("/api/v1/rules", get(rules::rules))
+        .route("/api/v1/series", get(rules::series))
+        .route("/api/v1/label/__name__/values", get(rules::names))
         .route("/api/v1/experiments", get(experiments::list))
         .route(
             "/api/v1/experiments/{name}/assign",

@@ -117,28 +117,29 @@ pub fn planning_events(text: &str) -> Vec<DeployEvent> {
         .collect()
 }
 
+/// A query API answer holding a matrix (shared with [`super::prefill`]).
 #[derive(Deserialize)]
-struct Answer {
-    status: String,
+pub(super) struct Answer {
+    pub(super) status: String,
     #[serde(default)]
-    data: Option<MatrixData>,
+    pub(super) data: Option<MatrixData>,
     #[serde(default)]
-    error: Option<String>,
+    pub(super) error: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct MatrixData {
+pub(super) struct MatrixData {
     #[serde(rename = "resultType")]
-    result_type: String,
+    pub(super) result_type: String,
     #[serde(default)]
-    result: Vec<MatrixItem>,
+    pub(super) result: Vec<MatrixItem>,
 }
 
 #[derive(Deserialize)]
-struct MatrixItem {
-    metric: BTreeMap<String, String>,
+pub(super) struct MatrixItem {
+    pub(super) metric: BTreeMap<String, String>,
     #[serde(default)]
-    values: Vec<(f64, String)>,
+    pub(super) values: Vec<(f64, String)>,
 }
 
 /// Appends `name{labels}` in the text format, label values escaped.

@@ -15,7 +15,9 @@
 pub mod against;
 pub mod backtest;
 pub mod dump;
+pub mod prefill;
 
+use crate::rules::selector::Selector;
 use crate::rules::{MetricKind, Rule};
 
 /// Where the history comes from and how to authenticate.
@@ -168,16 +170,24 @@ pub fn selectors(rules: &[Rule]) -> Vec<String> {
 
 /// The selectors one rule reads.
 pub fn rule_selectors(r: &Rule) -> Vec<String> {
+    rule_selector_list(r)
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The selectors one rule reads, parsed: the series it matches are the ones matching any.
+pub fn rule_selector_list(r: &Rule) -> Vec<Selector> {
     let sel = &r.selector;
     match &r.kind {
-        MetricKind::CounterRate | MetricKind::Gauge => vec![sel.to_string()],
-        MetricKind::Ratio { denominator } => vec![sel.to_string(), denominator.to_string()],
+        MetricKind::CounterRate | MetricKind::Gauge => vec![sel.clone()],
+        MetricKind::Ratio { denominator } => vec![sel.clone(), denominator.clone()],
         MetricKind::Mean => vec![
-            sel.with_name(&format!("{}_sum", sel.name)).to_string(),
-            sel.with_name(&format!("{}_count", sel.name)).to_string(),
+            sel.with_name(&format!("{}_sum", sel.name)),
+            sel.with_name(&format!("{}_count", sel.name)),
         ],
         MetricKind::HistogramQuantile { .. } => {
-            vec![sel.with_name(&format!("{}_bucket", sel.name)).to_string()]
+            vec![sel.with_name(&format!("{}_bucket", sel.name))]
         }
     }
 }

@@ -28,6 +28,7 @@
 //! (interval × 2ⁿ, at most [`MAX_BACKOFF`]); the source's data series simply stop, which is
 //! what `on_missing` rules judge. No source can block another or the engine.
 
+pub mod file_sd;
 pub mod memcached;
 pub mod mysql;
 pub mod promql;
@@ -55,6 +56,9 @@ pub enum SourceError {
     /// The service answered something unreadable.
     #[error("bad answer: {0}")]
     Protocol(String),
+    /// The source's configuration is unusable.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The telemetry every source reports, one label value per source.

@@ -97,10 +97,14 @@ impl ScrapePoller {
             .timeout(cfg.timeout.std())
             .build()
             .map_err(|e| SourceError::Io(e.to_string()))?;
-        let instance = cfg.instance.clone().unwrap_or_else(|| host_port(&cfg.url));
+        let url = cfg
+            .url
+            .clone()
+            .ok_or_else(|| SourceError::Config("needs `url` or `file_sd_configs`".into()))?;
+        let instance = cfg.instance.clone().unwrap_or_else(|| host_port(&url));
         Ok(ScrapePoller {
             client,
-            url: cfg.url.clone(),
+            url,
             target: sorted(vec![
                 ("instance".into(), instance),
                 ("job".into(), cfg.job.clone()),
@@ -125,41 +129,61 @@ impl ScrapePoller {
     }
 }
 
+/// Scrapes `url` once: the exposition's samples with the `target` labels set, minus series
+/// over the label limits (dropped, logged). Shared by [`ScrapePoller`] and the targets of
+/// [`super::file_sd`].
+pub async fn scrape_target(
+    client: &reqwest::Client,
+    url: &str,
+    target: &[(String, String)],
+    limits: Option<&crate::limits::Limits>,
+    now: Timestamp,
+) -> Result<Vec<Sample>, SourceError> {
+    let resp = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, ACCEPT)
+        .send()
+        .await
+        .map_err(|e| SourceError::Io(crate::logging::chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(SourceError::Protocol(format!("HTTP {}", resp.status())));
+    }
+    let openmetrics = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/openmetrics-text"));
+    let unit = if openmetrics {
+        TimestampUnit::Seconds
+    } else {
+        TimestampUnit::Milliseconds
+    };
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| SourceError::Io(e.to_string()))?;
+    let mut out = parse_exposition(&text, unit, now, target)
+        .map_err(|e| SourceError::Protocol(e.to_string()))?;
+    if let Some(limits) = limits {
+        let (kept, over) = limits.filter(out);
+        if let Some(e) = over {
+            tracing::warn!(url = %crate::signals::redact_url(url), error = %e, "Scraped series over the label limits dropped.");
+        }
+        out = kept;
+    }
+    Ok(out)
+}
+
 impl Poller for ScrapePoller {
     async fn poll(&mut self, now: Timestamp) -> Result<Vec<Sample>, SourceError> {
-        let resp = self
-            .client
-            .get(&self.url)
-            .header(reqwest::header::ACCEPT, ACCEPT)
-            .send()
-            .await
-            .map_err(|e| SourceError::Io(crate::logging::chain(&e)))?;
-        if !resp.status().is_success() {
-            return Err(SourceError::Protocol(format!("HTTP {}", resp.status())));
-        }
-        let openmetrics = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/openmetrics-text"));
-        let unit = if openmetrics {
-            TimestampUnit::Seconds
-        } else {
-            TimestampUnit::Milliseconds
-        };
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| SourceError::Io(e.to_string()))?;
-        let mut out = parse_exposition(&text, unit, now, &self.target)
-            .map_err(|e| SourceError::Protocol(e.to_string()))?;
-        if let Some(limits) = &self.limits {
-            let (kept, over) = limits.filter(out);
-            if let Some(e) = over {
-                tracing::warn!(url = %crate::signals::redact_url(&self.url), error = %e, "Scraped series over the label limits dropped.");
-            }
-            out = kept;
-        }
+        let mut out = scrape_target(
+            &self.client,
+            &self.url,
+            &self.target,
+            self.limits.as_ref(),
+            now,
+        )
+        .await?;
         out.push(self.up(1.0, now));
         Ok(out)
     }
