@@ -7,6 +7,7 @@
 
 pub mod assign;
 pub mod judge;
+pub mod registry;
 pub mod srm;
 
 use crate::rules::load::{Diagnostic, Diagnostics, MAX_TEXT_BYTES, from_yaml_str};
