@@ -3,11 +3,13 @@
 //! YAML loader as rule files (so errors carry `file:line:column` and hostile YAML meets the
 //! same budgets), and deterministic assignment ([`assign`]).
 //!
-//! Judging, SRM, closing, the API and the page are not built yet (issue 12, items 3 to 6).
+//! Judging ([`judge`], [`srm`]), the agent's participants and outcomes ([`registry`]) and
+//! the status table ([`show`]) build on these.
 
 pub mod assign;
 pub mod judge;
 pub mod registry;
+pub mod show;
 pub mod srm;
 
 use crate::rules::load::{Diagnostic, Diagnostics, MAX_TEXT_BYTES, from_yaml_str};
