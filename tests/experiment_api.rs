@@ -152,7 +152,11 @@ async fn events_feed_the_judge_and_the_state_is_shown() {
     assert_eq!(s["state"], "running");
     assert_eq!(s["comparisons"].as_array().unwrap().len(), 2);
     assert_eq!(s["comparisons"][0]["metric"], "signups_total");
-    assert_eq!(s["closing"].as_array().unwrap().len(), 1, "guardrails do not close");
+    assert_eq!(
+        s["closing"].as_array().unwrap().len(),
+        1,
+        "guardrails do not close"
+    );
     assert_eq!(s["closing"][0]["outcome"], "not_significant");
     let r = reqwest::get(format!("{u}/api/v1/experiments/Nope"))
         .await
@@ -172,7 +176,21 @@ async fn events_feed_the_judge_and_the_state_is_shown() {
         )),
         "{metrics}"
     );
-    assert!(metrics.contains("immune_experiment_state{experiment=\"GDCEurope2011\",state=\"running\"} 1"));
+    assert!(
+        metrics
+            .contains("immune_experiment_state{experiment=\"GDCEurope2011\",state=\"running\"} 1")
+    );
+
+    let html = reqwest::get(format!("{u}/experiments/{name}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<h1>Experiment GDCEurope2011</h1>"), "{html}");
+    assert!(html.contains("<td>signups_total</td>"), "{html}");
+    let r = reqwest::get(format!("{u}/experiments/Nope")).await.unwrap();
+    assert_eq!(r.status(), 404);
 
     // The CLI shows the same state.
     let url = u.clone();

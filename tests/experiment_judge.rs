@@ -6,9 +6,7 @@
 //! participants a non-significant goal needs.
 
 use immune::bench::experiments::{effect_run, experiment, fixed_horizon, null_run};
-use immune::experiment::judge::{
-    BranchTotals, Judge, Outcome, State, Totals, Verdict, half_width,
-};
+use immune::experiment::judge::{BranchTotals, Judge, Outcome, State, Totals, Verdict, half_width};
 use immune::experiment::srm::log_bayes_factor;
 use immune::experiment::{Branch, Direction, Experiment, Metric, MetricKind};
 use immune::stats::{Alternative, msprt_normal_one_sided_log};
@@ -188,7 +186,7 @@ fn amount_interval_is_the_inversion_of_the_e_value() {
     let (v, tau2, alpha) = (0.3, 0.05, 0.01);
     let h = half_width(v, tau2, alpha);
     let l = msprt_normal_one_sided_log(1, h, 0.0, v, tau2, Alternative::TwoSided).unwrap();
-    assert!((l - (1.0 / alpha as f64).ln()).abs() < 1e-9, "{l}");
+    assert!((l - (1.0f64 / alpha).ln()).abs() < 1e-9, "{l}");
 }
 
 #[test]

@@ -8,11 +8,11 @@ use super::error::ApiError;
 use crate::experiment::assign::branch_for;
 use crate::experiment::judge::State as ExpState;
 use crate::experiment::registry::{EventError, Events, LOOK_EVERY, MAX_PARTICIPANTS};
-use axum::body::Bytes;
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -213,4 +213,25 @@ pub fn render_metrics(state: &ApiState) -> String {
         }
     }
     out
+}
+
+/// `GET /experiments/{name}`: the experiment page for people, from the same state as
+/// [`get_one`].
+pub async fn page(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    let now = state.clock.now().as_secs_f64();
+    match state
+        .registry
+        .status(&name, now, LOOK_EVERY)
+        .and_then(|s| serde_json::to_value(s).ok())
+    {
+        Some(v) => Html(crate::experiment::show::page(&v)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Html(format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unknown experiment</title></head><body><h1>Unknown experiment</h1><p>{}</p></body></html>",
+                crate::report::words::esc(&name)
+            )),
+        )
+            .into_response(),
+    }
 }

@@ -17,6 +17,7 @@
 //! | GET | `/api/v1/experiments`, `/api/v1/experiments/{name}`, `.../{name}/assign` | no | experiments, their state, assignment |
 //! | POST | `/api/v1/experiments/{name}/events` | yes | exposures and outcomes |
 //! | GET | `/`, `/deploys/{id}` | no | report pages for people (HTML, [`pages`]) |
+//! | GET | `/experiments/{name}` | no | an experiment's page (HTML) |
 //! | POST | `/lines/{service}/unblock` | token field | the index page's unblock form |
 //!
 //! plus the pull gates of [`crate::signals::gates_router`]. State-changing endpoints need
@@ -120,6 +121,7 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         )
         .route("/", get(pages::index))
         .route("/deploys/{id}", get(pages::deploy))
+        .route("/experiments/{name}", get(experiments::page))
         .layer(DefaultBodyLimit::max(cfg.body_limit));
     let engine = state.engine.clone();
     let signals = state.signals.clone();

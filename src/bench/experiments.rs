@@ -128,14 +128,14 @@ impl Sim {
         let kept = self.binomial(treated, self.keep_treatment);
         let new = [self.per_minute - treated, kept];
         let cap = revenue_cap();
-        for b in 0..2 {
+        for (b, &new) in new.iter().enumerate() {
             let p = if b == 1 {
                 RATE * (1.0 + self.effect)
             } else {
                 RATE
             };
-            let signups = self.binomial(new[b], p);
-            self.n[b] += new[b];
+            let signups = self.binomial(new, p);
+            self.n[b] += new;
             self.x[b] += signups;
             if let Some(d) = self.revenue {
                 for _ in 0..signups {
@@ -273,7 +273,8 @@ pub fn fixed_horizon(rate: f64, lift: f64, alpha: f64, power: f64) -> Option<u64
     let za = normal_quantile(1.0 - alpha / 2.0)?;
     let zb = normal_quantile(power)?;
     let pbar = (p0 + p1) / 2.0;
-    let num = za * (2.0 * pbar * (1.0 - pbar)).sqrt() + zb * (p0 * (1.0 - p0) + p1 * (1.0 - p1)).sqrt();
+    let num =
+        za * (2.0 * pbar * (1.0 - pbar)).sqrt() + zb * (p0 * (1.0 - p0) + p1 * (1.0 - p1)).sqrt();
     let n = (num / (p1 - p0)).powi(2);
     Some(2 * n.ceil() as u64)
 }
@@ -328,11 +329,17 @@ pub fn run(args: ExperimentsArgs, out: &mut dyn Write) -> Result<(), BenchError>
     let aa = parallel(args.runs, args.threads, |i| {
         null_run(1_000 + i as u64, args.days, args.per_minute, 1.0)
     });
-    eprintln!("bench experiments: A/A done, {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "bench experiments: A/A done, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let srm = parallel(args.runs, args.threads, |i| {
         null_run(50_000 + i as u64, args.days, args.per_minute, 0.98)
     });
-    eprintln!("bench experiments: SRM done, {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "bench experiments: SRM done, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let n = aa.len();
     let count = |f: &dyn Fn(&NullRun) -> bool, v: &[NullRun]| v.iter().filter(|r| f(r)).count();
     writeln!(
@@ -340,7 +347,10 @@ pub fn run(args: ExperimentsArgs, out: &mut dyn Write) -> Result<(), BenchError>
         "### A/A: {n} experiments, 50/50, {} days, {} participants a minute, looked at every minute\n",
         args.days, args.per_minute
     )?;
-    writeln!(out, "| method | share closed desired/undesired (alpha {ALPHA}) |")?;
+    writeln!(
+        out,
+        "| method | share closed desired/undesired (alpha {ALPHA}) |"
+    )?;
     writeln!(out, "|---|---|")?;
     writeln!(
         out,
@@ -375,7 +385,11 @@ pub fn run(args: ExperimentsArgs, out: &mut dyn Write) -> Result<(), BenchError>
         "### SRM: the assignment drops 2% of the treatment's participants ({} runs)\n",
         srm.len()
     )?;
-    writeln!(out, "| flagged within {} days | participants at flag: median | 90th percentile |", args.days)?;
+    writeln!(
+        out,
+        "| flagged within {} days | participants at flag: median | 90th percentile |",
+        args.days
+    )?;
     writeln!(out, "|---|---|---|")?;
     writeln!(
         out,

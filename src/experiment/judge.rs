@@ -657,7 +657,7 @@ fn amount_stats(
         ((vb + vc) / 2.0).sqrt()
     };
     let tau = spec.min_effect * scale;
-    if !(tau > 0.0) {
+    if tau.is_nan() || tau <= 0.0 {
         return None;
     }
     Some(AmountStats {

@@ -127,3 +127,79 @@ pub fn table(s: &Value) -> String {
     }
     out
 }
+
+/// The experiment page (`GET /experiments/{name}`), drawn from the same JSON as
+/// `GET /api/v1/experiments/{name}`: the state in words first, then the branches and every
+/// comparison.
+pub fn page(s: &Value) -> String {
+    use crate::report::words::esc;
+    let name = esc(s["experiment"].as_str().unwrap_or("?"));
+    let state = s["state"].as_str().unwrap_or("?");
+    let total: u64 = s["branches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["participants"].as_u64())
+        .sum();
+    let headline = match state {
+        "stop" => "Stop this experiment: a guardrail shows harm.".to_string(),
+        "mismatch" => {
+            "The assignment is broken (sample ratio mismatch): results are withheld until it is fixed."
+                .to_string()
+        }
+        _ => "Running: collecting evidence; every look is safe.".to_string(),
+    };
+    let mut out = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Experiment {name}</title>\
+         <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left}}\
+         .stop,.harm,.undesired,.withheld{{color:#b00}}.desired{{color:#070}}</style></head><body>\
+         <h1>Experiment {name}</h1><p class=\"{state}\"><strong>{}</strong> {total} participants; \
+         sample ratio p = {:.3e}.</p>",
+        esc(&headline),
+        s["srm"]["p_value"].as_f64().unwrap_or(1.0)
+    );
+    out.push_str(
+        "<h2>Branches</h2><table><tr><th>branch</th><th>weight</th><th>participants</th></tr>",
+    );
+    for b in s["branches"].as_array().into_iter().flatten() {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(b["name"].as_str().unwrap_or("?")),
+            b["weight"],
+            b["participants"]
+        );
+    }
+    out.push_str("</table><h2>Branch against control</h2><table><tr><th>branch</th><th>metric</th><th>role</th><th>effect</th><th>confidence interval</th><th>p</th><th>verdict</th><th>if closed now</th><th>more participants</th></tr>");
+    let closing = s["closing"].as_array().cloned().unwrap_or_default();
+    for c in s["comparisons"].as_array().into_iter().flatten() {
+        let close = closing
+            .iter()
+            .find(|x| x["branch"] == c["branch"] && x["metric"] == c["metric"]);
+        let verdict = esc(c["verdict"].as_str().unwrap_or("?"));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3e}</td><td class=\"{verdict}\">{verdict}</td><td>{}</td><td>{}</td></tr>",
+            esc(c["branch"].as_str().unwrap_or("?")),
+            esc(c["metric"].as_str().unwrap_or("?")),
+            if c["guardrail"].as_bool() == Some(true) {
+                "guardrail"
+            } else {
+                "goal"
+            },
+            pct(&c["effect"]),
+            ci(&c["ci"]),
+            c["p_value"].as_f64().unwrap_or(1.0),
+            esc(close.and_then(|x| x["outcome"].as_str()).unwrap_or("-")),
+            close
+                .and_then(|x| x["more_participants"].as_u64())
+                .map_or("-".into(), |n| n.to_string()),
+        );
+    }
+    out.push_str(
+        "</table><p>Effects are relative to control; intervals are anytime-valid confidence \
+         sequences, simultaneous over all comparisons. See docs/EXPERIMENTS.md.</p>\
+         <p><a href=\"/\">Deploys</a></p></body></html>",
+    );
+    out
+}
