@@ -137,7 +137,8 @@ enum Command {
         #[command(flatten)]
         tsdb: TsdbArgs,
     },
-    /// Experiments (the hypothesis builder): deterministic assignment of users to branches.
+    /// Experiments (the hypothesis builder): deterministic assignment of users to branches,
+    /// and an experiment's judged state on a running agent.
     Experiment {
         #[command(subcommand)]
         action: ExperimentAction,
@@ -165,6 +166,19 @@ enum ExperimentAction {
         /// User ids.
         #[arg(required = true)]
         uids: Vec<String>,
+    },
+    /// Show an experiment's state on a running agent: branches, participants, sample ratio
+    /// check, each comparison's effect, confidence interval and verdict, and what closing
+    /// now would say.
+    Status {
+        /// The experiment's name.
+        name: String,
+        /// The agent's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9977")]
+        url: String,
+        /// Print the agent's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -355,6 +369,17 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Experiment {
             action: ExperimentAction::Assign { file, name, uids },
         } => run_experiment_assign(&file, &name, &uids),
+        Command::Experiment {
+            action: ExperimentAction::Status { name, url, json },
+        } => {
+            let s = runtime()?.block_on(immune::experiment::show::fetch(&url, &name))?;
+            if json {
+                println!("{s}");
+            } else {
+                print!("{}", immune::experiment::show::table(&s));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test {
             what: TestWhat::Rules { files },
         } => {

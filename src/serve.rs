@@ -410,6 +410,7 @@ pub async fn run(
         experiments.extend(crate::experiment::load_file(path).map_err(ServeError::Rules)?);
     }
     let state = ApiState {
+        registry: Arc::new(crate::experiment::registry::Registry::new(&experiments)),
         experiments: Arc::new(experiments),
         engine: engine_handle.clone(),
         signals: signals.clone(),

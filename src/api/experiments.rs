@@ -1,12 +1,18 @@
-//! Experiment endpoints: the loaded experiments and deterministic assignment, so a service
-//! that cannot run the hash itself can ask immune which branch a user is in.
+//! Experiment endpoints: the loaded experiments and deterministic assignment (so a service
+//! that cannot run the hash itself can ask immune which branch a user is in), exposure and
+//! outcome events into the [`crate::experiment::registry`], each experiment's judged state,
+//! and the experiments' own metrics for `/metrics`.
 
 use super::ApiState;
+use super::error::ApiError;
 use crate::experiment::assign::branch_for;
+use crate::experiment::judge::State as ExpState;
+use crate::experiment::registry::{EventError, Events, LOOK_EVERY, MAX_PARTICIPANTS};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -62,4 +68,170 @@ pub async fn assign(
     };
     let branch = branch_for(exp, &uid).unwrap_or("none");
     Json(json!({"experiment": exp.name, "uid": uid, "branch": branch})).into_response()
+}
+
+/// `POST /api/v1/experiments/{name}/events`: exposures and outcomes,
+/// `{"events": [{"id", "uid", "type": "exposure"|"outcome", "metric", "value"}]}`.
+/// Idempotent by event id; the whole batch is refused (400 naming the field) when one
+/// event is bad; 429 when new participants were refused at the participant limit.
+pub async fn events(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let batch: Events =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(e.to_string()))?;
+    let applied = state.registry.apply(&name, &batch).map_err(|e| match e {
+        EventError::Unknown(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        EventError::Field { ref field, .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).field(field.clone())
+        }
+    })?;
+    let status = if applied.refused > 0 {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::OK
+    };
+    let mut body = serde_json::to_value(applied).unwrap_or_default();
+    if applied.refused > 0 {
+        body["error"] = json!(format!(
+            "participant limit ({MAX_PARTICIPANTS}) reached: {} event(s) of new participants refused",
+            applied.refused
+        ));
+        body["field"] = json!("limits.experiment_participants");
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /api/v1/experiments/{name}`: branches, participants, every comparison's state,
+/// the sample ratio check and what closing now would say (after a look, at most one per
+/// [`LOOK_EVERY`] seconds).
+pub async fn get_one(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    let now = state.clock.now().as_secs_f64();
+    match state.registry.status(&name, now, LOOK_EVERY) {
+        Some(s) => Json(s).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no experiment named {name:?}"),
+        )
+        .into_response(),
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The experiments' own metrics, in the Prometheus text format, after a look (at most one
+/// per [`LOOK_EVERY`] seconds): participants per branch, the SRM p-value, the state, and
+/// each comparison's anytime-valid p-value and verdict.
+pub fn render_metrics(state: &ApiState) -> String {
+    use std::fmt::Write;
+    let now = state.clock.now().as_secs_f64();
+    state.registry.look(now, LOOK_EVERY);
+    let reports = state.registry.reports();
+    if reports.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let head = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    };
+    head(
+        &mut out,
+        "immune_experiment_participants",
+        "Participants per experiment branch.",
+    );
+    for (exp, branches, _) in &reports {
+        for b in branches {
+            let _ = writeln!(
+                out,
+                "immune_experiment_participants{{experiment=\"{}\",branch=\"{}\"}} {}",
+                escape(exp),
+                escape(&b.name),
+                b.participants
+            );
+        }
+    }
+    head(
+        &mut out,
+        "immune_experiment_srm_p_value",
+        "Anytime-valid p-value of the sample ratio check (flagged at 0.001).",
+    );
+    for (exp, _, r) in &reports {
+        if let Some(r) = r {
+            let _ = writeln!(
+                out,
+                "immune_experiment_srm_p_value{{experiment=\"{}\"}} {}",
+                escape(exp),
+                r.srm.p_value
+            );
+        }
+    }
+    head(
+        &mut out,
+        "immune_experiment_state",
+        "1 for the experiment's state: running, stop (guardrail harm) or mismatch (SRM).",
+    );
+    for (exp, _, r) in &reports {
+        if let Some(r) = r {
+            for (s, name) in [
+                (ExpState::Running, "running"),
+                (ExpState::Stop, "stop"),
+                (ExpState::Mismatch, "mismatch"),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "immune_experiment_state{{experiment=\"{}\",state=\"{name}\"}} {}",
+                    escape(exp),
+                    u8::from(r.state == s)
+                );
+            }
+        }
+    }
+    head(
+        &mut out,
+        "immune_experiment_p_value",
+        "Anytime-valid p-value of a branch against control on a metric.",
+    );
+    for (exp, _, r) in &reports {
+        for c in r.iter().flat_map(|r| &r.comparisons) {
+            let verdict = serde_json::to_value(c.verdict)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "immune_experiment_p_value{{experiment=\"{}\",branch=\"{}\",metric=\"{}\",verdict=\"{verdict}\"}} {}",
+                escape(exp),
+                escape(&c.branch),
+                escape(&c.metric),
+                c.p_value
+            );
+        }
+    }
+    out
+}
+
+/// `GET /experiments/{name}`: the experiment page for people, from the same state as
+/// [`get_one`].
+pub async fn page(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    let now = state.clock.now().as_secs_f64();
+    match state
+        .registry
+        .status(&name, now, LOOK_EVERY)
+        .and_then(|s| serde_json::to_value(s).ok())
+    {
+        Some(v) => Html(crate::experiment::show::page(&v)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Html(format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Unknown experiment</title></head><body><h1>Unknown experiment</h1><p>{}</p></body></html>",
+                crate::report::words::esc(&name)
+            )),
+        )
+            .into_response(),
+    }
 }

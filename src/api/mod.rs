@@ -16,7 +16,10 @@
 //! | GET | `/-/ready` | no | 200 when rules are loaded, the outbox writes and the engine answers |
 //! | POST | `/-/reload` | yes | reload rules |
 //! | GET | `/metrics`, `/-/healthy` | no | own metrics, liveness |
+//! | GET | `/api/v1/experiments`, `/api/v1/experiments/{name}`, `.../{name}/assign` | no | experiments, their state, assignment |
+//! | POST | `/api/v1/experiments/{name}/events` | yes | exposures and outcomes |
 //! | GET | `/`, `/deploys/{id}` | no | report pages for people (HTML, [`pages`]) |
+//! | GET | `/experiments/{name}` | no | an experiment's page (HTML) |
 //! | POST | `/lines/{service}/unblock` | token field | the index page's unblock form |
 //!
 //! plus the pull gates of [`crate::signals::gates_router`], and the Flagger and Argo
@@ -77,6 +80,8 @@ pub struct ApiState {
     pub liveness: Duration,
     /// The experiments loaded from `experiments:` files.
     pub experiments: Arc<Vec<crate::experiment::Experiment>>,
+    /// Participants, outcomes and verdicts of those experiments.
+    pub registry: Arc<crate::experiment::registry::Registry>,
 }
 
 /// Builds the whole router.
@@ -95,6 +100,10 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .route("/api/v1/deploys/{id}/abort", post(deploys::abort))
         .route("/api/v1/lines/{service}/unblock", post(deploys::unblock))
         .route("/-/reload", post(reload))
+        .route(
+            "/api/v1/experiments/{name}/events",
+            post(experiments::events),
+        )
         .route_layer(auth.clone())
         .layer(DefaultBodyLimit::max(cfg.body_limit));
     let writes = Router::new()
@@ -114,12 +123,14 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
         .route("/api/v1/series", get(rules::series))
         .route("/api/v1/label/__name__/values", get(rules::names))
         .route("/api/v1/experiments", get(experiments::list))
+        .route("/api/v1/experiments/{name}", get(experiments::get_one))
         .route(
             "/api/v1/experiments/{name}/assign",
             get(experiments::assign),
         )
         .route("/", get(pages::index))
         .route("/deploys/{id}", get(pages::deploy))
+        .route("/experiments/{name}", get(experiments::page))
         .layer(DefaultBodyLimit::max(cfg.body_limit));
     let engine = state.engine.clone();
     let signals = state.signals.clone();
@@ -253,7 +264,7 @@ async fn own_metrics(State(state): State<ApiState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render() + &experiments::render_metrics(&state),
     )
         .into_response()
 }

@@ -7,6 +7,7 @@
 
 pub mod baselines;
 pub mod detect;
+pub mod experiments;
 pub mod field;
 pub mod nab;
 pub mod perf;
@@ -87,6 +88,9 @@ pub enum BenchCommand {
     /// Performance: replay throughput against promtool, live ingestion over HTTP,
     /// memory per series, decision latency.
     Perf(perf::PerfArgs),
+    /// Experiments: A/A false results looked at every minute, participants needed for
+    /// known effects against a fixed-horizon test (and that test peeked daily), SRM.
+    Experiments(experiments::ExperimentsArgs),
 }
 
 /// `immune bench detect --confounded`: draws `n` deploys, judges them, prints the report.
@@ -201,5 +205,6 @@ pub fn run(cmd: BenchCommand, out: &mut dyn Write) -> Result<(), BenchError> {
         }
         BenchCommand::Perf(args) => perf::run(args, out),
         BenchCommand::Nab(args) => nab::run(args, out),
+        BenchCommand::Experiments(args) => experiments::run(args, out),
     }
 }

@@ -3,9 +3,14 @@
 //! YAML loader as rule files (so errors carry `file:line:column` and hostile YAML meets the
 //! same budgets), and deterministic assignment ([`assign`]).
 //!
-//! Judging, SRM, closing, the API and the page are not built yet (issue 12, items 3 to 6).
+//! Judging ([`judge`], [`srm`]), the agent's participants and outcomes ([`registry`]) and
+//! the status table ([`show`]) build on these.
 
 pub mod assign;
+pub mod judge;
+pub mod registry;
+pub mod show;
+pub mod srm;
 
 use crate::rules::load::{Diagnostic, Diagnostics, MAX_TEXT_BYTES, from_yaml_str};
 use serde::Deserialize;
@@ -60,7 +65,7 @@ pub struct Branch {
 }
 
 /// What a metric counts per participant.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricKind {
     /// Events per participant (signups): conditional binomial on exposures.
@@ -70,7 +75,7 @@ pub enum MetricKind {
 }
 
 /// Which way is good.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Higher is better.
