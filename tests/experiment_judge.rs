@@ -198,3 +198,63 @@ fn an_srm_withholds_every_result() {
     assert!(r.srm.flagged);
     assert_eq!(r.comparisons[0].verdict, Verdict::Withheld);
 }
+
+/// A revenue lift is desired, a signup drop undesired, each named on its own metric.
+#[test]
+fn amounts_and_the_wrong_direction_are_found() {
+    let exp = with_metrics(vec![
+        count_metric("signups", Direction::Increase, false),
+        Metric {
+            name: "revenue".into(),
+            kind: MetricKind::Amount,
+            direction: Direction::Increase,
+            min_effect: 0.05,
+            alpha: None,
+            guardrail: false,
+        },
+    ]);
+    let mut judge = Judge::new(&exp);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let noise = rand_distr::Exp::new(0.1).unwrap();
+    let mut n = [0u64; 2];
+    let mut signups = [0.0f64; 2];
+    let mut rev = [(0.0f64, 0.0f64); 2];
+    let mut last = None;
+    for _ in 0..100 {
+        for b in 0..2 {
+            n[b] += 1000;
+            let p = if b == 1 { 0.016 } else { 0.02 };
+            signups[b] += Binomial::new(1000, p).unwrap().sample(&mut rng) as f64;
+            for _ in 0..1000 {
+                let v: f64 = noise.sample(&mut rng) * if b == 1 { 1.2 } else { 1.0 };
+                rev[b].0 += v;
+                rev[b].1 += v * v;
+            }
+        }
+        let side = |b: usize| BranchTotals {
+            participants: n[b],
+            metrics: vec![
+                Totals {
+                    sum: signups[b],
+                    sum_sq: Some(signups[b]),
+                },
+                Totals {
+                    sum: rev[b].0,
+                    sum_sq: Some(rev[b].1),
+                },
+            ],
+        };
+        last = Some(judge.observe(&[side(0), side(1)]));
+    }
+    let r = last.unwrap();
+    assert_eq!(r.comparisons[0].verdict, Verdict::Undesired, "{r:?}");
+    assert_eq!(r.comparisons[1].verdict, Verdict::Desired, "{r:?}");
+    let (lo, hi) = r.comparisons[1].ci.unwrap();
+    assert!(lo > 0.0 && lo < 0.2 && hi > 0.2, "revenue ci {lo} {hi}");
+    let (lo, hi) = r.comparisons[0].ci.unwrap();
+    assert!(hi < 0.0 && lo < -0.2 && hi > -0.2, "signups ci {lo} {hi}");
+    let closing = judge.close(&r);
+    assert_eq!(closing[0].outcome, Outcome::Undesired);
+    assert_eq!(closing[1].outcome, Outcome::Desired);
+    assert_eq!(closing[1].more_participants, None);
+}

@@ -6,7 +6,7 @@
 use super::ApiState;
 use super::error::ApiError;
 use crate::experiment::assign::branch_for;
-use crate::experiment::judge::State as ExpState;
+use crate::experiment::judge::{State as ExpState, Verdict};
 use crate::experiment::registry::{EventError, Events, LOOK_EVERY, MAX_PARTICIPANTS};
 use axum::Json;
 use axum::body::Bytes;
@@ -126,7 +126,8 @@ fn escape(v: &str) -> String {
 
 /// The experiments' own metrics, in the Prometheus text format, after a look (at most one
 /// per [`LOOK_EVERY`] seconds): participants per branch, the SRM p-value, the state, and
-/// each comparison's anytime-valid p-value and verdict.
+/// each comparison's anytime-valid p-value and verdict (state sets, so a change of state
+/// does not start a new series).
 pub fn render_metrics(state: &ApiState) -> String {
     use std::fmt::Write;
     let now = state.clock.now().as_secs_f64();
@@ -198,18 +199,39 @@ pub fn render_metrics(state: &ApiState) -> String {
     );
     for (exp, _, r) in &reports {
         for c in r.iter().flat_map(|r| &r.comparisons) {
-            let verdict = serde_json::to_value(c.verdict)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "immune_experiment_p_value{{experiment=\"{}\",branch=\"{}\",metric=\"{}\",verdict=\"{verdict}\"}} {}",
+                "immune_experiment_p_value{{experiment=\"{}\",branch=\"{}\",metric=\"{}\"}} {}",
                 escape(exp),
                 escape(&c.branch),
                 escape(&c.metric),
                 c.p_value
             );
+        }
+    }
+    head(
+        &mut out,
+        "immune_experiment_verdict",
+        "1 for the current verdict of a branch against control on a metric.",
+    );
+    for (exp, _, r) in &reports {
+        for c in r.iter().flat_map(|r| &r.comparisons) {
+            for (v, name) in [
+                (Verdict::Pending, "pending"),
+                (Verdict::Desired, "desired"),
+                (Verdict::Undesired, "undesired"),
+                (Verdict::Harm, "harm"),
+                (Verdict::Withheld, "withheld"),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "immune_experiment_verdict{{experiment=\"{}\",branch=\"{}\",metric=\"{}\",verdict=\"{name}\"}} {}",
+                    escape(exp),
+                    escape(&c.branch),
+                    escape(&c.metric),
+                    u8::from(c.verdict == v)
+                );
+            }
         }
     }
     out

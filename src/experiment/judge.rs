@@ -199,7 +199,7 @@ impl CountState {
         } else {
             vec![1.0]
         };
-        let ratios = log_grid(1.0 + min_effect / 2.0, (1.0 + 8.0 * min_effect).max(2.0), 8);
+        let ratios = log_grid(1.0 + min_effect / 2.0, 1.0 + 4.0 * min_effect, 8);
         let mut up = Vec::with_capacity(nulls.len());
         let mut down = Vec::with_capacity(nulls.len());
         for &t in &nulls {

@@ -117,6 +117,8 @@ struct Entry {
 /// Every experiment's state.
 pub struct Registry {
     entries: Mutex<HashMap<String, Entry>>,
+    max_participants: usize,
+    max_ids: usize,
 }
 
 fn hash64(s: &str) -> u64 {
@@ -128,6 +130,11 @@ fn hash64(s: &str) -> u64 {
 impl Registry {
     /// A registry for these experiments, with no participants.
     pub fn new(exps: &[Experiment]) -> Registry {
+        Registry::with_limits(exps, MAX_PARTICIPANTS, MAX_EVENT_IDS)
+    }
+
+    /// A registry with other bounds than [`MAX_PARTICIPANTS`] and [`MAX_EVENT_IDS`].
+    pub fn with_limits(exps: &[Experiment], max_participants: usize, max_ids: usize) -> Registry {
         let entries = exps
             .iter()
             .map(|e| {
@@ -148,6 +155,8 @@ impl Registry {
             .collect();
         Registry {
             entries: Mutex::new(entries),
+            max_participants,
+            max_ids: max_ids.max(1),
         }
     }
 
@@ -160,6 +169,7 @@ impl Registry {
     /// Checks a whole batch, then counts it. All-or-nothing on a bad field; idempotent by
     /// event id.
     pub fn apply(&self, name: &str, batch: &Events) -> Result<Applied, EventError> {
+        let (max_participants, max_ids) = (self.max_participants, self.max_ids);
         let mut entries = self.lock();
         let entry = entries
             .get_mut(name)
@@ -230,13 +240,13 @@ impl Registry {
             }
             let Some(branch) = assign::branch_for(&entry.exp, &e.uid) else {
                 applied.outside += 1;
-                remember(entry, id);
+                remember(entry, id, max_ids);
                 continue;
             };
             let bi = names.iter().position(|n| n == branch).unwrap_or(0);
             let key = hash64(&e.uid);
             if !entry.participants.contains_key(&key) {
-                if entry.participants.len() >= MAX_PARTICIPANTS {
+                if entry.participants.len() >= max_participants {
                     applied.refused += 1;
                     continue;
                 }
@@ -258,7 +268,7 @@ impl Registry {
                 s.0 += v;
                 s.1 += new * new - old * old;
             }
-            remember(entry, id);
+            remember(entry, id, max_ids);
             applied.accepted += 1;
         }
         Ok(applied)
@@ -342,10 +352,10 @@ fn look_entry(entry: &mut Entry, now: f64, every: f64) {
     entry.report = Some(entry.judge.observe(&snap));
 }
 
-fn remember(entry: &mut Entry, id: u64) {
+fn remember(entry: &mut Entry, id: u64, max_ids: usize) {
     if entry.ids.insert(id) {
         entry.id_order.push_back(id);
-        while entry.id_order.len() > MAX_EVENT_IDS {
+        while entry.id_order.len() > max_ids {
             if let Some(old) = entry.id_order.pop_front() {
                 entry.ids.remove(&old);
             }
@@ -418,4 +428,98 @@ pub struct Status {
     pub closing: Vec<Closing>,
     /// When the last look was (seconds since the epoch, the agent's clock).
     pub looked_at: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::{Branch, Direction, Metric};
+
+    fn exp() -> Experiment {
+        Experiment {
+            name: "e".into(),
+            initial_rollout: 1.0,
+            control: None,
+            branches: vec![Branch {
+                name: "b".into(),
+                weight: 0.5,
+            }],
+            metrics: vec![Metric {
+                name: "signups".into(),
+                kind: MetricKind::Count,
+                direction: Direction::Increase,
+                min_effect: 0.1,
+                alpha: None,
+                guardrail: false,
+            }],
+            start: None,
+            end: None,
+        }
+    }
+
+    fn exposure(id: &str, uid: &str) -> Event {
+        Event {
+            id: id.into(),
+            uid: uid.into(),
+            kind: EventKind::Exposure,
+            metric: None,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn participants_and_remembered_ids_are_bounded() {
+        let r = Registry::with_limits(&[exp()], 2, 2);
+        let batch = Events {
+            events: vec![
+                exposure("1", "u1"),
+                exposure("2", "u2"),
+                exposure("3", "u3"),
+                exposure("4", "u1"),
+            ],
+        };
+        let a = r.apply("e", &batch).unwrap();
+        assert_eq!((a.accepted, a.refused), (3, 1), "{a:?}");
+        let s = r.status("e", 0.0, 0.0).unwrap();
+        let total: u64 = s.branches.iter().map(|b| b.participants).sum();
+        assert_eq!(total, 2);
+        // Only the last two ids are remembered: "1" counts again (as a known uid).
+        let again = r
+            .apply(
+                "e",
+                &Events {
+                    events: vec![exposure("1", "u1"), exposure("4", "u1")],
+                },
+            )
+            .unwrap();
+        assert_eq!((again.accepted, again.duplicate), (1, 1), "{again:?}");
+    }
+
+    #[test]
+    fn an_outcome_makes_a_participant_and_counts_go_to_the_users_branch() {
+        let r = Registry::new(&[exp()]);
+        let e = exp();
+        let uid = "someone";
+        let branch = assign::branch_for(&e, uid).unwrap();
+        let batch = Events {
+            events: vec![Event {
+                id: "o".into(),
+                uid: uid.into(),
+                kind: EventKind::Outcome,
+                metric: Some("signups".into()),
+                value: Some(2.0),
+            }],
+        };
+        assert_eq!(r.apply("e", &batch).unwrap().accepted, 1);
+        let s = r.status("e", 0.0, 0.0).unwrap();
+        let b = s.branches.iter().find(|b| b.name == branch).unwrap();
+        assert_eq!(b.participants, 1);
+        let c = &s.report.comparisons[0];
+        let means = if branch == "control" {
+            c.means.1
+        } else {
+            c.means.0
+        };
+        assert_eq!(means, 2.0);
+    }
 }
