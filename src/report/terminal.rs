@@ -110,7 +110,7 @@ pub fn outcome(view: &Value) -> Outcome {
     Outcome::Running
 }
 
-/// The evidence against its threshold as a bar of [`BAR`] cells, on the same log scale as
+/// The evidence against its threshold as a bar of ten cells, on the same log scale as
 /// the report page's ordering (full at the threshold), and the numbers.
 pub fn evidence_bar(ev: &Value) -> String {
     let c = closeness(ev);

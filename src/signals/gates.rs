@@ -6,7 +6,11 @@
 //! - `POST /api/v1/flagger/{check}`: a Flagger webhook (`pre-rollout`, `rollout`, ...):
 //!   200 while the canary is healthy, 403 once immune decided rollback/block for it or its
 //!   line is blocked. The service is `metadata.service`, else the canary's `name`; the
-//!   deploy is `metadata.deploy`, else the newest of the service.
+//!   deploy is `metadata.deploy`, else the newest of the service. With a driver and
+//!   `metadata.canary`, Flagger's webhooks also start and end the deploy, and
+//!   `confirm-promotion` / `rollback` read the verdict their way ([`super::drive`]).
+//! - `POST /api/v1/argo/analysis`: Argo Rollouts' web metric that starts-or-reads a deploy
+//!   ([`super::drive`]; only with a driver).
 //! - `GET /api/v1/gate/{service}`: 200 `{"open": true}` or 423 `{"open": false,
 //!   "blocked_by": {...}}`, for `immune gate` and scripts.
 //!
