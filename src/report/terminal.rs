@@ -110,7 +110,7 @@ pub fn outcome(view: &Value) -> Outcome {
     Outcome::Running
 }
 
-/// The evidence against its threshold as a bar of [`BAR`] cells, on the same log scale as
+/// The evidence against its threshold as a bar of ten cells, on the same log scale as
 /// the report page's ordering (full at the threshold), and the numbers.
 pub fn evidence_bar(ev: &Value) -> String {
     let c = closeness(ev);
@@ -332,7 +332,22 @@ pub fn deploy_status(view: &Value, now: Option<f64>, colour: bool) -> String {
         let cy = y.get("evidence").map_or(f64::NEG_INFINITY, closeness);
         cy.total_cmp(&cx)
     });
-    let rows: Vec<Vec<String>> = rules
+    // Rules with no data yet take one line after the table, not a row each.
+    let (silent, judged): (Vec<&Value>, Vec<&Value>) = rules
+        .into_iter()
+        .partition(|r| r.get("evidence").is_none_or(Value::is_null));
+    let phases = |r: &Value| -> String {
+        r.get("phases")
+            .and_then(Value::as_array)
+            .map(|p| {
+                p.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    let rows: Vec<Vec<String>> = judged
         .iter()
         .map(|r| {
             let ev = r.get("evidence").unwrap_or(&Value::Null);
@@ -348,31 +363,29 @@ pub fn deploy_status(view: &Value, now: Option<f64>, colour: bool) -> String {
             }
             vec![
                 name,
+                phases(r),
                 state.to_string(),
                 s(r, "action").to_string(),
                 effect_words(ev),
-                if ev.is_null() {
-                    "-".into()
-                } else {
-                    evidence_bar(ev)
-                },
+                evidence_bar(ev),
                 waiting,
             ]
         })
         .collect();
-    if rows.is_empty() {
+    if rows.is_empty() && silent.is_empty() {
         out.push_str("no rules apply to this deploy\n");
-    } else {
+    } else if !rows.is_empty() {
         let style = |col: usize, cell: &str, padded: &str| -> String {
             match col {
                 usize::MAX => p.dim(padded),
-                1 => p.state(cell, padded),
+                2 => p.state(cell, padded),
                 _ => padded.to_string(),
             }
         };
         out.push_str(&table(
             &[
                 "RULE",
+                "PHASE",
                 "STATE",
                 "ACTION",
                 "EFFECT",
@@ -382,6 +395,20 @@ pub fn deploy_status(view: &Value, now: Option<f64>, colour: bool) -> String {
             &rows,
             &style,
         ));
+    }
+    if !silent.is_empty() {
+        let names: Vec<String> = silent
+            .iter()
+            .map(|r| match phases(r).as_str() {
+                "" => s(r, "rule").to_string(),
+                ph => format!("{} ({ph})", s(r, "rule")),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            p.dim(&format!("no data yet: {}", names.join(", ")))
+        );
     }
     out
 }
@@ -424,6 +451,8 @@ pub fn lines_table(lines: &Value, deploys: &[Value], colour: bool) -> String {
                     s(b, "deploy"),
                     s(b, "rule"),
                     s(b, "summary")
+                        .strip_prefix(&format!("{}: ", s(b, "rule")))
+                        .unwrap_or(s(b, "summary"))
                 ),
             ],
             None => {
@@ -530,7 +559,7 @@ mod tests {
             "deploy": "d2", "service": "web", "version": "v7", "commits": ["082e9c6"], "by": "alice",
             "started_at": 1699922800.0, "phase": "canary", "promoted": false,
             "rules": [
-                {"rule": "latency_p99", "state": "inconclusive", "action": "rollback",
+                {"rule": "latency_p99", "state": "inconclusive", "action": "rollback", "phases": ["canary"],
                  "evidence": {"treatment": {"value": 0.21}, "baseline": {"value": 0.2},
                               "effect": {"relative": 0.05}, "e_value": 0.8, "alpha": 0.005,
                               "waiting_for": "2 more minutes of data"}},
@@ -561,6 +590,12 @@ mod tests {
         assert!(t.contains("██████████ 1,113 / 700"), "{t}");
         assert!(t.contains("░░░░░░░░░░ 0.8 / 200"), "{t}");
         assert!(t.contains("2 more minutes of data"), "{t}");
+        assert!(t.contains("\nno data yet: signups\n"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("latency_p99 ") && l.contains(" canary  undecided ")),
+            "{t}"
+        );
         assert!(!t.contains('\x1b'), "no colour unless asked");
         assert!(deploy_status(&view(), None, true).contains("\x1b["));
         assert_eq!(outcome(&view()), Outcome::Running);
@@ -588,7 +623,7 @@ mod tests {
     fn lines_list_every_service_with_why_and_since() {
         let lines = json!({
             "web": {"blocked": {"deploy": "d2", "rule": "php_error_ratio", "decision": "rollback",
-                                 "at": 1699923130.0, "summary": "worse"}, "history": []},
+                                 "at": 1699923130.0, "summary": "php_error_ratio: worse"}, "history": []},
             "api": {"blocked": null, "history": [{"at": 1699923130.0, "event": "unblock", "by": "bob", "reason": "fixed"}]}
         });
         let deploys = [json!({"service": "shop"}), json!({"service": "web"})];

@@ -2,11 +2,17 @@
 //!
 //! - `GET /api/v1/verdict/{service}[?deploy=<id>]`: the verdict on a deploy (the newest of
 //!   the service when no id is given), for an Argo Rollouts `web` metric
-//!   (`jsonPath: "{$.healthy}"`, `successCondition: result == true`).
+//!   (`jsonPath: "{$.healthy}"`, `successCondition: result == true`). Once rolled back or
+//!   blocked, `message` says why in words (both sides' numbers, the evidence against its
+//!   threshold), for the event the deploy tool writes.
 //! - `POST /api/v1/flagger/{check}`: a Flagger webhook (`pre-rollout`, `rollout`, ...):
 //!   200 while the canary is healthy, 403 once immune decided rollback/block for it or its
 //!   line is blocked. The service is `metadata.service`, else the canary's `name`; the
-//!   deploy is `metadata.deploy`, else the newest of the service.
+//!   deploy is `metadata.deploy`, else the newest of the service. With a driver and
+//!   `metadata.canary`, Flagger's webhooks also start and end the deploy, and
+//!   `confirm-promotion` / `rollback` read the verdict their way ([`super::drive`]).
+//! - `POST /api/v1/argo/analysis`: Argo Rollouts' web metric that starts-or-reads a deploy
+//!   ([`super::drive`]; only with a driver).
 //! - `GET /api/v1/gate/{service}`: 200 `{"open": true}` or 423 `{"open": false,
 //!   "blocked_by": {...}}`, for `immune gate` and scripts.
 //!
@@ -211,6 +217,22 @@ pub fn verdict(service: &str, line: &Value, view: Option<&Value>) -> Value {
         ),
         (_, None) => format!("no deploy of {service} known to immune; line open"),
     };
+    // The stopping decision in words, for the event a deploy tool logs ("Halt
+    // advancement: ...").
+    let message = by.map(|d| {
+        let ev = d.get("evidence").unwrap_or(&Value::Null);
+        let rule = str_of(d, "rule");
+        let kind = ev
+            .get("baseline_kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let why = if ev.get("treatment").is_some() {
+            crate::report::words::account(ev, kind)
+        } else {
+            str_of(ev, "summary").to_string()
+        };
+        format!("immune decided {decision} (rule {rule}): {why}")
+    });
     json!({
         "service": service,
         "line": if open { "open" } else { "blocked" },
@@ -219,6 +241,7 @@ pub fn verdict(service: &str, line: &Value, view: Option<&Value>) -> Value {
         "healthy": healthy,
         "blocked_by": blocked_by,
         "summary": summary,
+        "message": message,
     })
 }
 
@@ -424,6 +447,7 @@ mod tests {
         assert_eq!(v["healthy"], false);
         assert_eq!(v["line"], "blocked");
         assert!(v["summary"].as_str().unwrap().contains("r: worse"));
+        assert_eq!(v["message"], "immune decided rollback (rule r): r: worse");
         // A shadow rollback is reported elsewhere but does not fail the gate.
         let sh = json!([{"decision": "rollback", "final": false, "shadow": true}]);
         assert_eq!(verdict("web", &open, Some(&view(sh)))["healthy"], true);

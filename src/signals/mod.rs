@@ -9,7 +9,8 @@
 //!   jitter, and marks rows that stay undelivered past `max_age` as expired (logged at error
 //!   and counted, never silently dropped).
 //! - **Pulled** (gates): [`gates::gates_router`] answers Argo Rollouts, Flagger and
-//!   `immune gate` ([`gate::gate`]) from the engine's live state.
+//!   `immune gate` ([`gate::gate`]) from the engine's live state; with a [`drive::Driver`]
+//!   Flagger's webhooks and Argo's analysis also start and end deploys.
 //!
 //! The outbox also keeps what must survive a restart: deploys in flight
 //! ([`Signals::resume_events`]), blocked lines ([`Signals::blocked_lines`]) and each
