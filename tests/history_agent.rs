@@ -325,9 +325,10 @@ async fn run_agent(
                 .expect("push");
             assert_eq!(r.status().as_u16(), 204, "{:?}", r.text().await);
         }
-        let before = evaluations(&client, &url).await;
         now.store(e, Ordering::SeqCst);
-        // The second evaluation after the clock moved started after it moved.
+        // An evaluation in flight now may have read the old time; the one after it
+        // started after the clock moved.
+        let before = evaluations(&client, &url).await;
         while evaluations(&client, &url).await < before + 2.0 {
             tokio::task::yield_now().await;
         }
