@@ -1,7 +1,8 @@
 //! Scrape targets from Prometheus `file_sd_configs` files on a live agent: two tiny
 //! exporters on port 0, a target file naming one of them (its group labels setting
 //! `instance`), then the file rewritten to add the other; both are scraped with the
-//! labels the file gives, found through the agent's own `/api/v1/series`.
+//! labels the file gives, found through the agent's own `/api/v1/series`. A third
+//! target never answers: each round still ends within the timeout with it down.
 
 mod agent_common;
 
@@ -44,16 +45,27 @@ async fn wait_series(url: &str, want: &[Value]) -> Value {
 async fn targets_come_from_files_and_follow_their_changes() {
     let a = exporter("app_requests_total 5\n").await;
     let b = exporter("# TYPE app_requests counter\napp_requests_total 7\n").await;
+    // A target that accepts connections and never answers.
+    let hung_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung = hung_listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = hung_listener.accept().await {
+            held.push(c);
+        }
+    });
     let dir = agent_common::TempDir::new("file-sd");
     let targets = dir.path().join("targets");
     std::fs::create_dir_all(&targets).unwrap();
     std::fs::write(
         targets.join("web.json"),
-        json!([{"targets": [a], "labels": {"instance": "web-01", "env": "prod"}}]).to_string(),
+        json!([{"targets": [a], "labels": {"instance": "web-01", "env": "prod"}},
+               {"targets": [hung], "labels": {"instance": "hung"}}])
+        .to_string(),
     )
     .unwrap();
     let yaml = format!(
-        "sources:\n  scrape:\n    - job: web\n      interval: 100ms\n      file_sd_configs: [{{files: ['{}/*.json']}}]\n",
+        "sources:\n  scrape:\n    - job: web\n      interval: 100ms\n      timeout: 1s\n      file_sd_configs: [{{files: ['{}/*.json']}}]\n",
         targets.display()
     );
     let agent = agent_common::start(&yaml).await;
@@ -98,14 +110,10 @@ async fn targets_come_from_files_and_follow_their_changes() {
         .json()
         .await
         .unwrap();
-    assert!(
-        up["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["instance"] == "web-01a"),
-        "{up}"
-    );
+    let up = up["data"].as_array().unwrap();
+    assert!(up.iter().any(|s| s["instance"] == "web-01a"), "{up:?}");
+    // The target that never answers is down; the round still delivered the others.
+    assert!(up.iter().any(|s| s["instance"] == "hung"), "{up:?}");
     // A broken file is logged and does not stop the others from being followed.
     std::fs::write(targets.join("broken.json"), "[{").unwrap();
     std::fs::write(

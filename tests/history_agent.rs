@@ -8,7 +8,8 @@
 //!
 //! The agent runs on a clock the test steps in 60 s ticks (the replay's evaluation grid),
 //! pushing each tick's samples and deploy events first, so both see the same inputs in
-//! the same order; nothing here waits on wall-clock time.
+//! the same order; nothing here waits on wall-clock time. A second test starts an agent
+//! whose TSDB cannot be reached: it starts anyway and counts the failure.
 //!
 //! Needs `IMMUNE_TEST_PROMETHEUS_BIN` and `IMMUNE_TEST_PROMTOOL_BIN` (scripts/test.sh sets
 //! them); under `IMMUNE_TEST_REQUIRE_SERVICES=1` a missing one fails the test.
@@ -324,9 +325,10 @@ async fn run_agent(
                 .expect("push");
             assert_eq!(r.status().as_u16(), 204, "{:?}", r.text().await);
         }
-        let before = evaluations(&client, &url).await;
         now.store(e, Ordering::SeqCst);
-        // The second evaluation after the clock moved started after it moved.
+        // An evaluation in flight now may have read the old time; the one after it
+        // started after the clock moved.
+        let before = evaluations(&client, &url).await;
         while evaluations(&client, &url).await < before + 2.0 {
             tokio::task::yield_now().await;
         }
@@ -457,4 +459,22 @@ fn a_started_agent_judges_from_history_as_replay_does() {
             && blind[0].contains(r#""errors_vs_last_week":"inconclusive""#),
         "without history the first deploy's rules cannot judge: {blind:?}"
     );
+}
+
+/// A TSDB that cannot be reached does not stop the agent: the failure is logged and
+/// counted, and the agent serves without history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_tsdb_is_counted_and_the_agent_starts() {
+    let port = free_port();
+    let yaml = format!("history: {{url: \"http://127.0.0.1:{port}\", retries: 0, timeout: 2s}}\n");
+    let agent = agent_common::start(&yaml).await;
+    assert_eq!(
+        agent.metric("immune_history_prefill_failures_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        agent.metric("immune_history_prefill_samples_total").await,
+        Some(0.0)
+    );
+    agent.stop().await.expect("agent stopped");
 }

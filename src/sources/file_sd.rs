@@ -258,9 +258,22 @@ impl Poller for FileSdPoller {
                 (i, r)
             });
         }
+        // The round must end within the source's timeout even when targets queue behind
+        // slow ones: what has not answered by then is down for this round.
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout.std().mul_f64(0.9);
+        let mut answered = vec![false; self.targets.len()];
         let mut out = Vec::new();
-        while let Some(done) = set.join_next().await {
+        loop {
+            let done = match tokio::time::timeout_at(deadline, set.join_next()).await {
+                Ok(Some(done)) => done,
+                Ok(None) => break,
+                Err(_) => {
+                    set.abort_all();
+                    break;
+                }
+            };
             let Ok((i, result)) = done else { continue };
+            answered[i] = true;
             let t = &self.targets[i];
             match result {
                 Ok(samples) => {
@@ -272,6 +285,9 @@ impl Poller for FileSdPoller {
                     out.push(up(&t.labels, 0.0, now));
                 }
             }
+        }
+        for (t, _) in self.targets.iter().zip(&answered).filter(|(_, a)| !**a) {
+            out.push(up(&t.labels, 0.0, now));
         }
         Ok(out)
     }
