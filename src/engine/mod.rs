@@ -12,6 +12,7 @@
 mod evidence;
 pub mod handle;
 pub mod judge;
+pub mod silence;
 pub mod store;
 
 use crate::model::{
@@ -356,6 +357,18 @@ fn expiry(
 
 const MISSING_LIVENESS_SLACK: DurationMs = DurationMs::from_secs(60);
 
+/// Whether any of `rs`'s series has reported since shortly before `since`: within its own
+/// stale threshold (see [`silence`]) plus [`MISSING_LIVENESS_SLACK`].
+fn alive_since(rs: &RuleSeries, store: &Store, stale_after: DurationMs, since: Timestamp) -> bool {
+    rs.liveness().any(|id| {
+        let s = store.get(id);
+        let horizon = since
+            .sub(silence::stale_threshold(s, stale_after))
+            .sub(MISSING_LIVENESS_SLACK);
+        s.last_seen >= horizon
+    })
+}
+
 /// How far back a drift failure looks for deploys that could have caused it.
 pub const SUSPECT_WINDOW: DurationMs = DurationMs::from_secs(24 * 3600);
 
@@ -655,12 +668,8 @@ impl Engine {
     /// from then on is a finding).
     fn alive(&self, i: usize, since: Timestamp) -> bool {
         let rule = &self.rules[i];
-        rule.on_missing.is_some_and(|m| {
-            let horizon = since.sub(m.stale_after).sub(MISSING_LIVENESS_SLACK);
-            self.rule_series[i]
-                .liveness()
-                .any(|id| self.store.get(id).last_seen >= horizon)
-        })
+        rule.on_missing
+            .is_some_and(|m| alive_since(&self.rule_series[i], &self.store, m.stale_after, since))
     }
 
     /// Blocks `a`'s service's line with its final decision `d`.
@@ -825,10 +834,7 @@ impl Engine {
             if !st.alive
                 && let Some(m) = rule.on_missing
             {
-                let horizon = a.started.sub(m.stale_after).sub(MISSING_LIVENESS_SLACK);
-                st.alive = rs
-                    .liveness()
-                    .any(|id| self.store.get(id).last_seen >= horizon);
+                st.alive = alive_since(rs, &self.store, m.stale_after, a.started);
             }
             // Until bound, silence is watched where the series are: fleet-wide unless a
             // canary series exists.
@@ -868,16 +874,25 @@ impl Engine {
                     .filter(|s| treatment.includes(s))
                     .collect();
                 let newest = live.iter().map(|s| s.last_seen).max();
+                let silence = silence::group_stale_at(live.iter().copied(), m.stale_after);
                 if let Some(newest) = newest
-                    && now.since(newest) >= m.stale_after
+                    && let Some(g) = silence
+                    && now >= g.at
                 {
+                    let interval = live
+                        .iter()
+                        .filter(|s| s.last_seen == g.last_seen)
+                        .find_map(|s| silence::scrape_interval(s));
                     missing.push((si, m.action, json!({
                         "test": "missing_data",
-                        "summary": format!("{}: no samples from {} series of {} for {} (stale_after {})",
-                            rule.name, live.len(), rule.selector, now.since(newest), m.stale_after),
+                        "summary": format!("{}: no samples from {} series of {} for {} (stale after {}: the longer of stale_after {} and {} scrape intervals)",
+                            rule.name, live.len(), rule.selector, now.since(newest), g.threshold, m.stale_after, silence::STALE_SCRAPES),
                         "last_sample_at": newest.as_secs_f64(),
                         "silent_for_seconds": now.since(newest).as_secs_f64(),
                         "stale_after_seconds": m.stale_after.as_secs_f64(),
+                        "effective_stale_after_seconds": g.threshold.as_secs_f64(),
+                        "scrape_interval_seconds": interval.map(DurationMs::as_secs_f64),
+                        "stale_scrapes": silence::STALE_SCRAPES,
                         "series": live.len(),
                     })));
                 }
@@ -1104,12 +1119,13 @@ impl Engine {
                 if let Some(m) = rule.on_missing
                     && st.alive
                     && !st.reported
-                    && let Some(last) = self.rule_series[st.rule]
-                        .liveness()
-                        .map(|id| self.store.get(id).last_seen)
-                        .max()
                 {
-                    offer(last.add(m.stale_after));
+                    // Every series' own stale instant: the deploy's side goes silent at
+                    // the latest of its series', which is one of these.
+                    for id in self.rule_series[st.rule].liveness() {
+                        let s = self.store.get(id);
+                        offer(s.last_seen.add(silence::stale_threshold(s, m.stale_after)));
+                    }
                 }
             }
         }
