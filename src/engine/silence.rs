@@ -97,7 +97,10 @@ mod tests {
         Series {
             name: "m".into(),
             labels: Default::default(),
-            points: times.iter().map(|t| (Timestamp(*t), 1.0)).collect::<VecDeque<_>>(),
+            points: times
+                .iter()
+                .map(|t| (Timestamp(*t), 1.0))
+                .collect::<VecDeque<_>>(),
             history: None,
             last_seen: times.last().map_or(Timestamp(i64::MIN), |t| Timestamp(*t)),
         }
@@ -106,7 +109,9 @@ mod tests {
     #[test]
     fn interval_is_the_median_gap_and_ignores_missed_scrapes() {
         // 30-second scrapes with two missed ones (60-s gaps) and a jittered one.
-        let s = series(&[0, 30_000, 90_000, 120_000, 151_000, 180_000, 240_000, 270_000]);
+        let s = series(&[
+            0, 30_000, 90_000, 120_000, 151_000, 180_000, 240_000, 270_000,
+        ]);
         assert_eq!(scrape_interval(&s), Some(DurationMs(30_000)));
         assert_eq!(
             stale_threshold(&s, DurationMs::from_secs(30)),
