@@ -337,7 +337,9 @@ pub struct Engine {
 /// How long a series may be silent before it is dropped: longer than every window that
 /// could read it (the recent retention, which covers every baseline window and the control
 /// calibration; every rule's `stale_after`, so a deploy's silence detection fires first),
-/// plus slack; series with per-minute history are kept as long as that history.
+/// plus slack; series with per-minute history are kept as long as that history. A series
+/// scraped so rarely that 5.5 of its intervals exceed this (see [`silence`]) is dropped
+/// before its silence is reported: intervals of minutes, which no shipped source has.
 fn expiry(
     rules: &[Rule],
     cfg: &EngineConfig,
