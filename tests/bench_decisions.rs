@@ -80,5 +80,8 @@ fn decisions_match_the_fixture() {
         .filter(|d| d["final"] == true)
         .filter_map(|d| d["decision"].as_str())
         .collect();
-    assert!(kinds.contains(&"rollback") && kinds.contains(&"pass"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"rollback") && kinds.contains(&"pass"),
+        "{kinds:?}"
+    );
 }
