@@ -8,6 +8,11 @@
 //! every active analysis over the interval since the last tick, controls the family error
 //! across the deploy's rules with weighted Holm, and turns verdicts into decisions. A
 //! `rollback` or `block` ends the deploy and blocks its service's line until an `unblock`.
+//!
+//! Where things are: this file holds the engine's state and inputs; `deploy.rs` what a
+//! deploy event does, `evaluate.rs` what a tick does, `silence.rs` when silence is a
+//! finding, `decide.rs` how an outcome becomes a decision, `view.rs` the JSON views,
+//! `evidence.rs` whether a deploy had anything to judge.
 
 mod decide;
 mod deploy;
