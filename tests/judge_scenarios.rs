@@ -146,21 +146,29 @@ fn mysql_going_silent_mid_canary_triggers_on_missing() {
     assert_eq!(fin.decision, DecisionKind::Rollback, "{ds:#?}");
     assert_eq!(fin.rule, "mysql_threads_running");
     assert_eq!(fin.evidence["test"], "missing_data");
-    // The source goes silent 60 s after the canary; the rule's stale_after is 30 s and the
-    // engine looks every 10 s: the decision comes within stale_after plus one interval of
-    // the last sample (plus one scrape interval of slack for where the tick falls).
+    // The source goes silent 60 s after the canary. The rule's stale_after is 30 s, but a
+    // 10-s scrape goes stale only after 5.5 of its intervals (55 s: a missed scrape is not a
+    // lockup), and the engine looks every 10 s: the decision comes within the effective
+    // threshold plus one interval of the last sample (plus one scrape interval of slack for
+    // where the tick falls).
     let last = fin.evidence["last_sample_at"].as_f64().unwrap();
+    assert_eq!(fin.evidence["stale_after_seconds"], 30.0);
+    assert_eq!(fin.evidence["scrape_interval_seconds"], 10.0);
+    let threshold = fin.evidence["effective_stale_after_seconds"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(threshold, 55.0);
     assert!(
         last <= ds_canary_at(4) + 60.0,
         "silence began at the lock-up"
     );
     assert!(
-        fin.at >= last + 30.0,
-        "not before stale_after: {}",
+        fin.at >= last + threshold,
+        "not before the threshold: {}",
         fin.at - last
     );
     assert!(
-        fin.at <= last + 30.0 + 10.0 + 10.0,
+        fin.at <= last + threshold + 10.0 + 10.0,
         "late: {}",
         fin.at - last
     );

@@ -162,11 +162,17 @@ pub fn cases(deploys: usize) -> Vec<FieldCase> {
     out
 }
 
-/// The fleet and plan of a case: 15 minutes of history, the canary phase, 10 minutes of
+/// Seconds of fleet history before the canary event: an agent that runs all the time holds
+/// at least the control calibration window ([`crate::engine::judge::CONTROL_CALIBRATION`]),
+/// so the benchmark gives it that much.
+pub const HISTORY_S: i64 = 30 * 60;
+
+/// The fleet and plan of a case: 30 minutes of history (what a running agent holds, and
+/// the control calibration window), the canary phase, 10 minutes of
 /// full rollout.
 pub fn plan_of(c: &FieldCase) -> (FleetConfig, DeployPlan) {
     let start = start_for(c.seed);
-    let canary_at = start.add(DurationMs::from_secs(15 * 60));
+    let canary_at = start.add(DurationMs::from_secs(HISTORY_S));
     let full_at = canary_at.add(DurationMs::from_secs(c.canary_s));
     let end_at = full_at.add(DurationMs::from_secs(600));
     let cfg = FleetConfig {
