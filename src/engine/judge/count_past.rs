@@ -8,18 +8,38 @@
 //! instead of raising false alarms. A baseline the store has not seen enough of (the agent
 //! started less than a window before the deploy) makes the rule inconclusive, and says so.
 //!
-//! Seasonal: the conditional binomial of each interval against the same interval a season
-//! ago, quasi-likelihood scaled by the pairs' extra-binomial variation.
+//! Seasonal: the conditional binomial of each whole minute against the same minute a season
+//! ago, quasi-likelihood scaled by the pairs' extra-binomial variation. A season ago is read
+//! from the store's per-minute history (the last value of each minute), so both sides are
+//! read on the minute grid: a tick between minute boundaries waits for the minute to close
+//! rather than comparing ten seconds now with whatever minute boundary fell in the span
+//! then (which wasted five of every six ticks' data at a 10-s evaluation interval).
 
 use super::evidence::{
     Evidence, dispersion, ev_json, events_to_decide, merge, more, round, verdict, waiting, z_for,
 };
 use super::read::{block_side_counts, count_agg, coverage, pearson, pearson_pairs};
 use super::{Ctx, Outcome, Span, Verdict};
-use crate::model::DurationMs;
+use crate::model::{DurationMs, Timestamp};
 use crate::rules::{Baseline, Direction, Rule};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+
+/// The seasonal history's grain: one point per minute.
+const MINUTE: DurationMs = DurationMs::from_secs(60);
+
+fn floor_minute(t: Timestamp) -> Timestamp {
+    Timestamp(t.0 - t.0.rem_euclid(MINUTE.0))
+}
+
+fn ceil_minute(t: Timestamp) -> Timestamp {
+    let f = floor_minute(t);
+    if f == t {
+        f
+    } else {
+        Timestamp(f.0.saturating_add(MINUTE.0))
+    }
+}
 
 /// The share of a pre-deploy window the store must hold before the baseline is trusted.
 const MIN_COVERAGE: f64 = 0.9;
@@ -38,6 +58,8 @@ pub struct CountPast {
     seasonal: bool,
     /// Seasonal only: each interval's (x now, x then, exposure now, exposure then).
     pairs: Vec<[f64; 4]>,
+    /// Seasonal only: the minute boundary up to which both sides have been read.
+    read_to: Option<Timestamp>,
     /// Why the baseline cannot be used (pre-deploy only), with its evidence.
     unusable: Option<(String, Value)>,
     pub(super) blocks_read: u64,
@@ -96,6 +118,7 @@ impl CountPast {
             integral: agg.integral,
             seasonal: false,
             pairs: Vec::new(),
+            read_to: None,
             unusable,
             blocks_read,
         };
@@ -117,6 +140,7 @@ impl CountPast {
             integral: true,
             seasonal: true,
             pairs: Vec::new(),
+            read_to: None,
             unusable: None,
             blocks_read: 0,
         }
@@ -154,13 +178,6 @@ impl CountPast {
     }
 
     pub(super) fn evaluate(&mut self, ctx: &Ctx<'_>) -> Outcome {
-        let t = count_agg(
-            ctx.store,
-            ctx.rule,
-            ctx.rs,
-            ctx.treatment,
-            Span::recent(ctx.from, ctx.to),
-        );
         let alpha_e = if self.seasonal {
             ctx.alpha
         } else {
@@ -168,38 +185,60 @@ impl CountPast {
         };
         if self.seasonal {
             if let Baseline::Seasonal { offset } = ctx.rule.baseline {
-                let then = Span {
-                    from: ctx.from.sub(offset),
-                    to: ctx.to.sub(offset),
-                    history: true,
-                };
-                let a = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, then);
-                let b = (a.exposure > 0.0).then_some((a.events, a.exposure));
-                if let (Some(ev), Some((bx, be))) = (self.ev.as_mut(), b)
-                    && t.exposure > 0.0
-                    && be > 0.0
-                {
-                    ev.harm.update_conditional(t.events, bx, t.exposure, be);
-                    ev.safe.update_conditional(t.events, bx, t.exposure, be);
-                    self.baseline.0 += bx;
-                    self.baseline.1 += be;
-                    self.treatment.0 += t.events;
-                    self.treatment.1 += t.exposure;
-                    self.pairs.push([t.events, bx, t.exposure, be]);
-                    self.chi2 = pearson_pairs(&self.pairs);
-                    self.integral &= t.integral;
+                // Whole minutes since the phase began: (read_to, end] now, and the history
+                // keys one minute earlier a season ago (a key holds its minute's last value,
+                // the value at the minute's end).
+                let read_to = *self.read_to.get_or_insert(ceil_minute(ctx.phase_start));
+                let end = floor_minute(ctx.to);
+                if end > read_to {
+                    self.read_to = Some(end);
+                    let now = count_agg(
+                        ctx.store,
+                        ctx.rule,
+                        ctx.rs,
+                        ctx.treatment,
+                        Span::recent(read_to, end),
+                    );
+                    let shift = offset.0.saturating_add(MINUTE.0);
+                    let then = Span {
+                        from: read_to.sub(DurationMs(shift)),
+                        to: end.sub(DurationMs(shift)),
+                        history: true,
+                    };
+                    let a = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, then);
+                    let b = (a.exposure > 0.0).then_some((a.events, a.exposure));
+                    if let (Some(ev), Some((bx, be))) = (self.ev.as_mut(), b)
+                        && now.exposure > 0.0
+                    {
+                        ev.harm.update_conditional(now.events, bx, now.exposure, be);
+                        ev.safe.update_conditional(now.events, bx, now.exposure, be);
+                        self.baseline.0 += bx;
+                        self.baseline.1 += be;
+                        self.treatment.0 += now.events;
+                        self.treatment.1 += now.exposure;
+                        self.pairs.push([now.events, bx, now.exposure, be]);
+                        self.chi2 = pearson_pairs(&self.pairs);
+                        self.integral &= now.integral;
+                    }
                 }
             }
-        } else if let Some(ev) = self.ev.as_mut()
-            && t.exposure > 0.0
-        {
-            let expected = self.baseline_rate * t.exposure;
-            let phi = dispersion(self.chi2, self.integral);
-            ev.harm.update_poisson(t.events, expected);
-            ev.safe.update_poisson(t.events, expected);
-            ev.set_scale(1.0 / phi);
-            self.treatment.0 += t.events;
-            self.treatment.1 += t.exposure;
+        } else if let Some(ev) = self.ev.as_mut() {
+            let t = count_agg(
+                ctx.store,
+                ctx.rule,
+                ctx.rs,
+                ctx.treatment,
+                Span::recent(ctx.from, ctx.to),
+            );
+            if t.exposure > 0.0 {
+                let expected = self.baseline_rate * t.exposure;
+                let phi = dispersion(self.chi2, self.integral);
+                ev.harm.update_poisson(t.events, expected);
+                ev.safe.update_poisson(t.events, expected);
+                ev.set_scale(1.0 / phi);
+                self.treatment.0 += t.events;
+                self.treatment.1 += t.exposure;
+            }
         }
         if self.seasonal
             && let Some(ev) = self.ev.as_mut()
