@@ -71,6 +71,76 @@ fn read_line(
     Ok(true)
 }
 
+/// The metrics file's lines, read in large blocks and handed out as slices of the block:
+/// no copy and no allocation per line (a line is copied only when it straddles two
+/// blocks, to the front of the buffer).
+struct LineReader<R> {
+    input: R,
+    buf: Vec<u8>,
+    /// Start of the unread part of `buf`.
+    pos: usize,
+    /// End of the filled part of `buf`.
+    end: usize,
+    eof: bool,
+}
+
+/// Bytes read at a time: large enough that the per-read cost vanishes, small enough to
+/// stay in the cache next to the engine's data.
+const BLOCK: usize = 256 * 1024;
+
+impl<R: std::io::Read> LineReader<R> {
+    fn new(input: R) -> LineReader<R> {
+        LineReader {
+            input,
+            buf: vec![0; BLOCK],
+            pos: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// The next line with its `\n` (the last line may lack one), or `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        let mut scanned = self.pos;
+        loop {
+            if let Some(n) = memchr::memchr(b'\n', &self.buf[scanned..self.end]) {
+                let start = self.pos;
+                self.pos = scanned + n + 1;
+                return Ok(Some(&self.buf[start..self.pos]));
+            }
+            if self.eof {
+                if self.pos == self.end {
+                    return Ok(None);
+                }
+                let start = self.pos;
+                self.pos = self.end;
+                return Ok(Some(&self.buf[start..self.end]));
+            }
+            // Keep the partial line, make room, read more.
+            let kept = self.end - self.pos;
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.pos = 0;
+            self.end = kept;
+            scanned = kept;
+            if self.buf.len() - self.end < BLOCK / 2 {
+                // A line longer than half a block: grow rather than read in slivers.
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = loop {
+                match self.input.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+    }
+}
+
 /// What a replay did, for the log line at its end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -207,9 +277,8 @@ pub fn run(
     };
     let mut last_at: Option<Timestamp> = None;
     let mut line_no = 0usize;
-    let mut metrics = metrics.reader;
-    let mut buf = String::new();
-    let mut bytes = Vec::new();
+    let mut metrics = LineReader::new(metrics.reader);
+    let mut parser = textformat::Parser::new(unit);
     let (ooo_before, dup_before) = (
         engine.store().out_of_order_samples,
         engine.store().duplicate_samples,
@@ -220,15 +289,23 @@ pub fn run(
         line,
         message,
     };
-    while read_line(
-        &mut metrics,
-        &mut bytes,
-        &mut buf,
-        metrics_name,
-        line_no + 1,
-    )? {
+    loop {
+        let bytes = match metrics.next_line() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(e) => return Err(merr(line_no + 1, format!("cannot read: {e}"))),
+        };
         line_no += 1;
-        let text = buf.trim_end_matches('\n');
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                return Err(merr(
+                    line_no,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                ));
+            }
+        };
+        let text = text.trim_end_matches('\n');
         if let Some(eof) = eof_at {
             if text.trim().is_empty() {
                 continue;
@@ -238,7 +315,7 @@ pub fn run(
                 format!("content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"),
             ));
         }
-        let sample = match textformat::parse_line(text, unit) {
+        let sample = match parser.parse(text) {
             Ok(Line::Sample(s)) => s,
             Ok(Line::Eof) => {
                 eof_at = Some(line_no);

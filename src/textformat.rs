@@ -71,6 +71,61 @@ fn perr(column: usize, message: impl Into<String>) -> ParseError {
 
 /// Parses one line (without its newline).
 pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Line<'_>, ParseError> {
+    parse(line, unit, &mut TimestampCache::default())
+}
+
+/// A line parser for a stream of lines: as [`parse_line`], but it remembers the last
+/// timestamp's text and value, so the lines of one scrape (which all carry the same
+/// timestamp) parse it once.
+#[derive(Clone, Debug, Default)]
+pub struct Parser {
+    unit: TimestampUnit,
+    cache: TimestampCache,
+}
+
+impl Parser {
+    /// A parser reading timestamps in `unit`.
+    pub fn new(unit: TimestampUnit) -> Parser {
+        Parser {
+            unit,
+            cache: TimestampCache::default(),
+        }
+    }
+
+    /// Parses one line (without its newline), exactly as [`parse_line`] does.
+    pub fn parse<'a>(&mut self, line: &'a str) -> Result<Line<'a>, ParseError> {
+        parse(line, self.unit, &mut self.cache)
+    }
+}
+
+/// The last timestamp text (up to 32 bytes) and what it parsed to.
+#[derive(Clone, Debug, Default)]
+struct TimestampCache {
+    text: [u8; 32],
+    len: usize,
+    at: Option<Timestamp>,
+}
+
+impl TimestampCache {
+    fn parse(&mut self, text: &str, unit: TimestampUnit) -> Option<Timestamp> {
+        if self.at.is_some() && self.text.get(..self.len) == Some(text.as_bytes()) {
+            return self.at;
+        }
+        let at = parse_timestamp(text, unit);
+        if let (Some(at), Some(slot)) = (at, self.text.get_mut(..text.len())) {
+            slot.copy_from_slice(text.as_bytes());
+            self.len = text.len();
+            self.at = Some(at);
+        }
+        at
+    }
+}
+
+fn parse<'a>(
+    line: &'a str,
+    unit: TimestampUnit,
+    cache: &mut TimestampCache,
+) -> Result<Line<'a>, ParseError> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.is_empty() {
         return Ok(Line::Other);
@@ -91,7 +146,7 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Line<'_>, ParseErro
     }
     let bytes = line.as_bytes();
     let mut i = 0;
-    while i < bytes.len() && is_name_byte(bytes[i]) {
+    while i < bytes.len() && NAME_BYTE[usize::from(bytes[i])] {
         i += 1;
     }
     if i == 0 || bytes[0].is_ascii_digit() {
@@ -113,7 +168,8 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Line<'_>, ParseErro
         None => (None, bytes.len()),
         Some((ts_at, ts_end)) => {
             let ts = &line[ts_at..ts_end];
-            let at = parse_timestamp(ts, unit)
+            let at = cache
+                .parse(ts, unit)
                 .ok_or_else(|| perr(ts_at, format!("invalid timestamp {ts:?}")))?;
             (Some(at), ts_end)
         }
@@ -137,11 +193,23 @@ pub fn parse_line(line: &str, unit: TimestampUnit) -> Result<Line<'_>, ParseErro
 }
 
 /// Returns the index just past the closing `}` of a label set starting at `start`.
+/// Runs of eight bytes holding none of `"`, `\\`, `}` are skipped a word at a time.
 fn skip_labels(bytes: &[u8], start: usize) -> Result<usize, ParseError> {
     let mut i = start + 1;
     let mut in_quotes = false;
     while i < bytes.len() {
-        match bytes[i] {
+        while let Some(word) = bytes.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            if has_label_special(u64::from_le_bytes(w)) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        match b {
             b'\\' if in_quotes => i += 1,
             b'"' => in_quotes = !in_quotes,
             b'}' if !in_quotes => return Ok(i + 1),
@@ -152,11 +220,31 @@ fn skip_labels(bytes: &[u8], start: usize) -> Result<usize, ParseError> {
     Err(perr(start, "unterminated label set"))
 }
 
-/// Whether `b` may appear in a metric name (`[a-zA-Z0-9_:]`).
+/// Whether any byte of `w` is `"`, `\\` or `}` (the classic "has a zero byte" test,
+/// `(x - 0x01..) & !x & 0x80..`, on `w` xor each byte repeated; exact, no false
+/// positives for the word as a whole).
 #[inline]
-fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+fn has_label_special(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    (zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | zero(w ^ (ONES * u64::from(b'}'))))
+        != 0
 }
+
+/// Which bytes may appear in a metric name (`[a-zA-Z0-9_:]`): one load per byte.
+static NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+        b += 1;
+    }
+    table
+};
 
 /// The next run of non-whitespace bytes at or after `from`, as `(start, end)`; the same
 /// split as `str::split_ascii_whitespace`.
