@@ -201,7 +201,10 @@ fn skip_labels(bytes: &[u8], start: usize) -> Result<usize, ParseError> {
         while let Some(word) = bytes.get(i..i + 8) {
             let mut w = [0u8; 8];
             w.copy_from_slice(word);
-            if has_label_special(u64::from_le_bytes(w)) {
+            let special = label_specials(u64::from_le_bytes(w));
+            if special != 0 {
+                // Straight to the first special byte (the lowest flag is exact).
+                i += (special.trailing_zeros() / 8) as usize;
                 break;
             }
             i += 8;
@@ -220,18 +223,17 @@ fn skip_labels(bytes: &[u8], start: usize) -> Result<usize, ParseError> {
     Err(perr(start, "unterminated label set"))
 }
 
-/// Whether any byte of `w` is `"`, `\\` or `}` (the classic "has a zero byte" test,
-/// `(x - 0x01..) & !x & 0x80..`, on `w` xor each byte repeated; exact, no false
-/// positives for the word as a whole).
+/// The high bit of each byte of `w` that is `"`, `\\` or `}`, from the classic "has a
+/// zero byte" test `(x - 0x01..) & !x & 0x80..` on `w` xor each byte repeated. A borrow
+/// can flag a byte above a real match, never below one, so the lowest flag is exact.
 #[inline]
-fn has_label_special(w: u64) -> bool {
+fn label_specials(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    (zero(w ^ (ONES * u64::from(b'"')))
+    zero(w ^ (ONES * u64::from(b'"')))
         | zero(w ^ (ONES * u64::from(b'\\')))
-        | zero(w ^ (ONES * u64::from(b'}'))))
-        != 0
+        | zero(w ^ (ONES * u64::from(b'}')))
 }
 
 /// Which bytes may appear in a metric name (`[a-zA-Z0-9_:]`): one load per byte.
@@ -500,6 +502,59 @@ mod tests {
                 parse_f64(t).map(f64::to_bits),
                 std.map(f64::to_bits),
                 "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn word_skipping_finds_the_same_end_as_a_byte_loop() {
+        fn plain(bytes: &[u8], start: usize) -> Option<usize> {
+            let (mut i, mut q) = (start + 1, false);
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' if q => i += 1,
+                    b'"' => q = !q,
+                    b'}' if !q => return Some(i + 1),
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        let alphabet = b"a=\"\\},{ x";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let mut text = vec![b'{'];
+            let mut y = x;
+            for _ in 0..len {
+                y = y.rotate_left(5).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                text.push(alphabet[(y >> 60) as usize % alphabet.len()]);
+            }
+            assert_eq!(skip_labels(&text, 0).ok(), plain(&text, 0), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_parser_reusing_timestamps_reads_what_parse_line_reads() {
+        let lines = [
+            "a 1 1764201600.5",
+            "b{x=\"1\"} 2 1764201600.5",
+            "c 3 1764201610",
+            "d 4 176420161",
+            "e 5",
+            "f 6 1764201610",
+            "g 7 NaN",
+        ];
+        let mut parser = Parser::new(TimestampUnit::Auto);
+        for line in lines {
+            assert_eq!(
+                parser.parse(line),
+                parse_line(line, TimestampUnit::Auto),
+                "{line}"
             );
         }
     }
