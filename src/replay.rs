@@ -491,3 +491,63 @@ fn emit(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader handing out at most a few bytes per call, to put line ends everywhere
+    /// relative to the reads.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.step = self.step % 7 + 1;
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn lines_of(data: &[u8], reader: impl std::io::Read) -> Vec<Vec<u8>> {
+        let mut lines = LineReader::new(reader);
+        let mut got = Vec::new();
+        while let Some(line) = lines.next_line().unwrap() {
+            got.push(line.to_vec());
+        }
+        assert_eq!(got.concat(), data, "every byte once, in order");
+        got
+    }
+
+    #[test]
+    fn line_reader_splits_as_read_until_does() {
+        let long = "x".repeat(3 * BLOCK + 5);
+        let texts = [
+            String::new(),
+            "a\n".to_string(),
+            "a\nb".to_string(),
+            "\n\n a \r\n".to_string(),
+            format!("first\n{long}\nlast"),
+            format!("{long}\n"),
+            "m{a=\"1\"} 1 2\n".repeat(BLOCK / 10),
+        ];
+        for text in &texts {
+            let data = text.as_bytes();
+            let mut expected = Vec::new();
+            let mut input = data;
+            loop {
+                let mut line = Vec::new();
+                if input.read_until(b'\n', &mut line).unwrap() == 0 {
+                    break;
+                }
+                expected.push(line);
+            }
+            assert_eq!(lines_of(data, data), expected);
+            assert_eq!(lines_of(data, Trickle { data, step: 0 }), expected);
+        }
+    }
+}
