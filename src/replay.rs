@@ -71,6 +71,76 @@ fn read_line(
     Ok(true)
 }
 
+/// The metrics file's lines, read in large blocks and handed out as slices of the block:
+/// no copy and no allocation per line (a line is copied only when it straddles two
+/// blocks, to the front of the buffer).
+struct LineReader<R> {
+    input: R,
+    buf: Vec<u8>,
+    /// Start of the unread part of `buf`.
+    pos: usize,
+    /// End of the filled part of `buf`.
+    end: usize,
+    eof: bool,
+}
+
+/// Bytes read at a time: large enough that the per-read cost vanishes, small enough to
+/// stay in the cache next to the engine's data.
+const BLOCK: usize = 256 * 1024;
+
+impl<R: std::io::Read> LineReader<R> {
+    fn new(input: R) -> LineReader<R> {
+        LineReader {
+            input,
+            buf: vec![0; BLOCK],
+            pos: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// The next line with its `\n` (the last line may lack one), or `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        let mut scanned = self.pos;
+        loop {
+            if let Some(n) = memchr::memchr(b'\n', &self.buf[scanned..self.end]) {
+                let start = self.pos;
+                self.pos = scanned + n + 1;
+                return Ok(Some(&self.buf[start..self.pos]));
+            }
+            if self.eof {
+                if self.pos == self.end {
+                    return Ok(None);
+                }
+                let start = self.pos;
+                self.pos = self.end;
+                return Ok(Some(&self.buf[start..self.end]));
+            }
+            // Keep the partial line, make room, read more.
+            let kept = self.end - self.pos;
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.pos = 0;
+            self.end = kept;
+            scanned = kept;
+            if self.buf.len() - self.end < BLOCK / 2 {
+                // A line longer than half a block: grow rather than read in slivers.
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = loop {
+                match self.input.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+    }
+}
+
 /// What a replay did, for the log line at its end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -207,9 +277,8 @@ pub fn run(
     };
     let mut last_at: Option<Timestamp> = None;
     let mut line_no = 0usize;
-    let mut metrics = metrics.reader;
-    let mut buf = String::new();
-    let mut bytes = Vec::new();
+    let mut metrics = LineReader::new(metrics.reader);
+    let mut parser = textformat::Parser::new(unit);
     let (ooo_before, dup_before) = (
         engine.store().out_of_order_samples,
         engine.store().duplicate_samples,
@@ -220,15 +289,23 @@ pub fn run(
         line,
         message,
     };
-    while read_line(
-        &mut metrics,
-        &mut bytes,
-        &mut buf,
-        metrics_name,
-        line_no + 1,
-    )? {
+    loop {
+        let bytes = match metrics.next_line() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(e) => return Err(merr(line_no + 1, format!("cannot read: {e}"))),
+        };
         line_no += 1;
-        let text = buf.trim_end_matches('\n');
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                return Err(merr(
+                    line_no,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                ));
+            }
+        };
+        let text = text.trim_end_matches('\n');
         if let Some(eof) = eof_at {
             if text.trim().is_empty() {
                 continue;
@@ -238,7 +315,7 @@ pub fn run(
                 format!("content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"),
             ));
         }
-        let sample = match textformat::parse_line(text, unit) {
+        let sample = match parser.parse(text) {
             Ok(Line::Sample(s)) => s,
             Ok(Line::Eof) => {
                 eof_at = Some(line_no);
@@ -413,4 +490,64 @@ fn emit(
         summary.decisions += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader handing out at most a few bytes per call, to put line ends everywhere
+    /// relative to the reads.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.step = self.step % 7 + 1;
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn lines_of(data: &[u8], reader: impl std::io::Read) -> Vec<Vec<u8>> {
+        let mut lines = LineReader::new(reader);
+        let mut got = Vec::new();
+        while let Some(line) = lines.next_line().unwrap() {
+            got.push(line.to_vec());
+        }
+        assert_eq!(got.concat(), data, "every byte once, in order");
+        got
+    }
+
+    #[test]
+    fn line_reader_splits_as_read_until_does() {
+        let long = "x".repeat(3 * BLOCK + 5);
+        let texts = [
+            String::new(),
+            "a\n".to_string(),
+            "a\nb".to_string(),
+            "\n\n a \r\n".to_string(),
+            format!("first\n{long}\nlast"),
+            format!("{long}\n"),
+            "m{a=\"1\"} 1 2\n".repeat(BLOCK / 10),
+        ];
+        for text in &texts {
+            let data = text.as_bytes();
+            let mut expected = Vec::new();
+            let mut input = data;
+            loop {
+                let mut line = Vec::new();
+                if input.read_until(b'\n', &mut line).unwrap() == 0 {
+                    break;
+                }
+                expected.push(line);
+            }
+            assert_eq!(lines_of(data, data), expected);
+            assert_eq!(lines_of(data, Trickle { data, step: 0 }), expected);
+        }
+    }
 }
