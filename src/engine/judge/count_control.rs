@@ -236,7 +236,11 @@ impl CountControl {
             let (x0, e0) = self.control;
             let post = ((x1 + 0.5) / e1).ln() - ((x0 + 0.5) / e0).ln();
             let info = 1.0 / (phi * (1.0 / (x1 + 0.5) + 1.0 / (x0 + 0.5)));
-            let sign = if ctx.rule.direction == Direction::Decrease { -1.0 } else { 1.0 };
+            let sign = if ctx.rule.direction == Direction::Decrease {
+                -1.0
+            } else {
+                1.0
+            };
             let x = info * (post - p.ratio.ln()) * sign;
             let tau = match ctx.rule.min_effect {
                 crate::rules::Effect::Relative(r) => (1.0 + r.abs()).ln().max(0.05),
@@ -267,7 +271,12 @@ impl CountControl {
         let mut v = verdict(&self.ev, alpha_e, enough);
         let did_p = 1.0 / self.did_max_e;
         if self.pre.is_some() {
-            evidence["did"] = json!({"e_value": round(did_e), "max_e_value": round(self.did_max_e), "p_value": round(did_p)});
+            evidence["conditional_binomial"] = ev_json(&self.ev);
+            evidence["test"] = json!("gaussian_difference_in_differences_mixture");
+            evidence["e_value"] = json!(round(did_e));
+            evidence["max_e_value"] = json!(round(self.did_max_e));
+            evidence["p_value"] = json!(round(did_p));
+            evidence["alpha"] = json!(round(ctx.alpha));
             if enough && did_p <= ctx.alpha {
                 v = crate::engine::judge::Verdict::Fail;
             } else if v == crate::engine::judge::Verdict::Fail {
@@ -301,7 +310,11 @@ impl CountControl {
             } else {
                 self.ev.harm.p_value()
             },
-            alpha: if self.pre.is_some() { ctx.alpha } else { alpha_e },
+            alpha: if self.pre.is_some() {
+                ctx.alpha
+            } else {
+                alpha_e
+            },
             enough_data: enough,
             harm_e_value: self.ev.harm.e_value(),
             evidence,
