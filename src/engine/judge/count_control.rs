@@ -46,6 +46,8 @@ struct PreRatio {
     events: (f64, f64),
     blocks: usize,
     chi2: (f64, f64),
+    /// Variance of the pre-deploy log ratio.
+    var: f64,
 }
 
 /// Conditional binomial state.
@@ -64,6 +66,8 @@ pub struct CountControl {
     /// Why there is no adjustment, when there is none.
     unadjusted_reason: Option<String>,
     pub(super) blocks_read: u64,
+    /// Running maximum of the Gaussian difference-in-differences e-process.
+    did_max_e: f64,
 }
 
 impl CountControl {
@@ -111,6 +115,7 @@ impl CountControl {
                 events: (x1, x0),
                 blocks: blocks.len(),
                 chi2,
+                var: se * se,
             })
         } else {
             None
@@ -133,6 +138,7 @@ impl CountControl {
             pre,
             unadjusted_reason: reason,
             blocks_read,
+            did_max_e: 1.0,
         })
     }
 
@@ -217,6 +223,38 @@ impl CountControl {
                 "reason": self.unadjusted_reason.clone().unwrap_or_default(),
             }),
         };
+        // Gaussian difference in differences: X = I (post - pre log ratio) is, under the
+        // null, Brownian motion in information time with a N(0, v_pre) drift (the pre
+        // estimate's error), so a N(0, v_pre + tau^2) drift mixture over the N(0, v_pre)
+        // one is an e-process with the whole alpha.
+        let mut did_e = 1.0;
+        if let Some(p) = &self.pre
+            && self.treatment.1 > 0.0
+            && self.control.1 > 0.0
+        {
+            let (x1, e1) = self.treatment;
+            let (x0, e0) = self.control;
+            let post = ((x1 + 0.5) / e1).ln() - ((x0 + 0.5) / e0).ln();
+            let info = 1.0 / (phi * (1.0 / (x1 + 0.5) + 1.0 / (x0 + 0.5)));
+            let sign = if ctx.rule.direction == Direction::Decrease {
+                -1.0
+            } else {
+                1.0
+            };
+            let x = info * (post - p.ratio.ln()) * sign;
+            let tau = match ctx.rule.min_effect {
+                crate::rules::Effect::Relative(r) => (1.0 + r.abs()).ln().max(0.05),
+                _ => 0.4,
+            };
+            let v = p.var;
+            let w = v + tau * tau;
+            let log_e = 0.5 * ((1.0 + info * v) / (1.0 + info * w)).ln()
+                + 0.5 * x * x * (w / (1.0 + info * w) - v / (1.0 + info * v));
+            if x > 0.0 && log_e.is_finite() {
+                did_e = log_e.exp();
+                self.did_max_e = self.did_max_e.max(did_e);
+            }
+        }
         let mut evidence = json!({
             "test": "conditional_binomial_mixture",
             "treatment": {"events": round(self.treatment.0), "exposure": round(self.treatment.1), "rate": round(rate(self.treatment))},
@@ -230,7 +268,21 @@ impl CountControl {
             "alpha": round(alpha_e),
         });
         merge(&mut evidence, ev_json(&self.ev));
-        let v = verdict(&self.ev, alpha_e, enough);
+        let mut v = verdict(&self.ev, alpha_e, enough);
+        let did_p = 1.0 / self.did_max_e;
+        if self.pre.is_some() {
+            evidence["conditional_binomial"] = ev_json(&self.ev);
+            evidence["test"] = json!("gaussian_difference_in_differences_mixture");
+            evidence["e_value"] = json!(round(did_e));
+            evidence["max_e_value"] = json!(round(self.did_max_e));
+            evidence["p_value"] = json!(round(did_p));
+            evidence["alpha"] = json!(round(ctx.alpha));
+            if enough && did_p <= ctx.alpha {
+                v = crate::engine::judge::Verdict::Fail;
+            } else if v == crate::engine::judge::Verdict::Fail {
+                v = crate::engine::judge::Verdict::Inconclusive;
+            }
+        }
         let wait = if !enough_events {
             format!(
                 "about {} at current rates (min_data.events {})",
@@ -251,8 +303,18 @@ impl CountControl {
         waiting(&mut evidence, v, wait);
         Outcome {
             verdict: v,
-            p_value: if enough { self.ev.harm.p_value() } else { 1.0 },
-            alpha: alpha_e,
+            p_value: if !enough {
+                1.0
+            } else if self.pre.is_some() {
+                did_p
+            } else {
+                self.ev.harm.p_value()
+            },
+            alpha: if self.pre.is_some() {
+                ctx.alpha
+            } else {
+                alpha_e
+            },
             enough_data: enough,
             harm_e_value: self.ev.harm.e_value(),
             evidence,
