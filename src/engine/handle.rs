@@ -66,7 +66,7 @@ pub enum Query {
     Stats,
     /// Rules against the stored series, and Prometheus-style series and name lookups
     /// (`GET /api/v1/rules`, `/api/v1/series`, `/api/v1/label/__name__/values`).
-    Catalog(crate::api::rules::Catalog),
+    Catalog(super::catalog::Catalog),
 }
 
 /// What became of an acknowledged batch of samples.
@@ -383,7 +383,7 @@ fn answer(engine: &Engine, q: Query) -> Value {
     match q {
         Query::Deploy(id) => engine.deploy_view(&id).unwrap_or(Value::Null),
         Query::Deploys => Value::Array(engine.deploys()),
-        Query::Catalog(q) => crate::api::rules::answer(engine, q),
+        Query::Catalog(q) => super::catalog::answer(engine, q),
         Query::Line(service) => serde_json::to_value(engine.line(&service)).unwrap_or(Value::Null),
         Query::Lines => serde_json::to_value(engine.lines()).unwrap_or(Value::Null),
         Query::Stats => serde_json::json!({

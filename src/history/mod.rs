@@ -17,8 +17,7 @@ pub mod backtest;
 pub mod dump;
 pub mod prefill;
 
-use crate::rules::selector::Selector;
-use crate::rules::{MetricKind, Rule};
+use crate::rules::Rule;
 
 /// Where the history comes from and how to authenticate.
 #[derive(Clone, Debug)]
@@ -170,24 +169,5 @@ pub fn selectors(rules: &[Rule]) -> Vec<String> {
 
 /// The selectors one rule reads.
 pub fn rule_selectors(r: &Rule) -> Vec<String> {
-    rule_selector_list(r)
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
-/// The selectors one rule reads, parsed: the series it matches are the ones matching any.
-pub fn rule_selector_list(r: &Rule) -> Vec<Selector> {
-    let sel = &r.selector;
-    match &r.kind {
-        MetricKind::CounterRate | MetricKind::Gauge => vec![sel.clone()],
-        MetricKind::Ratio { denominator } => vec![sel.clone(), denominator.clone()],
-        MetricKind::Mean => vec![
-            sel.with_name(&format!("{}_sum", sel.name)),
-            sel.with_name(&format!("{}_count", sel.name)),
-        ],
-        MetricKind::HistogramQuantile { .. } => {
-            vec![sel.with_name(&format!("{}_bucket", sel.name))]
-        }
-    }
+    r.selectors().iter().map(|s| s.to_string()).collect()
 }

@@ -229,6 +229,24 @@ impl Rule {
         self.kind.is_counter() && !self.amounts
     }
 
+    /// The selectors this rule reads (its numerator, denominator, `_sum`/`_count` or
+    /// `_bucket` series): the series it matches are the ones matching any of them. The
+    /// live store, the TSDB fill and `check --against` all ask this one place.
+    pub fn selectors(&self) -> Vec<Selector> {
+        let sel = &self.selector;
+        match &self.kind {
+            MetricKind::CounterRate | MetricKind::Gauge => vec![sel.clone()],
+            MetricKind::Ratio { denominator } => vec![sel.clone(), denominator.clone()],
+            MetricKind::Mean => vec![
+                sel.with_name(&format!("{}_sum", sel.name)),
+                sel.with_name(&format!("{}_count", sel.name)),
+            ],
+            MetricKind::HistogramQuantile { .. } => {
+                vec![sel.with_name(&format!("{}_bucket", sel.name))]
+            }
+        }
+    }
+
     /// Whether this rule judges deploys of `service` in `phase`.
     pub fn applies(&self, service: &str, phase: Phase) -> bool {
         self.phases.contains(&phase)
