@@ -341,6 +341,54 @@ pub struct Engine {
     history_expire_after: DurationMs,
 }
 
+/// How much the store keeps and when silent series expire: both follow the rules in
+/// force, so they are computed at start and again at every reload (a reload that adds a
+/// longer `baseline_window` or `seasonal_offset` must not find its window already cut).
+struct Horizons {
+    /// Recent points per series: the longest pre-deploy window or control calibration.
+    retention: DurationMs,
+    /// Per-minute history for seasonal rules: the longest season plus 6 h.
+    history: DurationMs,
+    expire_after: DurationMs,
+    history_expire_after: DurationMs,
+}
+
+impl Horizons {
+    fn of(rules: &[Rule], cfg: &EngineConfig) -> Horizons {
+        let longest_pre = rules
+            .iter()
+            .filter_map(|r| match r.baseline {
+                Baseline::PreDeploy { window } => Some(window),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default()
+            .max(judge::CONTROL_CALIBRATION);
+        let longest_season = rules
+            .iter()
+            .filter_map(|r| match r.baseline {
+                Baseline::Seasonal { offset } => Some(offset),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        let retention = DurationMs(
+            longest_pre
+                .0
+                .saturating_add(cfg.block.0.saturating_mul(2))
+                .saturating_add(cfg.eval_interval.0.saturating_mul(2)),
+        );
+        let history = DurationMs(longest_season.0.saturating_add(6 * 3_600_000));
+        let (expire_after, history_expire_after) = expiry(rules, cfg, retention, history);
+        Horizons {
+            retention,
+            history,
+            expire_after,
+            history_expire_after,
+        }
+    }
+}
+
 /// How long a series may be silent before it is dropped: longer than every window that
 /// could read it (the recent retention, which covers every baseline window and the control
 /// calibration; every rule's `stale_after`, so a deploy's silence detection fires first),
@@ -387,39 +435,12 @@ impl Engine {
     /// An engine judging with `rules`.
     pub fn new(mut rules: RuleSet, cfg: EngineConfig) -> Engine {
         clamp_windows(&mut rules);
-        let longest_pre = rules
-            .rules
-            .iter()
-            .filter_map(|r| match r.baseline {
-                Baseline::PreDeploy { window } => Some(window),
-                _ => None,
-            })
-            .max()
-            .unwrap_or_default()
-            .max(judge::CONTROL_CALIBRATION);
-        let longest_season = rules
-            .rules
-            .iter()
-            .filter_map(|r| match r.baseline {
-                Baseline::Seasonal { offset } => Some(offset),
-                _ => None,
-            })
-            .max()
-            .unwrap_or_default();
-        let retention = DurationMs(
-            longest_pre
-                .0
-                .saturating_add(cfg.block.0.saturating_mul(2))
-                .saturating_add(cfg.eval_interval.0.saturating_mul(2)),
-        );
-        let history = DurationMs(longest_season.0.saturating_add(6 * 3_600_000));
-        let n = rules.rules.len();
-        let (expire_after, history_expire_after) = expiry(&rules.rules, &cfg, retention, history);
+        let h = Horizons::of(&rules.rules, &cfg);
         Engine {
-            expire_after,
-            history_expire_after,
-            store: Store::new(retention, history, cfg.max_series),
-            rule_series: vec![RuleSeries::default(); n],
+            expire_after: h.expire_after,
+            history_expire_after: h.history_expire_after,
+            store: Store::new(h.retention, h.history, cfg.max_series),
+            rule_series: vec![RuleSeries::default(); rules.rules.len()],
             rules: rules.rules,
             cfg,
             analyses: BTreeMap::new(),
@@ -435,6 +456,10 @@ impl Engine {
         clamp_windows(&mut rules);
         let old_names: Vec<String> = self.rules.iter().map(|r| r.name.clone()).collect();
         self.rules = rules.rules;
+        let h = Horizons::of(&self.rules, &self.cfg);
+        self.store.set_retention(h.retention, h.history);
+        self.expire_after = h.expire_after;
+        self.history_expire_after = h.history_expire_after;
         self.rule_series = vec![RuleSeries::default(); self.rules.len()];
         let ids: Vec<SeriesId> = self.store.iter().map(|(id, _)| id).collect();
         for id in ids {
@@ -556,5 +581,43 @@ fn clamp_windows(rules: &mut RuleSet) {
             );
             *window = MAX_BASELINE_WINDOW;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(window: &str) -> RuleSet {
+        let text = format!(
+            "rules:\n  - name: errors\n    metric: {{kind: counter_rate, selector: 'e_total'}}\n    baseline: pre_deploy\n    baseline_window: {window}\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n"
+        );
+        crate::rules::load::load_str("r.yaml", &text).expect("rules load")
+    }
+
+    /// How far back the store reaches for the one series after 2 h more of 10-s samples,
+    /// the first at `t0`.
+    fn kept_after_two_hours(e: &mut Engine, t0: Timestamp) -> DurationMs {
+        let mut t = t0;
+        while t.0 <= t0.0 + 7_200_000 {
+            e.ingest_text("e_total{instance=\"a\"}", 1.0, t)
+                .expect("ingest");
+            t = t.add(DurationMs::from_secs(10));
+        }
+        let (_, s) = e.store().iter().next().expect("one series");
+        let first = s.points.front().expect("points").0;
+        t.sub(DurationMs::from_secs(10)).since(first)
+    }
+
+    #[test]
+    fn a_reload_with_a_longer_window_keeps_that_much() {
+        let t0 = Timestamp(1_764_201_600_000);
+        let mut e = Engine::new(rules("10m"), EngineConfig::default());
+        let short = kept_after_two_hours(&mut e, t0);
+        assert!(short < DurationMs::from_secs(3600), "{short:?}");
+        e.set_rules(rules("90m"));
+        let long = kept_after_two_hours(&mut e, t0.add(DurationMs::from_secs(7210)));
+        assert!(long >= DurationMs::from_secs(90 * 60), "{long:?}");
+        assert!(e.expire_after >= DurationMs::from_secs(90 * 60));
     }
 }

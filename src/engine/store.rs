@@ -105,6 +105,13 @@ pub struct Store {
 }
 
 impl Store {
+    /// Changes how much is kept (a reload): longer windows keep what arrives from now on,
+    /// shorter ones trim each series as its next point arrives.
+    pub fn set_retention(&mut self, retention: DurationMs, history_retention: DurationMs) {
+        self.retention = retention;
+        self.history_retention = history_retention;
+    }
+
     /// A store keeping `retention` of recent points per series, `history_retention` of
     /// per-minute history where asked, and at most `max_series` series.
     pub fn new(retention: DurationMs, history_retention: DurationMs, max_series: usize) -> Store {
