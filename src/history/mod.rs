@@ -64,7 +64,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(tsdb.timeout)
             .build()
-            .map_err(|e| err(error_chain(&e)))?;
+            .map_err(|e| err(crate::logging::chain(&e)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -112,14 +112,14 @@ impl Client {
                         .bytes()
                         .await
                         .map(|b| b.to_vec())
-                        .map_err(|e| error_chain(&e)),
+                        .map_err(|e| crate::logging::chain(&e)),
                     Ok(r) if r.status().is_client_error() => {
                         let status = r.status();
                         let text = r.text().await.unwrap_or_default();
                         return Err(self.error(format!("{what}: {status}: {}", text.trim())));
                     }
                     Ok(r) => Err(r.status().to_string()),
-                    Err(e) => Err(error_chain(&e)),
+                    Err(e) => Err(crate::logging::chain(&e)),
                 };
                 match result {
                     Ok(b) => return Ok(b),
@@ -138,20 +138,6 @@ impl Client {
     }
 }
 
-/// An error with its causes ("error sending request: ...: Connection refused").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
 
 /// Every selector a rule reads, as PromQL text (a mean reads `_sum` and `_count`, a
 /// histogram quantile `_bucket`, a ratio its denominator too), each once.
