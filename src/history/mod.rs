@@ -138,7 +138,6 @@ impl Client {
     }
 }
 
-
 /// Every selector a rule reads, as PromQL text (a mean reads `_sum` and `_count`, a
 /// histogram quantile `_bucket`, a ratio its denominator too), each once.
 pub fn selectors(rules: &[Rule]) -> Vec<String> {
