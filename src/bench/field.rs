@@ -62,6 +62,37 @@ impl Class {
         (Class::MemcachedLockup, 0.025),
     ];
 
+    /// The class's name on the command line (`--classes`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Class::Healthy => "healthy",
+            Class::Errors2x => "errors-x2",
+            Class::Errors15x => "errors-x1.5",
+            Class::Latency => "latency",
+            Class::Latency25In6m => "latency-25-6m",
+            Class::Signups => "signups",
+            Class::MysqlLockup => "mysql-lockup",
+            Class::MemcachedLockup => "memcached-lockup",
+        }
+    }
+
+    /// The class named `slug` on the command line.
+    pub fn from_slug(slug: &str) -> Option<Class> {
+        Class::MIX
+            .iter()
+            .map(|(c, _)| *c)
+            .find(|c| c.slug() == slug)
+    }
+
+    /// Every slug, comma-separated, for error messages.
+    pub fn slugs() -> String {
+        Class::MIX
+            .iter()
+            .map(|(c, _)| c.slug())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The class's name in the report.
     pub fn name(self) -> &'static str {
         match self {

@@ -81,6 +81,11 @@ pub enum BenchCommand {
         /// With --confounded: a run of about a minute (200 deploys), for a quick look.
         #[arg(long)]
         quick: bool,
+        /// With --confounded: only these fault classes (healthy, errors-x2, errors-x1.5,
+        /// latency, latency-25-6m, signups, mysql-lockup, memcached-lockup), drawn from the
+        /// same seeds as in the full mix, for a quicker look at one target.
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
     },
     /// Real data: NAB's labelled anomalies as bad deploys (and healthy deploys away from
     /// them), one pre_deploy gauge rule through the engine against mean ± K·sigma.
@@ -96,11 +101,26 @@ pub enum BenchCommand {
 /// `immune bench detect --confounded`: draws `n` deploys, judges them, prints the report.
 fn run_field(
     n: usize,
+    classes: &[String],
     threads: usize,
     path: Option<PathBuf>,
     out: &mut dyn Write,
 ) -> Result<(), BenchError> {
-    let cases = field::cases(n);
+    let only: Vec<field::Class> = classes
+        .iter()
+        .map(|c| {
+            field::Class::from_slug(c).ok_or_else(|| {
+                BenchError::Usage(format!(
+                    "unknown class {c:?}; expected one of {}",
+                    field::Class::slugs()
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let cases: Vec<field::FieldCase> = field::cases(n)
+        .into_iter()
+        .filter(|c| only.is_empty() || only.contains(&c.class))
+        .collect();
     let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
     let started = std::time::Instant::now();
     let step = (cases.len() / 20).max(1);
@@ -143,10 +163,11 @@ pub fn run(cmd: BenchCommand, out: &mut dyn Write) -> Result<(), BenchError> {
             confounded,
             deploys,
             quick,
+            classes,
         } => {
             if confounded {
                 let n = if quick { 200 } else { deploys };
-                return run_field(n, threads, path, out);
+                return run_field(n, &classes, threads, path, out);
             }
             let names: Vec<Scenario> = scenarios
                 .iter()

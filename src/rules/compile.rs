@@ -360,6 +360,9 @@ pub(crate) const TESTS: &[(&str, TestKind)] =
     &[("auto", TestKind::Auto), ("drift", TestKind::Drift)];
 
 pub(crate) const DEFAULT_ALPHA: f64 = 0.01;
+
+/// The largest `weight`: beyond it one rule takes all of the family's alpha anyway.
+const MAX_WEIGHT: f64 = 1000.0;
 pub(crate) const DEFAULT_HOST_LABEL: &str = "instance";
 pub(crate) const DEFAULT_BASELINE_WINDOW: DurationMs = DurationMs::from_secs(600);
 pub(crate) const DEFAULT_SEASONAL_OFFSET: DurationMs = DurationMs::from_secs(7 * 86_400);
@@ -453,6 +456,13 @@ pub(crate) fn compile_rule(cx: &mut FileCx<'_>, spec: &RuleSpec, node: &Node) ->
     if !(alpha > 0.0 && alpha < 1.0) {
         r.fail(&["alpha"], format!("alpha {alpha} is outside (0, 1)"));
     }
+    let weight = spec.weight.unwrap_or(1.0);
+    if !(weight > 0.0 && weight <= MAX_WEIGHT) {
+        r.fail(
+            &["weight"],
+            format!("weight {weight} is outside (0, {MAX_WEIGHT}]"),
+        );
+    }
     let action = r.choice(&["action"], "action", &spec.action, ACTIONS);
     let phases = compile_phases(&mut r, spec, baseline.as_ref());
     let min_data = compile_min_data(&mut r, spec.min_data.as_ref());
@@ -488,6 +498,7 @@ pub(crate) fn compile_rule(cx: &mut FileCx<'_>, spec: &RuleSpec, node: &Node) ->
         direction: direction?,
         min_effect: min_effect?,
         alpha,
+        weight,
         action: action?,
         shadow: spec.shadow,
         phases: phases?,

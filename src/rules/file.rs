@@ -76,6 +76,13 @@ pub struct RuleSpec {
     /// Default 0.01.
     #[serde(default)]
     pub alpha: Option<f64>,
+    /// This rule's share of the deploy's alpha against the other stopping rules (or the
+    /// other warnings) judged in the same phase, by weighted Holm: a rule of weight 3
+    /// among five of weight 1 is tested at 3/8 of alpha, they at 1/8 each, and the family
+    /// never spends more than alpha in all. Give the weight to the signal a bad deploy
+    /// shows first. Default 1; must be positive.
+    #[serde(default)]
+    pub weight: Option<f64>,
     /// What a failing rule asks for: `rollback` (and block the line), `block` (stop the
     /// service's line until a person acknowledges) or `warn` (report only).
     pub action: String,

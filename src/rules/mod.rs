@@ -209,6 +209,8 @@ pub struct Rule {
     pub min_effect: Effect,
     /// The false-alarm probability this rule may spend over a whole deploy.
     pub alpha: f64,
+    /// Its share of the family's alpha in weighted Holm (default 1).
+    pub weight: f64,
     /// What a failure asks for.
     pub action: Action,
     /// Evaluated and reported, never acted on.

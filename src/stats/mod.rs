@@ -24,7 +24,7 @@ pub mod welch;
 
 pub use drift::{Cusum, MannKendall, PageHinkley, TheilSen, mann_kendall, theil_sen};
 pub use mann_whitney::mann_whitney_u;
-pub use multiple::{benjamini_hochberg_adjusted, holm, holm_adjusted, holm_weighted};
+pub use multiple::{benjamini_hochberg_adjusted, holm, holm_adjusted, holm_weighted, holm_weights};
 pub use poisson::{OverdispersedResult, poisson_ratio_exact, poisson_ratio_overdispersed};
 pub use proportion::{fisher_exact, two_proportions};
 pub use sequential::{
