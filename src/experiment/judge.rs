@@ -39,7 +39,7 @@ use super::srm::SrmCheck;
 use super::{Direction, Experiment, MetricKind};
 use crate::stats::grid::{GridEProcess, log_grid};
 use crate::stats::{Alternative, holm_weighted, msprt_normal_one_sided_log};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Range and resolution of the rate-ratio grid the count confidence sequences are read from.
 const NULL_RANGE: (f64, f64) = (0.25, 4.0);
@@ -47,7 +47,7 @@ const NULL_RANGE: (f64, f64) = (0.25, 4.0);
 const NULL_POINTS: usize = 281;
 
 /// One metric's cumulative totals in one branch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     /// Sum over participants (events, or winsorized amounts).
     pub sum: f64,
@@ -56,7 +56,7 @@ pub struct Totals {
 }
 
 /// One branch's cumulative state at a look.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BranchTotals {
     /// Participants (exposed users) so far.
     pub participants: u64,
@@ -394,6 +394,12 @@ impl Judge {
                 }
             }
         }
+    }
+
+    /// The report on `snap` without taking it as a look (nothing is updated): what a
+    /// scheduled experiment shows before its start.
+    pub fn preview(&self, snap: &Snapshot) -> Report {
+        self.report(snap)
     }
 
     fn report(&self, snap: &Snapshot) -> Report {

@@ -511,6 +511,32 @@ impl Signals {
         Ok(())
     }
 
+    /// Writes an experiment's `stop` or `close` to the outbox for the sinks that list that
+    /// kind (see [`outbox::Outbox::record_experiment`]) and wakes their delivery. Unlike a
+    /// deploy decision, a failed write is not kept here: the caller keeps the decision and
+    /// records it again (the id makes that safe).
+    pub fn record_experiment(
+        &self,
+        kind: DecisionKind,
+        key: &str,
+        at: f64,
+        body: &serde_json::Value,
+    ) -> Result<(), SignalsError> {
+        if self
+            .inner
+            .fail_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(SignalsError::Store(
+                "database or disk is full (injected failure)".into(),
+            ));
+        }
+        let touched =
+            self.with_outbox(|ob| ob.record_experiment(kind, key, at, body, &self.inner.sinks))?;
+        self.wake(&touched);
+        Ok(())
+    }
+
     /// Retries the decisions the outbox could not write; `Ok` once none is left.
     pub fn retry_unrecorded(&self) -> Result<(), SignalsError> {
         let mut queue = self
