@@ -114,11 +114,16 @@ impl Registry {
         let Some(c) = entry.saved.counters.as_mut() else {
             return;
         };
-        counters::absorb(&exp, c, answer, start_ms);
+        let changed = counters::absorb(&exp, c, answer, start_ms);
         for (b, x) in c.exposures.iter().enumerate() {
             if let Some(p) = entry.per_branch.get_mut(b) {
                 *p = x.round() as u64;
             }
+        }
+        // The engine keeps points in memory only: totals are stored as soon as they move,
+        // or a restart would lose what was read since the last stored look.
+        if changed {
+            save(entry, self.store.as_ref(), None);
         }
     }
 

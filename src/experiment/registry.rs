@@ -235,6 +235,11 @@ impl Entry {
                     } else {
                         saved.counters = None;
                     }
+                    if let Some(c) = &saved.counters {
+                        for (p, x) in self.per_branch.iter_mut().zip(&c.exposures) {
+                            *p = x.round() as u64;
+                        }
+                    }
                     self.saved = saved;
                 }
                 Err(e) => {
