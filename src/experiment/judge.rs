@@ -396,6 +396,70 @@ impl Judge {
         }
     }
 
+    /// The judge's running state as numbers, in a fixed order (the SRM check, then per
+    /// branch and metric the test's e-processes), with the last look's totals and the look
+    /// count: enough to carry on exactly after a restart ([`Judge::resume`]) without
+    /// replaying every look (a look with confidence sequences costs about 0.35 ms).
+    pub fn checkpoint(&self) -> (Vec<f64>, Vec<BranchTotals>, u64) {
+        let mut v = self.srm.state().to_vec();
+        for test in self.tests.iter().flatten() {
+            match test {
+                Test::Count(c) => {
+                    v.push(c.max_log_e);
+                    for g in c.up.iter().chain(&c.down) {
+                        let (lr, scale, max) = g.state();
+                        v.extend_from_slice(lr);
+                        v.push(scale);
+                        v.push(max);
+                    }
+                }
+                Test::Amount(a) => v.push(a.max_log_e),
+            }
+        }
+        (v, self.last.clone(), self.looks)
+    }
+
+    /// Puts back a [`Judge::checkpoint`] of a judge of the same experiment; false (the
+    /// judge unchanged) when it does not fit this judge's shape.
+    pub fn resume(&mut self, state: &[f64], last: Vec<BranchTotals>, looks: u64) -> bool {
+        let mut fresh = self.clone();
+        let mut it = state.iter().copied();
+        let mut next = || it.next();
+        let (Some(a), Some(b)) = (next(), next()) else {
+            return false;
+        };
+        fresh.srm.restore([a, b]);
+        for test in fresh.tests.iter_mut().flatten() {
+            match test {
+                Test::Count(c) => {
+                    let Some(m) = next() else { return false };
+                    c.max_log_e = m;
+                    for g in c.up.iter_mut().chain(c.down.iter_mut()) {
+                        let n = g.state().0.len();
+                        let lr: Vec<f64> = (0..n).filter_map(|_| next()).collect();
+                        let (Some(scale), Some(max)) = (next(), next()) else {
+                            return false;
+                        };
+                        if !g.restore(&lr, scale, max) {
+                            return false;
+                        }
+                    }
+                }
+                Test::Amount(a) => {
+                    let Some(m) = next() else { return false };
+                    a.max_log_e = m;
+                }
+            }
+        }
+        if next().is_some() {
+            return false;
+        }
+        fresh.last = last;
+        fresh.looks = looks;
+        *self = fresh;
+        true
+    }
+
     /// The report on `snap` without taking it as a look (nothing is updated): what a
     /// scheduled experiment shows before its start.
     pub fn preview(&self, snap: &Snapshot) -> Report {

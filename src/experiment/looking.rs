@@ -10,8 +10,8 @@
 use super::counters;
 use super::judge::{State, Verdict};
 use super::lifecycle::{CloseReason, Closed, Phase, Stopped};
-use super::persist::Store;
-use super::registry::{Entry, Registry, Status, branch_status, snapshot};
+use super::persist::{CHECKPOINT_EVERY, Checkpoint, Store};
+use super::registry::{CheckpointMeta, Entry, Registry, Status, branch_status, snapshot};
 use super::signal::Announcement;
 use crate::model::{DecisionKind, Timestamp};
 use crate::rules::selector::Selector;
@@ -268,6 +268,13 @@ fn save(
     let seq = entry.saved.look_seq + i64::from(snap.is_some());
     let mut saved = entry.saved.clone();
     saved.look_seq = seq;
+    let checkpoint = (snap.is_some() && seq % CHECKPOINT_EVERY == 0)
+        .then(|| {
+            let (state, last, looks) = entry.judge.checkpoint();
+            let meta = serde_json::to_string(&CheckpointMeta { last, looks }).ok()?;
+            Some(Checkpoint { seq, meta, state })
+        })
+        .flatten();
     let (Ok(state), Ok(snap_text)) = (
         serde_json::to_string(&saved),
         snap.as_ref().map(serde_json::to_string).transpose(),
@@ -283,6 +290,7 @@ fn save(
         snap_text.as_deref(),
         &entry.fingerprint,
         &state,
+        checkpoint.as_ref(),
     ) {
         Ok(()) => {
             entry.saved.look_seq = seq;
@@ -305,10 +313,11 @@ fn status_of(entry: &Entry, now: f64) -> Value {
         v["lifecycle"] = lifecycle;
         return v;
     }
-    let report = entry
+    let mut report = entry
         .report
         .clone()
         .unwrap_or_else(|| entry.judge.preview(&snapshot(entry)));
+    report.looks = entry.saved.looks;
     let closing = entry.judge.close(&report);
     let s = Status {
         experiment: entry.exp.name.clone(),
@@ -321,4 +330,78 @@ fn status_of(entry: &Entry, now: f64) -> Value {
         lifecycle,
     };
     serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::registry::{Event, EventKind, Events};
+
+    fn exp() -> crate::experiment::Experiment {
+        let text = "experiments:
+  - name: e
+    initial_rollout: 1
+    branches: [{name: b, weight: 0.5}]
+    metrics:
+      - {name: signups, kind: count, direction: increase, min_effect: 0.1}
+      - {name: revenue, kind: amount, direction: increase, min_effect: 0.1}
+";
+        crate::experiment::load_str("e.yaml", text)
+            .unwrap()
+            .remove(0)
+    }
+
+    /// More than [`CHECKPOINT_EVERY`] looks with new totals, then a reopen: the judge
+    /// (checkpoint plus the looks after it) says exactly what it said before.
+    #[test]
+    fn a_reopened_registry_carries_on_from_its_checkpoint_exactly() {
+        let dir = std::env::temp_dir().join(format!("immune-exp-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let e = exp();
+        let r = Registry::open(std::slice::from_ref(&e), Store::open(&path).unwrap()).unwrap();
+        let mut n = 0;
+        for look in 0..(CHECKPOINT_EVERY + 30) {
+            let mut events = Vec::new();
+            for i in 0..40 {
+                n += 1;
+                let uid = format!("u{n}");
+                events.push(Event {
+                    id: format!("x{n}"),
+                    uid: uid.clone(),
+                    kind: EventKind::Exposure,
+                    metric: None,
+                    value: None,
+                });
+                if i % 3 == 0 {
+                    events.push(Event {
+                        id: format!("s{n}"),
+                        uid: uid.clone(),
+                        kind: EventKind::Outcome,
+                        metric: Some(if i % 2 == 0 { "signups" } else { "revenue" }.into()),
+                        value: Some(if i % 2 == 0 { 1.0 } else { (n % 17) as f64 }),
+                    });
+                }
+            }
+            r.apply("e", &Events { events }, look as f64).unwrap();
+            r.look(look as f64, 0.0);
+        }
+        let before = r.status("e", 1e6, f64::INFINITY).unwrap();
+        drop(r);
+        let r = Registry::open(std::slice::from_ref(&e), Store::open(&path).unwrap()).unwrap();
+        let after = r.status("e", 1e6, f64::INFINITY).unwrap();
+        assert_eq!(before["comparisons"], after["comparisons"]);
+        assert_eq!(before["srm"], after["srm"]);
+        assert_eq!(before["branches"], after["branches"]);
+        // The reopened registry looks once more (its first look after the restart).
+        assert_eq!(before["looks"].as_u64().unwrap() + 1, after["looks"].as_u64().unwrap());
+        // Only the looks after the checkpoint are kept.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT COUNT(*) FROM experiment_looks", [], |r| r.get(0))
+            .unwrap();
+        assert!(kept < CHECKPOINT_EVERY, "{kept}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -114,6 +114,15 @@ pub enum EventError {
     },
 }
 
+/// What a checkpoint keeps besides the judge's numbers.
+#[derive(Serialize, Deserialize)]
+pub(super) struct CheckpointMeta {
+    /// The last look's totals.
+    pub(super) last: Vec<BranchTotals>,
+    /// Looks the judge had taken.
+    pub(super) looks: u64,
+}
+
 /// A participant touched by a batch: branch, totals before (none for a new one), after.
 type Staged = (u16, Option<Box<[f64]>>, Vec<f64>);
 
@@ -213,6 +222,17 @@ impl Entry {
             self.next_seq = self.next_seq.max(seq + 1);
         }
         let mut last = None;
+        if let Some(c) = l.checkpoint {
+            let meta: Option<CheckpointMeta> = serde_json::from_str(&c.meta).ok();
+            match meta {
+                Some(m) if self.judge.resume(&c.state, m.last.clone(), m.looks) => {
+                    last = Some(m.last);
+                }
+                _ => {
+                    tracing::warn!(experiment = %self.exp.name, "The judge's stored checkpoint does not fit; its evidence restarts from the looks after it.");
+                }
+            }
+        }
         for text in &l.looks {
             match serde_json::from_str::<Vec<BranchTotals>>(text) {
                 Ok(snap) => {
