@@ -168,12 +168,14 @@ fn guarded(dir: &std::path::Path) -> String {
 async fn a_guardrail_breach_stops_through_the_sinks_once_across_a_restart() {
     let aware = Receiver::start(0, 0).await;
     let deploys = Receiver::start(0, 0).await;
+    let alerts = Receiver::start(0, 0).await;
     let files = agent_common::TempDir::new("exp-stop");
     let exp = guarded(files.path());
     let yaml = format!(
-        "experiments: [{exp:?}]\napi: {{tokens: [s3cret]}}\nsignals:\n  poll_interval: 50ms\n  webhooks:\n    - {{name: aware, url: {:?}, decisions: [rollback, stop, close]}}\n    - {{name: deploys, url: {:?}}}\n",
+        "experiments: [{exp:?}]\napi: {{tokens: [s3cret]}}\nsignals:\n  poll_interval: 50ms\n  webhooks:\n    - {{name: aware, url: {:?}, decisions: [rollback, stop, close]}}\n    - {{name: deploys, url: {:?}}}\n  alertmanagers:\n    - {{name: am, url: {:?}, decisions: [stop]}}\n",
         aware.url("/hook"),
         deploys.url("/hook"),
+        alerts.url(""),
     );
     let agent = agent_common::start(&yaml).await;
     let u = agent.url.clone();
@@ -219,6 +221,15 @@ async fn a_guardrail_breach_stops_through_the_sinks_once_across_a_restart() {
     assert!(
         deploys.got().is_empty(),
         "a deploy-only sink got an experiment decision"
+    );
+    wait_until(WAIT, "the stop alert", || !alerts.got().is_empty()).await;
+    let alert = alerts.got()[0].clone();
+    assert_eq!(alert.path, "/api/v2/alerts");
+    let labels = &alert.json()[0]["labels"];
+    assert_eq!(
+        labels,
+        &json!({"alertname": "ImmuneExperiment", "experiment": "Guarded", "decision": "stop",
+                "rule": "errors_total", "severity": "warning"})
     );
     let lines = get(&format!("{u}/api/v1/lines")).await;
     assert_eq!(lines, json!({}), "no line is blocked by a stop");

@@ -395,7 +395,10 @@ mod tests {
         assert_eq!(before["srm"], after["srm"]);
         assert_eq!(before["branches"], after["branches"]);
         // The reopened registry looks once more (its first look after the restart).
-        assert_eq!(before["looks"].as_u64().unwrap() + 1, after["looks"].as_u64().unwrap());
+        assert_eq!(
+            before["looks"].as_u64().unwrap() + 1,
+            after["looks"].as_u64().unwrap()
+        );
         // Only the looks after the checkpoint are kept.
         let conn = rusqlite::Connection::open(&path).unwrap();
         let kept: i64 = conn
