@@ -45,6 +45,19 @@ async fn push(url: &str, text: &str) {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
+/// The state once its participants per branch are `want` (read every 50 ms, 30 s at most).
+async fn wait_participants(url: &str, want: &[u64]) -> Value {
+    let mut s = Value::Null;
+    for _ in 0..600 {
+        s = get(url).await;
+        if participants(&s) == want {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("participants never became {want:?}: {s}");
+}
+
 fn participants(s: &Value) -> Vec<u64> {
     s["branches"]
         .as_array()
@@ -96,15 +109,7 @@ async fn participants_and_outcomes_from_pushed_counters_survive_a_restart() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     push(&u, &series(1100, 1090, 25, 45)).await;
     let url = format!("{u}/api/v1/experiments/Counted");
-    let mut s = Value::Null;
-    for _ in 0..600 {
-        s = get(&url).await;
-        if participants(&s) == [1000, 990] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(participants(&s), [1000, 990], "{s}");
+    let s = wait_participants(&url, &[1000, 990]).await;
     assert_eq!(s["source"], "metrics");
     assert_eq!(s["counter_series"], 4, "{s}");
     // Events are refused: the counters are the source.
@@ -123,15 +128,7 @@ async fn participants_and_outcomes_from_pushed_counters_survive_a_restart() {
     assert_eq!(participants(&s), [1000, 990], "after the restart: {s}");
     // After the restart: the control counter restarted (from 0 to 50: +50), Enhanced +10.
     push(&u, &series(50, 1100, 30, 60)).await;
-    let mut s = Value::Null;
-    for _ in 0..600 {
-        s = get(&url).await;
-        if participants(&s) == [1050, 1000] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(participants(&s), [1050, 1000], "{s}");
+    wait_participants(&url, &[1050, 1000]).await;
     // Means per participant come from the counters' increases: control 20 + 5, Enhanced 40 + 15.
     let (status, looked) = post(&format!("{url}/close"), &json!({"by": "test"})).await;
     assert_eq!(status, 200, "{looked}");

@@ -172,30 +172,20 @@ pub fn absorb(exp: &Experiment, state: &mut CounterState, answer: &Value, start_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::{Branch, Direction, Metric, MetricKind, Source};
     use serde_json::json;
 
     fn exp() -> Experiment {
-        Experiment {
-            name: "e".into(),
-            initial_rollout: 1.0,
-            control: None,
-            branches: vec![Branch {
-                name: "b".into(),
-                weight: 0.5,
-            }],
-            metrics: vec![Metric {
-                name: "signups_total".into(),
-                kind: MetricKind::Count,
-                direction: Direction::Increase,
-                min_effect: 0.1,
-                alpha: None,
-                guardrail: false,
-            }],
-            start: None,
-            end: None,
-            source: Source::Metrics,
-        }
+        let text = "experiments:
+  - name: e
+    initial_rollout: 1
+    source: metrics
+    branches: [{name: b, weight: 0.5}]
+    metrics:
+      - {name: signups_total, kind: count, direction: increase, min_effect: 0.1}
+";
+        crate::experiment::load_str("e.yaml", text)
+            .unwrap()
+            .remove(0)
     }
 
     fn series(text: &str, labels: Value, points: Value) -> Value {
