@@ -292,6 +292,12 @@ pub enum DecisionKind {
     Block,
     /// Roll this deploy back, and block the line.
     Rollback,
+    /// An experiment's guardrail shows harm: turn the experiment off. Never made by a
+    /// deploy rule and blocks no line; only sinks that list it get it.
+    Stop,
+    /// An experiment was closed (asked for, or at its end) with its result. Only sinks
+    /// that list it get it.
+    Close,
 }
 
 impl DecisionKind {
@@ -303,6 +309,8 @@ impl DecisionKind {
             DecisionKind::Warn => "warn",
             DecisionKind::Block => "block",
             DecisionKind::Rollback => "rollback",
+            DecisionKind::Stop => "stop",
+            DecisionKind::Close => "close",
         }
     }
 

@@ -274,7 +274,7 @@ pub async fn run(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let signals = Signals::open(config.signals.clone(), &config.data_dir, public_url)?;
+    let signals = Signals::open(config.signals.clone(), &config.data_dir, public_url.clone())?;
     signals.register_metrics(&metrics.registry);
 
     let history_rules = config.history.as_ref().map(|_| rules.rules.clone());
@@ -409,8 +409,19 @@ pub async fn run(
     for path in &config.experiments {
         experiments.extend(crate::experiment::load_file(path).map_err(ServeError::Rules)?);
     }
+    let registry = Arc::new(open_experiments(&experiments, &config.data_dir)?);
+    tasks.push(tokio::spawn(
+        crate::experiment::agent::ExperimentTask {
+            registry: registry.clone(),
+            engine: engine_handle.clone(),
+            signals: signals.clone(),
+            clock: clock.clone(),
+            public_url,
+        }
+        .run(stop_rx.clone()),
+    ));
     let state = ApiState {
-        registry: Arc::new(crate::experiment::registry::Registry::new(&experiments)),
+        registry,
         experiments: Arc::new(experiments),
         engine: engine_handle.clone(),
         signals: signals.clone(),
@@ -440,6 +451,18 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     served?;
     Ok(())
+}
+
+/// The experiments' registry, carrying on from their state in the outbox file.
+fn open_experiments(
+    experiments: &[crate::experiment::Experiment],
+    data_dir: &std::path::Path,
+) -> Result<crate::experiment::registry::Registry, ServeError> {
+    use crate::experiment::{persist::Store, registry::Registry};
+    let path = data_dir.join(crate::signals::OUTBOX_FILE);
+    Store::open(&path)
+        .and_then(|store| Registry::open(experiments, store))
+        .map_err(|e| ServeError::Signals(SignalsError::Store(e.to_string())))
 }
 
 /// Fills the engine's windows from the TSDB (see [`crate::history::prefill`]) on a

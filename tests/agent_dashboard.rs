@@ -36,9 +36,13 @@ async fn every_dashboard_metric_is_exported() {
     exprs(&dash, &mut all);
     assert!(all.len() >= 10, "expected many expressions, found {all:?}");
 
+    // An experiment, so the experiment row's families are exported too.
+    let experiments =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/signup_button.yaml");
     let agent = start(&format!(
-        "rules: [{}]\nengine: {{eval_interval: 1s}}\n",
-        fixture("web.yaml").display()
+        "rules: [{}]\nengine: {{eval_interval: 1s}}\nexperiments: [{:?}]\n",
+        fixture("web.yaml").display(),
+        experiments.display().to_string()
     ))
     .await;
     // A push and a deploy, so per-source and per-service families have children.
@@ -59,6 +63,13 @@ async fn every_dashboard_metric_is_exported() {
             "immune_evaluation_duration_seconds_count",
             std::time::Duration::from_secs(30),
             |v| v >= 1.0,
+        )
+        .await;
+    agent
+        .wait_metric(
+            "immune_experiment_srm_p_value{experiment=\"GDCEurope2011\"}",
+            std::time::Duration::from_secs(30),
+            |_| true,
         )
         .await;
     let text = agent.metrics().await;

@@ -20,6 +20,7 @@ fn exp(name: &str, rollout: f64, branches: &[(&str, f64)]) -> Experiment {
         metrics: Vec::new(),
         start: None,
         end: None,
+        source: Default::default(),
     }
 }
 

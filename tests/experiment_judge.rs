@@ -87,6 +87,7 @@ fn with_metrics(metrics: Vec<Metric>) -> Experiment {
         metrics,
         start: None,
         end: None,
+        source: Default::default(),
     }
 }
 

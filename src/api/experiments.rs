@@ -7,6 +7,8 @@ use super::ApiState;
 use super::error::ApiError;
 use crate::experiment::assign::branch_for;
 use crate::experiment::judge::{State as ExpState, Verdict};
+use crate::experiment::lifecycle::Phase;
+use crate::experiment::looking::CloseError;
 use crate::experiment::registry::{EventError, Events, LOOK_EVERY, MAX_PARTICIPANTS};
 use axum::Json;
 use axum::body::Bytes;
@@ -73,7 +75,10 @@ pub async fn assign(
 /// `POST /api/v1/experiments/{name}/events`: exposures and outcomes,
 /// `{"events": [{"id", "uid", "type": "exposure"|"outcome", "metric", "value"}]}`.
 /// Idempotent by event id; the whole batch is refused (400 naming the field) when one
-/// event is bad; 429 when new participants were refused at the participant limit.
+/// event is bad; 429 when new participants were refused at the participant limit; 409 for
+/// an experiment with `source: metrics`; 503 when the batch could not be stored (nothing
+/// counted: send it again). Events before the start or after the closing are counted as
+/// `not_started` / `closed` and ignored.
 pub async fn events(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -81,12 +86,21 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let batch: Events =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(e.to_string()))?;
-    let applied = state.registry.apply(&name, &batch).map_err(|e| match e {
-        EventError::Unknown(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-        EventError::Field { ref field, .. } => {
-            ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).field(field.clone())
-        }
-    })?;
+    let now = state.clock.now().as_secs_f64();
+    let registry = state.registry.clone();
+    let applied = tokio::task::spawn_blocking(move || registry.apply(&name, &batch, now))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| match e {
+            EventError::Unknown(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            EventError::WrongSource(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string()).field("source")
+            }
+            EventError::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            EventError::Field { ref field, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).field(field.clone())
+            }
+        })?;
     let status = if applied.refused > 0 {
         StatusCode::TOO_MANY_REQUESTS
     } else {
@@ -103,12 +117,22 @@ pub async fn events(
     Ok((status, Json(body)).into_response())
 }
 
-/// `GET /api/v1/experiments/{name}`: branches, participants, every comparison's state,
-/// the sample ratio check and what closing now would say (after a look, at most one per
-/// [`LOOK_EVERY`] seconds).
-pub async fn get_one(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+/// The state of one experiment, looked at on a blocking thread (a look may write).
+async fn status_of(state: &ApiState, name: String) -> Option<serde_json::Value> {
     let now = state.clock.now().as_secs_f64();
-    match state.registry.status(&name, now, LOOK_EVERY) {
+    let registry = state.registry.clone();
+    tokio::task::spawn_blocking(move || registry.status(&name, now, LOOK_EVERY))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `GET /api/v1/experiments/{name}`: branches, participants, every comparison's state,
+/// the sample ratio check, what closing now would say (after a look, at most one per
+/// [`LOOK_EVERY`] seconds) and the `lifecycle` (phase scheduled / running / stopped /
+/// closed, start, end, stop and close); a closed experiment answers its state at closing.
+pub async fn get_one(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    match status_of(&state, name.clone()).await {
         Some(s) => Json(s).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
@@ -118,20 +142,63 @@ pub async fn get_one(State(state): State<ApiState>, Path(name): Path<String>) ->
     }
 }
 
+/// The body of the close endpoint (optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    /// Who closes it.
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /api/v1/experiments/{name}/close` (`{"by": "alice"}`, optional): closes the
+/// experiment now with its result, which is kept and sent to the sinks that take `close`.
+/// 409 with the state at closing when it is closed already.
+pub async fn close(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: CloseBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CloseBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(e.to_string()))?
+    };
+    if req.by.as_ref().is_some_and(|b| b.len() > 256) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "by: at most 256 bytes").field("by"));
+    }
+    let now = state.clock.now().as_secs_f64();
+    let registry = state.registry.clone();
+    let closed = tokio::task::spawn_blocking(move || registry.close(&name, now, req.by))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match closed {
+        Ok(s) => Ok(Json(s).into_response()),
+        Err(CloseError::Unknown(n)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no experiment named {n:?}"),
+        )),
+        Err(CloseError::Closed(n, s)) => {
+            let mut v = *s;
+            v["error"] = json!(format!("experiment {n:?} is closed already"));
+            Ok((StatusCode::CONFLICT, Json(v)).into_response())
+        }
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-/// The experiments' own metrics, in the Prometheus text format, after a look (at most one
-/// per [`LOOK_EVERY`] seconds): participants per branch, the SRM p-value, the state, and
+/// The experiments' own metrics, in the Prometheus text format, as of the last look (the
+/// agent's experiment task looks every [`LOOK_EVERY`] seconds): participants per branch, the phase, the SRM p-value, the state, and
 /// each comparison's anytime-valid p-value and verdict (state sets, so a change of state
 /// does not start a new series).
 pub fn render_metrics(state: &ApiState) -> String {
     use std::fmt::Write;
     let now = state.clock.now().as_secs_f64();
-    state.registry.look(now, LOOK_EVERY);
     let reports = state.registry.reports();
     if reports.is_empty() {
         return String::new();
@@ -194,6 +261,26 @@ pub fn render_metrics(state: &ApiState) -> String {
     }
     head(
         &mut out,
+        "immune_experiment_phase",
+        "1 for the experiment's phase: scheduled, running, stopped (stop decided) or closed.",
+    );
+    for (exp, phase) in state.registry.phases(now) {
+        for (p, name) in [
+            (Phase::Scheduled, "scheduled"),
+            (Phase::Running, "running"),
+            (Phase::Stopped, "stopped"),
+            (Phase::Closed, "closed"),
+        ] {
+            let _ = writeln!(
+                out,
+                "immune_experiment_phase{{experiment=\"{}\",phase=\"{name}\"}} {}",
+                escape(&exp),
+                u8::from(phase == p)
+            );
+        }
+    }
+    head(
+        &mut out,
         "immune_experiment_p_value",
         "Anytime-valid p-value of a branch against control on a metric.",
     );
@@ -240,12 +327,7 @@ pub fn render_metrics(state: &ApiState) -> String {
 /// `GET /experiments/{name}`: the experiment page for people, from the same state as
 /// [`get_one`].
 pub async fn page(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
-    let now = state.clock.now().as_secs_f64();
-    match state
-        .registry
-        .status(&name, now, LOOK_EVERY)
-        .and_then(|s| serde_json::to_value(s).ok())
-    {
+    match status_of(&state, name.clone()).await {
         Some(v) => Html(crate::experiment::show::page(&v)).into_response(),
         None => (
             StatusCode::NOT_FOUND,

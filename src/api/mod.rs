@@ -18,6 +18,7 @@
 //! | GET | `/metrics`, `/-/healthy` | no | own metrics, liveness |
 //! | GET | `/api/v1/experiments`, `/api/v1/experiments/{name}`, `.../{name}/assign` | no | experiments, their state, assignment |
 //! | POST | `/api/v1/experiments/{name}/events` | yes | exposures and outcomes |
+//! | POST | `/api/v1/experiments/{name}/close` | yes | close an experiment with its result |
 //! | GET | `/`, `/deploys/{id}` | no | report pages for people (HTML, [`pages`]) |
 //! | GET | `/experiments/{name}` | no | an experiment's page (HTML) |
 //! | POST | `/lines/{service}/unblock` | token field | the index page's unblock form |
@@ -104,6 +105,7 @@ pub fn router(state: ApiState, cfg: &ApiConfig, tokens: Vec<String>) -> Router {
             "/api/v1/experiments/{name}/events",
             post(experiments::events),
         )
+        .route("/api/v1/experiments/{name}/close", post(experiments::close))
         .route_layer(auth.clone())
         .layer(DefaultBodyLimit::max(cfg.body_limit));
     let writes = Router::new()

@@ -81,6 +81,7 @@ pub fn experiment(with_revenue: bool) -> Experiment {
         metrics,
         start: None,
         end: None,
+        source: Default::default(),
     }
 }
 

@@ -25,6 +25,15 @@ pub enum Catalog {
     Series(Vec<Selector>),
     /// Every metric name stored.
     Names,
+    /// The points newer than `after` of every stored series matching any of the
+    /// selectors (experiments reading counters, see `experiment::counters`): an array of
+    /// `{"series": text, "labels": {..}, "points": [[ms, value|null], ..]}`.
+    Points {
+        /// What to read.
+        selectors: Vec<Selector>,
+        /// Only points strictly after this time.
+        after: Timestamp,
+    },
 }
 
 /// Answers `q` on the engine thread.
@@ -34,6 +43,29 @@ pub fn answer(engine: &Engine, q: Catalog) -> Value {
         Catalog::Names => {
             let names: BTreeSet<&str> = store.iter().map(|(_, s)| s.name.as_ref()).collect();
             json!(names)
+        }
+        Catalog::Points { selectors, after } => {
+            let found: Vec<Value> = store
+                .iter()
+                .filter(|(_, s)| selectors.iter().any(|m| m.matches(&s.name, &s.labels)))
+                .map(|(_, s)| {
+                    let start = s.points.partition_point(|(t, _)| *t <= after);
+                    let points: Vec<Value> = s
+                        .points
+                        .range(start..)
+                        .map(|(t, v)| json!([t.0, v.is_finite().then_some(*v)]))
+                        .collect();
+                    let labels: serde_json::Map<String, Value> = s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .collect();
+                    let mut text = String::new();
+                    crate::textformat::format_series(&s.name, &s.labels, &mut text);
+                    json!({"series": text, "labels": labels, "points": points})
+                })
+                .collect();
+            Value::Array(found)
         }
         Catalog::Series(selectors) => {
             let found: Vec<Value> = store

@@ -39,7 +39,7 @@ use super::srm::SrmCheck;
 use super::{Direction, Experiment, MetricKind};
 use crate::stats::grid::{GridEProcess, log_grid};
 use crate::stats::{Alternative, holm_weighted, msprt_normal_one_sided_log};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Range and resolution of the rate-ratio grid the count confidence sequences are read from.
 const NULL_RANGE: (f64, f64) = (0.25, 4.0);
@@ -47,7 +47,7 @@ const NULL_RANGE: (f64, f64) = (0.25, 4.0);
 const NULL_POINTS: usize = 281;
 
 /// One metric's cumulative totals in one branch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
     /// Sum over participants (events, or winsorized amounts).
     pub sum: f64,
@@ -56,7 +56,7 @@ pub struct Totals {
 }
 
 /// One branch's cumulative state at a look.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BranchTotals {
     /// Participants (exposed users) so far.
     pub participants: u64,
@@ -394,6 +394,76 @@ impl Judge {
                 }
             }
         }
+    }
+
+    /// The judge's running state as numbers, in a fixed order (the SRM check, then per
+    /// branch and metric the test's e-processes), with the last look's totals and the look
+    /// count: enough to carry on exactly after a restart ([`Judge::resume`]) without
+    /// replaying every look (a look with confidence sequences costs about 0.35 ms).
+    pub fn checkpoint(&self) -> (Vec<f64>, Vec<BranchTotals>, u64) {
+        let mut v = self.srm.state().to_vec();
+        for test in self.tests.iter().flatten() {
+            match test {
+                Test::Count(c) => {
+                    v.push(c.max_log_e);
+                    for g in c.up.iter().chain(&c.down) {
+                        let (lr, scale, max) = g.state();
+                        v.extend_from_slice(lr);
+                        v.push(scale);
+                        v.push(max);
+                    }
+                }
+                Test::Amount(a) => v.push(a.max_log_e),
+            }
+        }
+        (v, self.last.clone(), self.looks)
+    }
+
+    /// Puts back a [`Judge::checkpoint`] of a judge of the same experiment; false (the
+    /// judge unchanged) when it does not fit this judge's shape.
+    pub fn resume(&mut self, state: &[f64], last: Vec<BranchTotals>, looks: u64) -> bool {
+        let mut fresh = self.clone();
+        let mut it = state.iter().copied();
+        let mut next = || it.next();
+        let (Some(a), Some(b)) = (next(), next()) else {
+            return false;
+        };
+        fresh.srm.restore([a, b]);
+        for test in fresh.tests.iter_mut().flatten() {
+            match test {
+                Test::Count(c) => {
+                    let Some(m) = next() else { return false };
+                    c.max_log_e = m;
+                    for g in c.up.iter_mut().chain(c.down.iter_mut()) {
+                        let n = g.state().0.len();
+                        let lr: Vec<f64> = (0..n).filter_map(|_| next()).collect();
+                        let (Some(scale), Some(max)) = (next(), next()) else {
+                            return false;
+                        };
+                        if !g.restore(&lr, scale, max) {
+                            return false;
+                        }
+                    }
+                }
+                Test::Amount(a) => {
+                    let Some(m) = next() else { return false };
+                    a.max_log_e = m;
+                }
+            }
+        }
+        if next().is_some() {
+            return false;
+        }
+        fresh.last = last;
+        fresh.looks = looks;
+        *self = fresh;
+        true
+    }
+
+    /// The report on `snap` without taking it as a look (nothing is updated): what a
+    /// scheduled experiment shows before its start.
+    pub fn preview(&self, snap: &Snapshot) -> Report {
+        self.report(snap)
     }
 
     fn report(&self, snap: &Snapshot) -> Report {

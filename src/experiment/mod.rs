@@ -6,10 +6,16 @@
 //! Judging ([`judge`], [`srm`]), the agent's participants and outcomes ([`registry`]) and
 //! the status table ([`show`]) build on these.
 
+pub mod agent;
 pub mod assign;
+pub mod counters;
 pub mod judge;
+pub mod lifecycle;
+pub mod looking;
+pub mod persist;
 pub mod registry;
 pub mod show;
+pub mod signal;
 pub mod srm;
 
 use crate::rules::load::{Diagnostic, Diagnostics, MAX_TEXT_BYTES, from_yaml_str};
@@ -52,6 +58,23 @@ pub struct Experiment {
     /// Optional end (RFC 3339), kept as written.
     #[serde(default)]
     pub end: Option<String>,
+    /// Where participants and outcomes come from: `events` (the events endpoint, the
+    /// default) or `metrics` (the `experiment_exposures_total{experiment,branch}` counter
+    /// and each metric's counter with a `branch` label, from any source immune reads).
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// Where an experiment's participants and outcomes come from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `POST /api/v1/experiments/{name}/events`.
+    #[default]
+    Events,
+    /// Counters read from the engine's samples (scrape, push, remote_write): see
+    /// [`counters`].
+    Metrics,
 }
 
 /// A treatment branch.
@@ -118,10 +141,34 @@ impl Experiment {
         out
     }
 
+    /// The start in seconds since the epoch, when set and valid.
+    pub fn start_secs(&self) -> Option<f64> {
+        self.start.as_deref().and_then(parse_time)
+    }
+
+    /// The end in seconds since the epoch, when set and valid.
+    pub fn end_secs(&self) -> Option<f64> {
+        self.end.as_deref().and_then(parse_time)
+    }
+
     /// Problems the schema cannot express (ranges, sums, duplicates).
     fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         let who = format!("experiment {:?}", self.name);
+        for (key, v) in [("start", &self.start), ("end", &self.end)] {
+            if let Some(t) = v
+                && parse_time(t).is_none()
+            {
+                p.push(format!(
+                    "{who}: {key} {t:?} is not an RFC 3339 time (2026-12-02T16:00:00Z)"
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (self.start_secs(), self.end_secs())
+            && b <= a
+        {
+            p.push(format!("{who}: end is not after start"));
+        }
         if self.name.trim().is_empty() {
             p.push("experiment name is empty".to_string());
         }
@@ -164,6 +211,12 @@ impl Experiment {
                     m.name
                 ));
             }
+            if self.source == Source::Metrics && m.kind == MetricKind::Amount {
+                p.push(format!(
+                    "{who}: metric {:?} is an amount, which needs per-participant totals: use source: events",
+                    m.name
+                ));
+            }
             if let Some(a) = m.alpha
                 && !(a > 0.0 && a < 0.5)
             {
@@ -175,6 +228,38 @@ impl Experiment {
         }
         p
     }
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2026-12-02T16:00:00Z`, offsets allowed).
+pub fn parse_time(text: &str) -> Option<f64> {
+    let t = humantime::parse_rfc3339_weak(text.trim())
+        .ok()
+        .or_else(|| {
+            // humantime takes only `Z`; an explicit offset is applied here.
+            let (base, sign, off) = split_offset(text.trim())?;
+            let t = humantime::parse_rfc3339_weak(base).ok()?;
+            let d = std::time::Duration::from_secs(off);
+            if sign > 0 {
+                t.checked_sub(d)
+            } else {
+                t.checked_add(d)
+            }
+        })?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    secs.is_finite().then_some(secs)
+}
+
+/// `2026-12-02T16:00:00+01:00` -> (`2026-12-02T16:00:00`, +1, 3600).
+fn split_offset(text: &str) -> Option<(&str, i8, u64)> {
+    let (base, off) = text.split_at(text.len().checked_sub(6)?);
+    let sign = match off.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = off[1..].split_once(':')?;
+    let (h, m): (u64, u64) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && base.contains('T')).then_some((base, sign, h * 3600 + m * 60))
 }
 
 /// Parses and checks an experiment file's text.

@@ -70,8 +70,9 @@ pub fn table(s: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "experiment {}  state {}  looks {}",
+        "experiment {}  phase {}  state {}  looks {}",
         s["experiment"].as_str().unwrap_or("?"),
+        s["lifecycle"]["phase"].as_str().unwrap_or("?"),
         s["state"].as_str().unwrap_or("?"),
         s["looks"]
     );
@@ -141,13 +142,27 @@ pub fn page(s: &Value) -> String {
         .flatten()
         .filter_map(|b| b["participants"].as_u64())
         .sum();
-    let headline = match state {
+    let phase = s["lifecycle"]["phase"].as_str().unwrap_or("");
+    let headline = match (phase, state) {
+        ("closed", _) => format!(
+            "Closed ({}): the result below is final.",
+            match s["lifecycle"]["close_reason"].as_str() {
+                Some("end") => "at its end",
+                _ => "as asked",
+            }
+        ),
+        ("scheduled", _) => format!(
+            "Scheduled: not judged before its start ({}).",
+            s["lifecycle"]["start"].as_str().unwrap_or("?")
+        ),
+        (_, state) => match state {
         "stop" => "Stop this experiment: a guardrail shows harm.".to_string(),
         "mismatch" => {
             "The assignment is broken (sample ratio mismatch): results are withheld until it is fixed."
                 .to_string()
         }
         _ => "Running: collecting evidence; every look is safe.".to_string(),
+        },
     };
     let mut out = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Experiment {name}</title>\

@@ -85,6 +85,18 @@ pub struct SrmCheck {
 }
 
 impl SrmCheck {
+    /// The running state (log Bayes factor now and its largest so far), to keep it across
+    /// a restart.
+    pub fn state(&self) -> [f64; 2] {
+        [self.log_bf, self.max_log_bf]
+    }
+
+    /// Puts back a state from [`SrmCheck::state`].
+    pub fn restore(&mut self, s: [f64; 2]) {
+        self.log_bf = s[0];
+        self.max_log_bf = s[1];
+    }
+
     /// A check for these branch weights (control first, as [`super::Experiment::weights`]).
     pub fn new(weights: &[f64]) -> SrmCheck {
         SrmCheck {

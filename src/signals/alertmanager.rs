@@ -12,6 +12,10 @@
 //!   `link` (the JSON document);
 //! - `startsAt` = the decision's time, `generatorURL` = the deploy's report page.
 //!
+//! An experiment's `stop` or `close` (only to sinks that list the kind) is an alert
+//! `alertname="ImmuneExperiment"` with labels `experiment`, `decision`, `rule`, `severity`
+//! (see [`labels`]).
+//!
 //! A line-blocking alert (a final rollback/block) stays firing until the line is unblocked:
 //! its `endsAt` is set `hold_for` ahead (default 7 days), and the unblock sends the same
 //! labels with `endsAt` = the unblock time, which resolves it. Other alerts carry no
@@ -155,8 +159,22 @@ fn blocking(body: &Value) -> bool {
         && matches!(s(body, "decision"), "rollback" | "block")
 }
 
-/// The alert's labels: identical for the firing and the resolving post.
+/// The alert name of an experiment's `stop` and `close`.
+pub const EXPERIMENT_ALERT_NAME: &str = "ImmuneExperiment";
+
+/// The alert's labels: identical for the firing and the resolving post. An experiment's
+/// decision has `alertname="ImmuneExperiment"`, `experiment`, `decision`, `rule` and
+/// `severity` (`warning` for stop, `info` for close) instead of service and deploy.
 pub fn labels(body: &Value) -> Value {
+    if let Some(e) = body.get("experiment").and_then(Value::as_str) {
+        return json!({
+            "alertname": EXPERIMENT_ALERT_NAME,
+            "experiment": e,
+            "decision": s(body, "decision"),
+            "rule": s(body, "rule"),
+            "severity": if s(body, "decision") == "stop" { "warning" } else { "info" },
+        });
+    }
     json!({
         "alertname": ALERT_NAME,
         "service": s(body, "service"),
@@ -174,6 +192,14 @@ pub fn labels(body: &Value) -> Value {
 /// (the report page and the JSON document). Bodies recorded before these fields existed
 /// fall back to the old one-liners.
 fn annotations(body: &Value) -> Value {
+    if body.get("experiment").is_some() {
+        return json!({
+            "summary": s(body, "message"),
+            "description": format!("{}. Report: {}", s(body, "effect"), s(body, "report_url")),
+            "report": s(body, "report_url"),
+            "link": s(body, "link"),
+        });
+    }
     let summary = if body.get("effect").is_some() {
         super::webhook::headline(body)
     } else {

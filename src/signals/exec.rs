@@ -6,7 +6,8 @@
 //! unknown), `IMMUNE_RULE`, `IMMUNE_PHASE`, `IMMUNE_SUMMARY`, and for people
 //! `IMMUNE_BY`, `IMMUNE_COMMITS` (space-separated), `IMMUNE_DESCRIPTION`,
 //! `IMMUNE_RUNBOOK_URL`, `IMMUNE_EFFECT` (in words), `IMMUNE_TIME` (RFC 3339),
-//! `IMMUNE_REPORT_URL`, `IMMUNE_MESSAGE` (one sentence; empty when unknown) — and the
+//! `IMMUNE_REPORT_URL`, `IMMUNE_MESSAGE` (one sentence; empty when unknown), and
+//! `IMMUNE_EXPERIMENT` (an experiment's `stop`/`close`; empty otherwise) — and the
 //! webhook JSON body (see
 //! [`super::webhook`]) on stdin. Exit status 0 means delivered; a non-zero exit, a failure to
 //! start, or running past `timeout` (the child is killed) is retried with the same
@@ -111,6 +112,7 @@ pub fn env(body: &Value) -> Vec<(&'static str, String)> {
         ("IMMUNE_TIME", s("time")),
         ("IMMUNE_REPORT_URL", s("report_url")),
         ("IMMUNE_MESSAGE", s("message")),
+        ("IMMUNE_EXPERIMENT", s("experiment")),
     ]
 }
 

@@ -511,6 +511,24 @@ impl Signals {
         Ok(())
     }
 
+    /// Writes an experiment's `stop` or `close` to the outbox for the sinks that list that
+    /// kind (see [`outbox::Outbox::record_experiment`]) and wakes their delivery. Unlike a
+    /// deploy decision, a failed write is not kept here: the caller keeps the decision and
+    /// records it again (the id makes that safe).
+    pub fn record_experiment(
+        &self,
+        kind: DecisionKind,
+        key: &str,
+        at: f64,
+        body: &serde_json::Value,
+    ) -> Result<(), SignalsError> {
+        self.injected_failure()?;
+        let touched =
+            self.with_outbox(|ob| ob.record_experiment(kind, key, at, body, &self.inner.sinks))?;
+        self.wake(&touched);
+        Ok(())
+    }
+
     /// Retries the decisions the outbox could not write; `Ok` once none is left.
     pub fn retry_unrecorded(&self) -> Result<(), SignalsError> {
         let mut queue = self
@@ -576,6 +594,20 @@ impl Signals {
             .map_err(|e| format!("the outbox cannot write: {e}"))
     }
 
+    /// The failure [`Signals::inject_write_failure`] injects, while on.
+    fn injected_failure(&self) -> Result<(), SignalsError> {
+        if self
+            .inner
+            .fail_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(SignalsError::Store(
+                "database or disk is full (injected failure)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Test seam: while `on`, every outbox write of decisions fails as on a full disk (the
     /// real full-disk test needs a small tmpfs, which not every test machine allows).
     #[doc(hidden)]
@@ -603,15 +635,7 @@ impl Signals {
     /// Remembers a deploy event so analyses can be resumed after a restart. Call it for each
     /// event the engine accepted. An `unblock` event also does [`Signals::record_unblock`].
     pub fn record_deploy_event(&self, ev: &DeployEvent) -> Result<(), SignalsError> {
-        if self
-            .inner
-            .fail_writes
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err(SignalsError::Store(
-                "database or disk is full (injected failure)".into(),
-            ));
-        }
+        self.injected_failure()?;
         if ev.event == DeployEventKind::Unblock {
             let Some(service) = ev.service.as_deref() else {
                 return Ok(());

@@ -368,6 +368,57 @@ impl Outbox {
         Ok(touched)
     }
 
+    /// Records an experiment's `stop` or `close` ([`crate::experiment::signal`]): one
+    /// signal row per sink whose `decisions` list `kind` (the `services` filter does not
+    /// apply: an experiment has no service), never line-blocking. The id is derived from
+    /// `key` (experiment and start), the kind and the sink, so recording it again (after a
+    /// restart) adds nothing. Returns the sinks that got a new row.
+    pub(crate) fn record_experiment(
+        &mut self,
+        kind: crate::model::DecisionKind,
+        key: &str,
+        at: f64,
+        body: &Value,
+        sinks: &[std::sync::Arc<Sink>],
+    ) -> Result<Vec<String>, SignalsError> {
+        let experiment = body
+            .get("experiment")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let rule = body.get("rule").and_then(Value::as_str).unwrap_or_default();
+        let mut touched = Vec::new();
+        let tx = self.conn.transaction()?;
+        for sink in sinks.iter().filter(|s| s.filter.decisions.contains(&kind)) {
+            let id = hex::encode(
+                &Sha256::digest(
+                    format!("experiment\n{key}\n{}\n{}", kind.as_str(), sink.name).as_bytes(),
+                )[..16],
+            );
+            let mut b = body.clone();
+            b["signal_id"] = json!(id);
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO signals
+                   (id, sink, kind, service, deploy, decision, rule, blocking, after_id, body,
+                    created_ms, state, attempts, next_ms)
+                 VALUES (?1, ?2, 'decision', '', ?3, ?4, ?5, 0, NULL, ?6, ?7, 'pending', 0, 0)",
+                params![
+                    id,
+                    sink.name,
+                    format!("experiment:{experiment}"),
+                    kind.as_str(),
+                    rule,
+                    b.to_string(),
+                    ms(at)
+                ],
+            )?;
+            if n > 0 && !touched.contains(&sink.name) {
+                touched.push(sink.name.clone());
+            }
+        }
+        tx.commit()?;
+        Ok(touched)
+    }
+
     /// Remembers a canary/full/end/abort event (unblock goes through [`Outbox::record_unblock`]).
     pub fn record_deploy_event(&mut self, ev: &DeployEvent) -> Result<(), SignalsError> {
         let Some(deploy) = ev.deploy.as_deref() else {

@@ -30,6 +30,10 @@
 //! the signature over the raw body bytes and reject stale timestamps to stop replays.
 //! Any 2xx answer means delivered; anything else (or no answer within `timeout`) is retried.
 //!
+//! An experiment's `stop` and `close` (only to sinks whose `decisions` list them) carry this
+//! body with every field above plus `experiment`, `harm`, `result` and `close_reason`
+//! (see [`crate::experiment::signal`]).
+//!
 //! `format: alertmanager_webhook` sends instead a body shaped like Alertmanager's own
 //! webhook (version "4"), for tools that already accept that (see [`super::alertmanager`]).
 

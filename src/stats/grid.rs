@@ -50,6 +50,24 @@ impl GridEProcess {
         })
     }
 
+    /// The running state: each alternative's log likelihood ratio, the scale and the
+    /// largest log e-value so far (kept across a restart, see [`GridEProcess::restore`]).
+    pub fn state(&self) -> (&[f64], f64, f64) {
+        (&self.log_lr, self.scale, self.max_log_e)
+    }
+
+    /// Puts back a state from [`GridEProcess::state`] of a process with the same null and
+    /// alternatives; false (nothing changed) when the number of ratios does not fit.
+    pub fn restore(&mut self, log_lr: &[f64], scale: f64, max_log_e: f64) -> bool {
+        if log_lr.len() != self.log_lr.len() {
+            return false;
+        }
+        self.log_lr.copy_from_slice(log_lr);
+        self.scale = scale;
+        self.max_log_e = max_log_e;
+        true
+    }
+
     /// The null boundary.
     pub fn null(&self) -> f64 {
         self.null
