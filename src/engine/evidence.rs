@@ -132,7 +132,10 @@ impl Engine {
                 seen.push(st.rule);
             }
             check.stopping += 1;
-            if a.seasons.get(&rule.name).is_some_and(|s| s.failed.is_some()) {
+            if a.seasons
+                .get(&rule.name)
+                .is_some_and(|s| s.failed.is_some())
+            {
                 check.without.push((rule.name.clone(), NO_SEASON));
                 continue;
             }

@@ -225,7 +225,9 @@ impl Engine {
             }
             let samples = match result {
                 Err(reason) => {
-                    season.failed = Some(format!("the seasonal baseline could not be read from the TSDB: {reason}"));
+                    season.failed = Some(format!(
+                        "the seasonal baseline could not be read from the TSDB: {reason}"
+                    ));
                     continue;
                 }
                 Ok(s) if s.is_empty() && span.first => {

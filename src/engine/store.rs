@@ -390,7 +390,10 @@ impl Store {
         let s = &mut self.series[id.0 as usize];
         let h = s.history.get_or_insert_with(VecDeque::new);
         let mut merged = Vec::with_capacity(h.len() + minutes.len());
-        let (mut a, mut b) = (h.iter().copied().peekable(), minutes.iter().copied().peekable());
+        let (mut a, mut b) = (
+            h.iter().copied().peekable(),
+            minutes.iter().copied().peekable(),
+        );
         while let (Some(x), Some(y)) = (a.peek().copied(), b.peek().copied()) {
             if y.0 < x.0 {
                 merged.push(y);

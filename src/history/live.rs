@@ -339,13 +339,19 @@ impl ReloadFill {
             tracing::error!(error = %e, "Filling the rules a reload added from history failed; their windows fill live.");
             return 0;
         }
-        let samples = collected.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
+        let samples = collected
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
         // Oldest-first chunks go in as one batch: the store adds what is older than its
         // oldest point per series, which it can only tell with the whole span at hand.
         let stored = engine.backfill(samples).await.unwrap_or(0);
         self.metrics.reload_samples.inc_by(stored);
         tracing::info!(
-            rules = fresh.len(), samples = filled.samples, stored, requests = filled.requests,
+            rules = fresh.len(),
+            samples = filled.samples,
+            stored,
+            requests = filled.requests,
             "Rules added by the reload filled from history."
         );
         stored
