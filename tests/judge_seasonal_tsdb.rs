@@ -106,12 +106,19 @@ struct Run {
     requests: Vec<SeasonRequest>,
     history_points: usize,
     history_after_end: usize,
+    /// The deploy's view just before a late answer arrived.
+    waited: Option<serde_json::Value>,
 }
 
 /// Signups from two hosts at 1.2/s each (with a daily shape), a deploy at `T0 + 1d 5h`
 /// running 2 h 30 min, the rate times `after` from its full phase on. `tsdb`: the engine
 /// reads seasons from the TSDB and sees only the last 15 minutes before the deploy.
 fn run(tsdb: bool, after: f64, fail: bool) -> Run {
+    run_delayed(tsdb, after, fail, 0)
+}
+
+/// [`run`], the fetcher answering each request `delay` ticks late.
+fn run_delayed(tsdb: bool, after: f64, fail: bool, delay: i64) -> Run {
     let rules = immune::rules::load::load_str("seasonal.yaml", RULES).expect("rules load");
     let mut e = Engine::new(rules, EngineConfig::default());
     if tsdb {
@@ -124,6 +131,8 @@ fn run(tsdb: bool, after: f64, fail: bool) -> Run {
     let mut counts = [0.0f64; 2];
     let mut out = Vec::new();
     let mut requests = Vec::new();
+    let mut pending: Vec<(i64, SeasonRequest)> = Vec::new();
+    let mut waited = None;
     let mut history_points = 0;
     let mut t = T0;
     while t <= end_at {
@@ -155,9 +164,17 @@ fn run(tsdb: bool, after: f64, fail: bool) -> Run {
         if t >= live_from {
             out.extend(e.tick(Timestamp(t)));
         }
-        // The fetcher answers before the next input.
-        for req in e.take_season_requests() {
-            let fill = store.answer(&req, t, fail);
+        // The fetcher answers before the next input (or `delay` ticks later).
+        pending.extend(e.take_season_requests().into_iter().map(|r| (t, r)));
+        while pending
+            .first()
+            .is_some_and(|(at, _)| t >= at + delay * STEP)
+        {
+            let (at, req) = pending.remove(0);
+            if waited.is_none() && delay > 0 {
+                waited = e.deploy_view("d1");
+            }
+            let fill = store.answer(&req, at, fail);
             requests.push(req);
             e.season_fill(fill);
         }
@@ -178,6 +195,7 @@ fn run(tsdb: bool, after: f64, fail: bool) -> Run {
         requests,
         history_points,
         history_after_end,
+        waited,
     }
 }
 
@@ -250,4 +268,29 @@ fn a_season_the_tsdb_cannot_serve_is_inconclusive_with_the_reason() {
         "seasonal baseline not available from the TSDB"
     );
     assert_eq!(d.evidence["rules"]["signups_vs_yesterday"], "inconclusive");
+}
+
+#[test]
+fn a_season_answered_late_waits_then_reads_the_minutes_it_missed() {
+    // Answered 5 minutes into the full phase.
+    let r = run_delayed(true, 0.5, false, 31);
+    let waited = r.waited.expect("a view before the answer");
+    let rule = &waited["rules"][0];
+    assert_eq!(rule["state"], "inconclusive", "{rule:#}");
+    assert_eq!(
+        rule["evidence"]["waiting_for"], "the seasonal baseline from the TSDB (being fetched)",
+        "{rule:#}"
+    );
+    let stop = r
+        .decisions
+        .iter()
+        .find(|d| d.rule == "signups_vs_yesterday")
+        .unwrap_or_else(|| panic!("caught once the season arrived: {:#?}", r.decisions));
+    assert_eq!(stop.decision.as_str(), "rollback");
+    // Two hosts at about 0.6 a second each for at least the 5 minutes waited.
+    let now = stop.evidence["treatment"]["events"].as_f64().unwrap_or(0.0);
+    assert!(
+        now >= 5.0 * 60.0 * 1.2 * 0.7,
+        "the missed minutes were read: {stop:#?}"
+    );
 }

@@ -313,11 +313,11 @@ impl Engine {
                 let Some((offset, selectors)) = seasonal(rule) else {
                     return false;
                 };
-                if offset != s.offset || selectors != s.selectors {
-                    if let Some((fresh, span)) = Season::first(rule, a.started) {
-                        *s = fresh;
-                        spans.push(span);
-                    }
+                if (offset != s.offset || selectors != s.selectors)
+                    && let Some((fresh, span)) = Season::first(rule, a.started)
+                {
+                    *s = fresh;
+                    spans.push(span);
                 }
                 true
             });
