@@ -502,6 +502,10 @@ fn a_started_agent_judges_from_history_as_replay_does() {
     );
     // Each deploy read its span of last week at its start; the store never held the
     // week: at most the spans (10 min + 2 h) and the deploys' own minutes, per series.
+    eprintln!(
+        "seasonal history points held at most: {} (fetches: {})",
+        live.most_history, live.fetches
+    );
     assert_eq!(live.fetches, 2.0, "one seasonal span per deploy");
     let week = 4.0 * 7.0 * 1440.0;
     assert!(
