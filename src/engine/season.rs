@@ -374,3 +374,68 @@ pub(super) fn gate(
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::store::{Series, SeriesId, SeriesObserver, Store};
+    use crate::model::{DurationMs, Timestamp};
+
+    struct NoHistory;
+    impl SeriesObserver for NoHistory {
+        fn on_new_series(&mut self, _: SeriesId, _: &Series) -> bool {
+            false
+        }
+    }
+
+    fn t(m: i64) -> Timestamp {
+        Timestamp(m * 60_000)
+    }
+
+    #[test]
+    fn fetched_minutes_merge_in_order_and_live_minutes_win() {
+        let mut s = Store::new(DurationMs(600_000), DurationMs(86_400_000), 10);
+        let live = s.intern("m", &mut NoHistory).unwrap();
+        s.merge_history(live, &[]);
+        s.push(live, Timestamp(100 * 60_000 + 5_000), 7.0);
+        s.merge_history(live, &[(t(10), 1.0), (t(11), 2.0), (t(100), 9.0)]);
+        let h: Vec<(Timestamp, f64)> = s.get(live).history.iter().flatten().copied().collect();
+        assert_eq!(h, vec![(t(10), 1.0), (t(11), 2.0), (t(100), 7.0)]);
+        s.merge_history(live, &[(t(9), 0.5), (t(12), 3.0)]);
+        let keys: Vec<i64> = s
+            .get(live)
+            .history
+            .iter()
+            .flatten()
+            .map(|p| p.0.0 / 60_000)
+            .collect();
+        assert_eq!(keys, vec![9, 10, 11, 12, 100]);
+        assert_eq!(s.get(live).last_seen, Timestamp(100 * 60_000 + 5_000));
+        // A series known only from the TSDB counts as last seen in its newest minute.
+        let ghost = s.intern("g", &mut NoHistory).unwrap();
+        s.merge_history(ghost, &[(t(10), 1.0), (t(11), 2.0)]);
+        assert_eq!(s.get(ghost).last_seen, t(11));
+        s.drop_history(ghost);
+        assert!(s.get(ghost).history.is_none());
+    }
+
+    #[test]
+    fn backfill_adds_only_what_is_older_than_the_oldest_point() {
+        let mut s = Store::new(DurationMs(600_000), DurationMs(0), 10);
+        let id = s.intern("m", &mut NoHistory).unwrap();
+        s.push(id, Timestamp(50_000), 5.0);
+        s.push(id, Timestamp(60_000), 6.0);
+        let n = s.backfill(
+            id,
+            &[
+                (Timestamp(30_000), 3.0),
+                (Timestamp(40_000), 4.0),
+                (Timestamp(50_000), 9.0),
+                (Timestamp(70_000), 9.0),
+            ],
+        );
+        assert_eq!(n, 2);
+        let p: Vec<i64> = s.get(id).points.iter().map(|p| p.0.0).collect();
+        assert_eq!(p, vec![30_000, 40_000, 50_000, 60_000]);
+        assert_eq!(s.oldest(), Some(Timestamp(30_000)));
+    }
+}
