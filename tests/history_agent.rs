@@ -404,16 +404,29 @@ async fn run_agent(
     }
 }
 
-#[test]
-fn a_started_agent_judges_from_history_as_replay_does() {
-    let dir = TempDir::new("history-agent");
+/// When the agent starts: a minute boundary 3 hours ago, so everything up to 40 minutes
+/// after it is in the past and Prometheus serves it from blocks.
+fn start_time() -> i64 {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64;
-    // The agent starts at `w`; the data run from a week and 7 hours before it to 40
-    // minutes after, all in the past so Prometheus serves it from blocks.
-    let w = wall - wall.rem_euclid(MIN) - 3 * 3_600_000;
+    wall - wall.rem_euclid(MIN) - 3 * 3_600_000
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn a_started_agent_judges_from_history_as_replay_does() {
+    let dir = TempDir::new("history-agent");
+    // The data run from a week and 7 hours before the start to 40 minutes after.
+    let w = start_time();
     let until = w + 40 * MIN;
     let points = history(
         w - 7 * 86_400_000 - 7 * 3_600_000,
@@ -477,11 +490,7 @@ fn a_started_agent_judges_from_history_as_replay_does() {
     let Some((_prometheus, url)) = start_prometheus(dir.path(), &metrics) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let live = rt.block_on(run_agent(
         &dir.path().join("with"),
         &rules,
@@ -557,11 +566,7 @@ const ADDED_RULE: &str = r#"rules:
 #[test]
 fn a_reload_fills_the_rules_it_adds() {
     let dir = TempDir::new("history-reload");
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    let w = wall - wall.rem_euclid(MIN) - 3 * 3_600_000;
+    let w = start_time();
     let points = history(w - 3 * 3_600_000, w, i64::MAX);
     let metrics = dir.path().join("metrics.om");
     write_openmetrics(&points, &metrics);
@@ -578,11 +583,7 @@ fn a_reload_fills_the_rules_it_adds() {
         .iter()
         .filter(|(t, s, _)| *t >= from && *t <= w && s.starts_with("http_requests_total"))
         .count() as f64;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let agent = start_agent(&dir.path().join("agent"), &rules, Some(&tsdb), w).await;
         let client = reqwest::Client::new();

@@ -377,13 +377,16 @@ pub(super) fn gate(
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::store::{Series, SeriesId, SeriesObserver, Store};
+    use crate::engine::Index;
+    use crate::engine::store::Store;
     use crate::model::{DurationMs, Timestamp};
 
-    struct NoHistory;
-    impl SeriesObserver for NoHistory {
-        fn on_new_series(&mut self, _: SeriesId, _: &Series) -> bool {
-            false
+    /// Interns no rule's series: no history of its own.
+    fn none() -> Index<'static> {
+        Index {
+            rules: &[],
+            series: &mut [],
+            history: false,
         }
     }
 
@@ -394,7 +397,7 @@ mod tests {
     #[test]
     fn fetched_minutes_merge_in_order_and_live_minutes_win() {
         let mut s = Store::new(DurationMs(600_000), DurationMs(86_400_000), 10);
-        let live = s.intern("m", &mut NoHistory).unwrap();
+        let live = s.intern("m", &mut none()).unwrap();
         s.merge_history(live, &[]);
         s.push(live, Timestamp(100 * 60_000 + 5_000), 7.0);
         s.merge_history(live, &[(t(10), 1.0), (t(11), 2.0), (t(100), 9.0)]);
@@ -411,7 +414,7 @@ mod tests {
         assert_eq!(keys, vec![9, 10, 11, 12, 100]);
         assert_eq!(s.get(live).last_seen, Timestamp(100 * 60_000 + 5_000));
         // A series known only from the TSDB counts as last seen in its newest minute.
-        let ghost = s.intern("g", &mut NoHistory).unwrap();
+        let ghost = s.intern("g", &mut none()).unwrap();
         s.merge_history(ghost, &[(t(10), 1.0), (t(11), 2.0)]);
         assert_eq!(s.get(ghost).last_seen, t(11));
         s.drop_history(ghost);
@@ -421,7 +424,7 @@ mod tests {
     #[test]
     fn backfill_adds_only_what_is_older_than_the_oldest_point() {
         let mut s = Store::new(DurationMs(600_000), DurationMs(0), 10);
-        let id = s.intern("m", &mut NoHistory).unwrap();
+        let id = s.intern("m", &mut none()).unwrap();
         s.push(id, Timestamp(50_000), 5.0);
         s.push(id, Timestamp(60_000), 6.0);
         let n = s.backfill(
