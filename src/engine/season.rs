@@ -61,6 +61,8 @@ pub struct SeasonSpan {
     pub rule: String,
     /// The selectors it reads, as PromQL text.
     pub selectors: Vec<String>,
+    /// The rule's `seasonal_offset` when asked (an answer for another one is dropped).
+    pub offset: DurationMs,
     /// Minutes starting in `[from, to)` are wanted.
     pub from: Timestamp,
     /// End (exclusive).
@@ -114,6 +116,7 @@ impl Season {
         let span = SeasonSpan {
             rule: rule.name.clone(),
             selectors: selectors.clone(),
+            offset,
             from,
             to,
             first: true,
@@ -196,6 +199,7 @@ impl Engine {
             spans.push(SeasonSpan {
                 rule: name.clone(),
                 selectors: s.selectors.clone(),
+                offset: s.offset,
                 from,
                 to,
                 first: false,
@@ -211,7 +215,7 @@ impl Engine {
 
     /// Loads a fetched season into the store's per-minute history, or records why it
     /// could not be had. An answer for a deploy no longer in flight, or for a rule whose
-    /// selectors changed since it was asked, is dropped.
+    /// selectors or offset changed since it was asked, is dropped.
     pub fn season_fill(&mut self, fill: SeasonFill) {
         let Some(mut a) = self.analyses.remove(&fill.deploy) else {
             return;
@@ -220,7 +224,10 @@ impl Engine {
             let Some(season) = a.seasons.get_mut(&span.rule) else {
                 continue;
             };
-            if season.selectors != span.selectors || season.failed.is_some() {
+            if season.selectors != span.selectors
+                || season.offset != span.offset
+                || season.failed.is_some()
+            {
                 continue;
             }
             let samples = match result {
@@ -440,5 +447,62 @@ mod tests {
         let p: Vec<i64> = s.get(id).points.iter().map(|p| p.0.0).collect();
         assert_eq!(p, vec![30_000, 40_000, 50_000, 60_000]);
         assert_eq!(s.oldest(), Some(Timestamp(30_000)));
+    }
+
+    fn rules(offset: &str) -> crate::rules::RuleSet {
+        let text = format!(
+            "rules:\n  - name: week\n    metric: {{kind: counter_rate, selector: 'e_total'}}\n    baseline: seasonal\n    seasonal_offset: {offset}\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n"
+        );
+        crate::rules::load::load_str("r.yaml", &text).expect("rules load")
+    }
+
+    #[test]
+    fn a_deploy_asks_for_its_season_and_a_reload_that_moves_it_asks_again() {
+        use crate::engine::{Engine, EngineConfig};
+        use crate::model::{DeployEvent, DeployEventKind, OneOrMany};
+        let mut e = Engine::new(rules("7d"), EngineConfig::default());
+        e.read_seasons_from_tsdb();
+        let at = 1_764_201_600_000i64;
+        let ev = DeployEvent {
+            at: at as f64 / 1000.0,
+            deploy: Some("d".into()),
+            event: DeployEventKind::Canary,
+            service: Some("web".into()),
+            version: None,
+            commits: Vec::new(),
+            canary: Some([("instance".to_string(), OneOrMany::One("a".into()))].into()),
+            by: None,
+            reason: None,
+        };
+        e.deploy_event(&ev).expect("canary");
+        let asked = e.take_season_requests();
+        assert_eq!(asked.len(), 1);
+        let span = &asked[0].spans[0];
+        assert_eq!((span.rule.as_str(), span.first), ("week", true));
+        assert_eq!(span.selectors, vec!["e_total".to_string()]);
+        assert_eq!(span.from, Timestamp(at - 7 * 86_400_000 - 600_000));
+        e.set_rules(rules("7d"));
+        assert!(e.take_season_requests().is_empty(), "nothing changed");
+        e.set_rules(rules("1d"));
+        let again = e.take_season_requests();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].spans[0].offset, DurationMs::from_secs(86_400));
+        // The answer to the first request (7 days) no longer fits and is dropped.
+        let stale = super::SeasonFill {
+            deploy: "d".into(),
+            spans: vec![(asked[0].spans[0].clone(), Err("late".into()))],
+        };
+        e.season_fill(stale);
+        let end = DeployEvent {
+            event: DeployEventKind::End,
+            at: ev.at + 600.0,
+            ..ev.clone()
+        };
+        let d = e.deploy_event(&end).expect("end");
+        assert_eq!(
+            d[0].evidence["no_evidence"][0]["reason"], "no series matched",
+            "the stale failure was not recorded: {:#}",
+            d[0].evidence
+        );
     }
 }
