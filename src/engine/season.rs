@@ -100,9 +100,12 @@ fn floor_minute(t: Timestamp) -> Timestamp {
     Timestamp(t.0 - t.0.rem_euclid(MINUTE))
 }
 
+/// The offset and selectors of a rule that reads a season (a drift test reads none).
 fn seasonal(rule: &Rule) -> Option<(DurationMs, Vec<String>)> {
     match rule.baseline {
-        Baseline::Seasonal { offset } => Some((offset, crate::history::rule_selectors(rule))),
+        Baseline::Seasonal { offset } if rule.test != crate::rules::TestKind::Drift => {
+            Some((offset, crate::history::rule_selectors(rule)))
+        }
         _ => None,
     }
 }
