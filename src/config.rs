@@ -566,7 +566,9 @@ pub struct PromqlConfig {
 
 /// The TSDB the agent reads history from (Prometheus, Thanos, Mimir, VictoriaMetrics: any
 /// server of `/api/v1/query` and `/api/v1/query_range`). With it, a restarted agent fills
-/// every rule's windows at start-up instead of waiting for them to fill live.
+/// every rule's windows at start-up instead of waiting for them to fill live, a reload
+/// fills the rules it adds, and seasonal rules read their season from it at each deploy's
+/// start instead of the agent keeping a week of it in memory.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryConfig {
@@ -590,8 +592,9 @@ pub struct HistoryConfig {
     /// Longest span of raw samples fetched in one request per selector.
     #[serde(default = "d1h")]
     pub chunk: Duration,
-    /// Longest the whole start-up fill may take; past it the agent starts with what it has
-    /// (rules whose windows are short stay inconclusive and say why).
+    /// Longest the whole start-up fill (or a reload's fill) may take; past it the agent
+    /// goes on with what it has (rules whose windows are short stay inconclusive and say
+    /// why).
     #[serde(default = "d300s")]
     pub prefill_timeout: Duration,
 }

@@ -137,6 +137,8 @@ pub struct Reloader {
     engine: EngineHandle,
     metrics: AgentMetrics,
     clock: Arc<dyn Clock>,
+    /// With a `history` section: fills the rules a reload adds or changes.
+    history: Option<crate::history::live::ReloadFill>,
 }
 
 impl Reloader {
@@ -158,6 +160,7 @@ impl Reloader {
         match loaded {
             Ok(rules) => {
                 let n = rules.rules.len();
+                let filled = self.history.as_ref().map(|h| (h, rules.rules.clone()));
                 if self.engine.reload(rules).await.is_err() {
                     self.metrics.reloaded(false, now);
                     return Err(Diagnostics(vec![crate::rules::load::Diagnostic {
@@ -167,6 +170,10 @@ impl Reloader {
                         rule: None,
                         message: "engine has stopped".into(),
                     }]));
+                }
+                // After the engine took the rules (and their longer windows' retention).
+                if let Some((h, rules)) = filled {
+                    h.after_reload(&rules, self.clock.now(), &self.engine).await;
                 }
                 self.metrics.reloaded(true, now);
                 tracing::info!(rules = n, "Rules reloaded.");
@@ -278,7 +285,17 @@ pub async fn run(
     signals.register_metrics(&metrics.registry);
 
     let history_rules = config.history.as_ref().map(|_| rules.rules.clone());
-    let engine = Engine::new(rules, config.engine.engine_config());
+    let mut engine = Engine::new(rules, config.engine.engine_config());
+    // With a TSDB, seasonal baselines are read from it at each deploy's start.
+    let history = match &config.history {
+        Some(h) => {
+            engine.read_seasons_from_tsdb();
+            let m = crate::history::live::HistoryMetrics::new(&metrics)?;
+            let fetcher = crate::history::live::SeasonFetcher::new(h, &m)?;
+            Some((h, m, fetcher))
+        }
+        None => None,
+    };
     let on_decisions = {
         let signals = signals.clone();
         let observer = opts.decisions.clone();
@@ -303,8 +320,19 @@ pub async fn run(
             }
         })
     };
-    let (engine_handle, engine_thread) =
-        handle::spawn_with_views(engine, config.engine.queue_capacity, on_decisions)?;
+    let (engine_handle, engine_thread) = handle::spawn_with_seasons(
+        engine,
+        config.engine.queue_capacity,
+        on_decisions,
+        history.as_ref().map(|(_, _, f)| f.sink()),
+    )?;
+    let history = match history {
+        Some((h, m, fetcher)) => {
+            fetcher.start(engine_handle.clone())?;
+            Some((h, m))
+        }
+        None => None,
+    };
 
     // A restart never opens a line that a person has not acknowledged.
     for (service, decision) in signals.blocked_lines()? {
@@ -315,16 +343,16 @@ pub async fn run(
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     }
     // History first: the windows are full before any deploy is resumed or sample arrives.
-    if let (Some(h), Some(rules)) = (&config.history, history_rules) {
-        prefill(
+    let mut reload_fill = None;
+    if let (Some((h, m)), Some(rules)) = (&history, history_rules) {
+        let cfg = config.engine.engine_config();
+        reload_fill = Some(crate::history::live::ReloadFill::new(
             h,
-            rules,
-            &config.engine.engine_config(),
-            clock.now(),
-            &engine_handle,
-            &metrics,
-        )
-        .await?;
+            &cfg,
+            rules.clone(),
+            m,
+        ));
+        crate::history::live::prefill(h, rules, &cfg, clock.now(), &engine_handle, m).await?;
     }
     let resumable = crate::model::EventWindow {
         past: RESUME_MAX_AGE,
@@ -399,6 +427,7 @@ pub async fn run(
         engine: engine_handle.clone(),
         metrics: metrics.clone(),
         clock: clock.clone(),
+        history: reload_fill,
     });
     tasks.push(tokio::spawn(reload_on_sighup(
         reloader.clone(),
@@ -463,100 +492,6 @@ fn open_experiments(
     Store::open(&path)
         .and_then(|store| Registry::open(experiments, store))
         .map_err(|e| ServeError::Signals(SignalsError::Store(e.to_string())))
-}
-
-/// Fills the engine's windows from the TSDB (see [`crate::history::prefill`]) on a
-/// blocking thread, within `prefill_timeout`. A failure is logged and counted
-/// (`immune_history_prefill_failures_total`) and the agent starts anyway: rules whose
-/// windows stay short are inconclusive and say so, they never pass for want of data.
-/// Only an unusable `history` section (an unreadable secret file) stops start-up.
-async fn prefill(
-    h: &crate::config::HistoryConfig,
-    rules: Vec<crate::rules::Rule>,
-    cfg: &crate::engine::EngineConfig,
-    now: Timestamp,
-    engine: &EngineHandle,
-    metrics: &AgentMetrics,
-) -> Result<(), ServeError> {
-    use crate::history::prefill::{self as fill, Filled};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let samples = prometheus::IntCounter::new(
-        "immune_history_prefill_samples_total",
-        "Samples loaded from the history TSDB at start-up.",
-    )?;
-    let failures = prometheus::IntCounter::new(
-        "immune_history_prefill_failures_total",
-        "Start-up fills from the history TSDB that failed or timed out.",
-    )?;
-    metrics.registry.register(Box::new(samples.clone()))?;
-    metrics.registry.register(Box::new(failures.clone()))?;
-    let tsdb = h.tsdb()?;
-    let plan = fill::plan(&rules, now, cfg.block, cfg.eval_interval);
-    tracing::info!(
-        url = %tsdb.url, selectors = plan.raw_selectors.len(),
-        raw_from = plan.raw.0.as_secs_f64(), minutes_from = plan.minutes.map(|m| m.0.as_secs_f64()),
-        "Filling rule windows from the history TSDB."
-    );
-    let cancel = Arc::new(AtomicBool::new(false));
-    let chunk = h.chunk.0;
-    let job = {
-        let cancel = cancel.clone();
-        let engine = engine.clone();
-        let samples = samples.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut filled = Filled::default();
-            let result = crate::history::Client::new(&tsdb).and_then(|client| {
-                fill::fetch(&client, &plan, chunk, &cancel, &mut filled, &mut |batch| {
-                    samples.inc_by(batch.len() as u64);
-                    engine
-                        .send_samples_blocking(batch)
-                        .map_err(|e| e.to_string())
-                })
-            });
-            (result, filled)
-        })
-    };
-    let started = Instant::now();
-    let outcome = tokio::time::timeout(h.prefill_timeout.std(), job).await;
-    let (result, filled) = match outcome {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => (
-            Err(crate::history::HistoryError {
-                url: h.url.clone(),
-                message: format!("the fill task failed: {e}"),
-            }),
-            Filled::default(),
-        ),
-        Err(_) => {
-            cancel.store(true, Ordering::Relaxed);
-            (
-                Err(crate::history::HistoryError {
-                    url: h.url.clone(),
-                    message: format!(
-                        "prefill_timeout of {:?} reached; starting with what was loaded",
-                        h.prefill_timeout.std()
-                    ),
-                }),
-                Filled::default(),
-            )
-        }
-    };
-    match result {
-        Ok(()) => tracing::info!(
-            samples = filled.samples,
-            requests = filled.requests,
-            seconds = started.elapsed().as_secs_f64(),
-            "Rule windows filled from history."
-        ),
-        Err(e) => {
-            failures.inc();
-            tracing::error!(
-                error = %e, samples = samples.get(),
-                "Filling rule windows from history failed; rules whose windows are short stay inconclusive until live data fills them."
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Starts every configured source as its own task.

@@ -17,6 +17,7 @@ const FAMILIES: &[&str] = &[
     "immune_engine_queue_depth",
     "immune_engine_dropped_batches_total",
     "immune_series",
+    "immune_store_history_points",
     "immune_samples_ingested_total",
     "immune_rule_evaluations_total",
     "immune_decisions_total",

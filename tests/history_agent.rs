@@ -201,7 +201,8 @@ fn key(d: &Value) -> String {
     )
 }
 
-async fn evaluations(client: &reqwest::Client, url: &str) -> f64 {
+/// One unlabelled series of the agent's /metrics (0 when absent).
+async fn metric(client: &reqwest::Client, url: &str, name: &str) -> f64 {
     let text = client
         .get(format!("{url}/metrics"))
         .send()
@@ -211,22 +212,27 @@ async fn evaluations(client: &reqwest::Client, url: &str) -> f64 {
         .await
         .expect("metrics text");
     text.lines()
-        .find_map(|l| l.strip_prefix("immune_evaluation_duration_seconds_count "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
-/// Runs an agent (with `history` pointing at `tsdb`, or without) from `w` through the
-/// live part of `points`, stepping its clock on the evaluation grid; returns its decisions.
-async fn run_agent(
-    dir: &Path,
-    rules: &Path,
-    tsdb: Option<&str>,
-    points: &[Point],
-    events: &[(i64, Value)],
-    w: i64,
-    until: i64,
-) -> Vec<Decision> {
+async fn evaluations(client: &reqwest::Client, url: &str) -> f64 {
+    metric(client, url, "immune_evaluation_duration_seconds_count").await
+}
+
+/// An agent on a stepped clock.
+struct Agent {
+    url: String,
+    now: Arc<AtomicI64>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    join: tokio::task::JoinHandle<Result<(), serve::ServeError>>,
+    decisions: tokio::sync::mpsc::UnboundedReceiver<Decision>,
+}
+
+/// Starts an agent at `w` with the rules in `rules` (with `history` pointing at `tsdb`,
+/// or without).
+async fn start_agent(dir: &Path, rules: &Path, tsdb: Option<&str>, w: i64) -> Agent {
     let mut yaml = format!(
         "rules: [{}]\nengine: {{no_evidence: block, eval_interval: 60s}}\n",
         rules.display()
@@ -241,7 +247,7 @@ async fn run_agent(
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = RunOptions {
         clock: Arc::new(StepClock(now.clone())),
@@ -263,6 +269,46 @@ async fn run_agent(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up, "agent did not start");
+    Agent {
+        url,
+        now,
+        stop: stop_tx,
+        join,
+        decisions: rx,
+    }
+}
+
+/// What an agent run decided and how much seasonal history it held.
+struct Run {
+    decisions: Vec<Decision>,
+    /// Seasonal spans fetched from the TSDB.
+    fetches: f64,
+    /// The most per-minute history points the store held at any step.
+    most_history: f64,
+    /// Those it held at the end, both deploys over.
+    history_at_end: f64,
+}
+
+/// Runs an agent (with `history` pointing at `tsdb`, or without) from `w` through the
+/// live part of `points`, stepping its clock on the evaluation grid.
+async fn run_agent(
+    dir: &Path,
+    rules: &Path,
+    tsdb: Option<&str>,
+    points: &[Point],
+    events: &[(i64, Value)],
+    w: i64,
+    until: i64,
+) -> Run {
+    let Agent {
+        url,
+        now,
+        stop: stop_tx,
+        join,
+        decisions: mut rx,
+    } = start_agent(dir, rules, tsdb, w).await;
+    let client = reqwest::Client::new();
+    let mut most_history: f64 = 0.0;
 
     let live_from = points.partition_point(|p| p.0 <= w);
     let mut next = live_from;
@@ -303,6 +349,7 @@ async fn run_agent(
                     json!({"at": ev["at"]}),
                 ),
             };
+            let fetched = metric(&client, &url, "immune_history_fetches_total").await;
             let r = client
                 .post(format!("{url}{path}"))
                 .json(&body)
@@ -314,6 +361,13 @@ async fn run_agent(
                 "{path}: {:?}",
                 r.text().await
             );
+            // A deploy's season is fetched well within an evaluation interval; the test
+            // waits for it rather than race the stepped clock.
+            if tsdb.is_some() && ev["event"] == "canary" {
+                while metric(&client, &url, "immune_history_fetches_total").await <= fetched {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
         }
         let body = push(e, &mut next);
         if !body.is_empty() {
@@ -332,26 +386,47 @@ async fn run_agent(
         while evaluations(&client, &url).await < before + 2.0 {
             tokio::task::yield_now().await;
         }
+        most_history = most_history.max(metric(&client, &url, "immune_store_history_points").await);
     }
+    let fetches = metric(&client, &url, "immune_history_fetches_total").await;
+    let history_at_end = metric(&client, &url, "immune_store_history_points").await;
     let _ = stop_tx.send(());
     join.await.expect("agent task").expect("agent ran");
-    let mut out = Vec::new();
+    let mut decisions = Vec::new();
     while let Ok(d) = rx.try_recv() {
-        out.push(d);
+        decisions.push(d);
     }
-    out
+    Run {
+        decisions,
+        fetches,
+        most_history,
+        history_at_end,
+    }
+}
+
+/// When the agent starts: a minute boundary 3 hours ago, so everything up to 40 minutes
+/// after it is in the past and Prometheus serves it from blocks.
+fn start_time() -> i64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    wall - wall.rem_euclid(MIN) - 3 * 3_600_000
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 #[test]
 fn a_started_agent_judges_from_history_as_replay_does() {
     let dir = TempDir::new("history-agent");
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
-    // The agent starts at `w`; the data run from a week and 7 hours before it to 40
-    // minutes after, all in the past so Prometheus serves it from blocks.
-    let w = wall - wall.rem_euclid(MIN) - 3 * 3_600_000;
+    // The data run from a week and 7 hours before the start to 40 minutes after.
+    let w = start_time();
     let until = w + 40 * MIN;
     let points = history(
         w - 7 * 86_400_000 - 7 * 3_600_000,
@@ -415,11 +490,7 @@ fn a_started_agent_judges_from_history_as_replay_does() {
     let Some((_prometheus, url)) = start_prometheus(dir.path(), &metrics) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let live = rt.block_on(run_agent(
         &dir.path().join("with"),
         &rules,
@@ -429,14 +500,29 @@ fn a_started_agent_judges_from_history_as_replay_does() {
         w,
         until,
     ));
-    let live: Vec<String> = live
+    let keys: Vec<String> = live
+        .decisions
         .iter()
         .map(|d| key(&serde_json::to_value(d).expect("decision")))
         .collect();
     assert_eq!(
-        live, replayed,
+        keys, replayed,
         "the agent filled from history decides as replay"
     );
+    // Each deploy read its span of last week at its start; the store never held the
+    // week: at most the spans (10 min + 2 h) and the deploys' own minutes, per series.
+    eprintln!(
+        "seasonal history points held at most: {} (fetches: {})",
+        live.most_history, live.fetches
+    );
+    assert_eq!(live.fetches, 2.0, "one seasonal span per deploy");
+    let week = 4.0 * 7.0 * 1440.0;
+    assert!(
+        live.most_history > 0.0 && live.most_history <= 4.0 * (130.0 + 30.0),
+        "history points held: {} (a week of the four series is {week})",
+        live.most_history
+    );
+    assert_eq!(live.history_at_end, 0.0, "released when the deploys ended");
 
     // Without history the same agent cannot judge the first deploy's pre-deploy window.
     let blind = rt.block_on(run_agent(
@@ -449,6 +535,7 @@ fn a_started_agent_judges_from_history_as_replay_does() {
         until,
     ));
     let blind: Vec<String> = blind
+        .decisions
         .iter()
         .map(|d| key(&serde_json::to_value(d).expect("decision")))
         .collect();
@@ -459,6 +546,108 @@ fn a_started_agent_judges_from_history_as_replay_does() {
             && blind[0].contains(r#""errors_vs_last_week":"inconclusive""#),
         "without history the first deploy's rules cannot judge: {blind:?}"
     );
+}
+
+const ADDED_RULE: &str = r#"rules:
+  - name: requests_vs_pre_deploy
+    services: [web]
+    metric: {kind: counter_rate, selector: 'http_requests_total{job="web"}'}
+    baseline: pre_deploy
+    baseline_window: 2h
+    phases: [canary]
+    direction: decrease
+    min_effect: "-50%"
+    action: warn
+"#;
+
+/// A reload that adds a rule fills it from the TSDB as start-up does: a `pre_deploy` rule
+/// with a 2-hour window, over a series no rule read before, has its whole window at once,
+/// and a reload that changes nothing fetches nothing.
+#[test]
+fn a_reload_fills_the_rules_it_adds() {
+    let dir = TempDir::new("history-reload");
+    let w = start_time();
+    let points = history(w - 3 * 3_600_000, w, i64::MAX);
+    let metrics = dir.path().join("metrics.om");
+    write_openmetrics(&points, &metrics);
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    std::fs::write(rules.join("errors.yaml"), RULES).expect("rules");
+    let Some((_prometheus, tsdb)) = start_prometheus(dir.path(), &metrics) else {
+        return;
+    };
+    // The new rule's window, as the fill plans it: 2 h, 7 blocks and 2 evaluations,
+    // floored to the minute.
+    let from = w - 2 * 3_600_000 - 9 * MIN;
+    let expected = points
+        .iter()
+        .filter(|(t, s, _)| *t >= from && *t <= w && s.starts_with("http_requests_total"))
+        .count() as f64;
+    let rt = runtime();
+    rt.block_on(async {
+        let agent = start_agent(&dir.path().join("agent"), &rules, Some(&tsdb), w).await;
+        let client = reqwest::Client::new();
+        let url = &agent.url;
+        let reload = || async {
+            let r = client
+                .post(format!("{url}/-/reload"))
+                .send()
+                .await
+                .expect("reload");
+            assert!(r.status().is_success(), "{:?}", r.text().await);
+        };
+        let filled = || metric(&client, url, "immune_history_reload_samples_total");
+        reload().await;
+        assert_eq!(filled().await, 0.0, "the same rules: nothing to fill");
+        std::fs::write(rules.join("requests.yaml"), ADDED_RULE).expect("rule");
+        reload().await;
+        assert_eq!(
+            filled().await,
+            expected,
+            "the added rule's window, every sample of it"
+        );
+        reload().await;
+        assert_eq!(filled().await, expected, "nothing changed: nothing fetched");
+
+        // A deploy judged by the new rule has its whole 2-hour baseline.
+        let r = client
+            .post(format!("{url}/api/v1/deploys"))
+            .json(
+                &json!({"deploy": "d0", "service": "web", "canary": {"instance": ["web-01:80"]},
+                          "at": (w + 5_000) as f64 / 1000.0}),
+            )
+            .send()
+            .await
+            .expect("canary");
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+        let before = evaluations(&client, url).await;
+        agent.now.store(w + MIN, Ordering::SeqCst);
+        while evaluations(&client, url).await < before + 2.0 {
+            tokio::task::yield_now().await;
+        }
+        let view: Value = client
+            .get(format!("{url}/api/v1/deploys/d0"))
+            .send()
+            .await
+            .expect("deploy")
+            .json()
+            .await
+            .expect("deploy JSON");
+        let rule = view["rules"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["rule"] == "requests_vs_pre_deploy"))
+            .cloned()
+            .unwrap_or_else(|| panic!("the added rule judges the deploy: {view:#}"));
+        let exposure = rule["evidence"]["baseline"]["exposure"]
+            .as_f64()
+            .unwrap_or(0.0);
+        assert!(
+            exposure >= 7_100.0,
+            "the canary host's two hours before the deploy are the baseline: {rule:#}"
+        );
+        let _ = agent.stop.send(());
+        agent.join.await.expect("agent task").expect("agent ran");
+    });
 }
 
 /// A TSDB that cannot be reached does not stop the agent: the failure is logged and

@@ -25,6 +25,7 @@ pub struct AgentMetrics {
     queue_depth: IntGauge,
     dropped: IntCounter,
     series: IntGauge,
+    history_points: IntGauge,
     samples: IntCounter,
     refused: IntCounterVec,
     out_of_order: IntCounter,
@@ -96,6 +97,13 @@ impl AgentMetrics {
             series: reg(
                 &r,
                 IntGauge::new("immune_series", "Series held by the engine.")?,
+            )?,
+            history_points: reg(
+                &r,
+                IntGauge::new(
+                    "immune_store_history_points",
+                    "Per-minute points of seasonal history held by the engine, all series together.",
+                )?,
             )?,
             samples: reg(
                 &r,
@@ -191,6 +199,7 @@ impl AgentMetrics {
         if let Ok(stats) = engine.query(Query::Stats).await {
             let n = |k: &str| stats.get(k).and_then(Value::as_u64).unwrap_or(0);
             self.series.set(n("series") as i64);
+            self.history_points.set(n("history_points") as i64);
             self.active.set(n("active_deploys") as i64);
             forward(&self.samples, n("samples"));
             forward(

@@ -133,6 +133,7 @@ impl Engine {
             promoted: false,
             decisions: Vec::new(),
             done: false,
+            seasons: std::collections::BTreeMap::new(),
         };
         if let Some(b) = self.lines.get(&service).and_then(|l| l.blocked.clone()) {
             let evidence = json!({
@@ -177,6 +178,7 @@ impl Engine {
                 });
             }
         }
+        self.ask_seasons(&mut a);
         self.analyses.insert(a.id.clone(), a);
         Ok(Vec::new())
     }
@@ -214,9 +216,13 @@ impl Engine {
     pub(super) fn finish(&mut self, mut a: Analysis) {
         a.done = true;
         a.states.iter_mut().for_each(|s| s.method = None);
+        let seasonal = !a.seasons.is_empty();
         self.finished.push_back(a);
         while self.finished.len() > self.cfg.recent_deploys {
             self.finished.pop_front();
+        }
+        if seasonal {
+            self.release_seasons();
         }
     }
 

@@ -64,6 +64,9 @@ impl Engine {
                 a.phase = Phase::Watch;
                 a.phase_start = now;
             }
+            if self.season_tsdb {
+                self.extend_seasons(&mut a, now);
+            }
             let decisions = self.evaluate(&mut a, now);
             a.last_eval = now;
             for d in &decisions {
@@ -218,6 +221,15 @@ impl Engine {
                 }
                 continue;
             };
+            // A seasonal rule whose season is still being fetched from the TSDB (or could
+            // not be had) waits, counted with p = 1; it reads what it missed later.
+            if let Some(o) = super::season::gate(&a.seasons, rule, now, phase_alpha(rule)) {
+                if !rule.shadow {
+                    family.push((si, 1.0, o.alpha));
+                }
+                st.last = Some(o);
+                continue;
+            }
             let outcome = method.evaluate(&ctx);
             self.counters.evaluations += 1;
             // Every rule that can judge counts in the family from the start (its p-value is

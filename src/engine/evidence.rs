@@ -31,6 +31,8 @@ pub const NO_SERIES_ON_SIDE: &str = "no series matched on the deploy's side";
 pub const STALE: &str = "series stale";
 /// A `pre_deploy` rule whose baseline window reaches before the store's oldest sample.
 pub const SHORT_HISTORY: &str = "history shorter than the baseline window";
+/// A `seasonal` rule whose season could not be read from the TSDB.
+pub const NO_SEASON: &str = "seasonal baseline not available from the TSDB";
 
 fn rank(p: Phase) -> u8 {
     match p {
@@ -130,6 +132,13 @@ impl Engine {
                 seen.push(st.rule);
             }
             check.stopping += 1;
+            if a.seasons
+                .get(&rule.name)
+                .is_some_and(|s| s.failed.is_some())
+            {
+                check.without.push((rule.name.clone(), NO_SEASON));
+                continue;
+            }
             let mut reason = NO_SERIES;
             let mut judged = false;
             for s in states {

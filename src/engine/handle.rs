@@ -14,6 +14,7 @@
 //! [`EngineHandle::liveness`] can tell an engine stuck on one input (a loop, a blocked
 //! outbox write) from one that is merely idle, without sending it anything.
 
+use super::season::{SeasonFill, SeasonRequest};
 use super::{Engine, EngineError};
 use crate::model::{Decision, DeployEvent, Sample, Timestamp};
 use crate::rules::RuleSet;
@@ -46,6 +47,11 @@ pub enum Input {
     RestoreBlock(String, Decision),
     /// Tell a resumed deploy what it already decided (deploy, its stored decisions).
     RestoreDecisions(String, Vec<Decision>),
+    /// A deploy's season fetched from the TSDB (see `season.rs`).
+    SeasonFill(SeasonFill),
+    /// Samples from the TSDB older than what the store holds (a reload's fill); the
+    /// reply is how many were stored.
+    Backfill(Vec<Sample>, oneshot::Sender<u64>),
     /// Stop the thread.
     Shutdown,
 }
@@ -246,6 +252,21 @@ impl EngineHandle {
             .await
     }
 
+    /// Hands a fetched season to the engine, waiting for room (from a plain thread).
+    pub fn send_season_fill_blocking(&self, fill: SeasonFill) -> Result<(), HandleError> {
+        self.tx
+            .send(Input::SeasonFill(fill))
+            .map_err(|_| HandleError::Stopped)
+    }
+
+    /// Adds samples older than the store holds (see [`Engine::backfill`]); returns how
+    /// many were stored.
+    pub async fn backfill(&self, samples: Vec<Sample>) -> Result<u64, HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_blocking(Input::Backfill(samples, reply)).await?;
+        rx.await.map_err(|_| HandleError::Stopped)
+    }
+
     /// Stops the engine thread after the inputs already queued.
     pub async fn shutdown(&self) -> Result<(), HandleError> {
         self.send_blocking(Input::Shutdown).await
@@ -284,11 +305,25 @@ pub fn spawn(
     spawn_with_views(engine, capacity, Box::new(move |ds, _| on_decisions(ds)))
 }
 
+/// Where the engine thread hands the season spans deploys ask for (see `season.rs`).
+pub type SeasonSink = Box<dyn FnMut(Vec<SeasonRequest>) + Send>;
+
 /// [`spawn`], handing `on_decisions` the deciding deploys' views too.
 pub fn spawn_with_views(
     engine: Engine,
     capacity: usize,
     on_decisions: DecisionViewSink,
+) -> std::io::Result<(EngineHandle, JoinHandle<Engine>)> {
+    spawn_with_seasons(engine, capacity, on_decisions, None)
+}
+
+/// [`spawn_with_views`], handing every season request to `on_seasons` after the input
+/// that caused it (requests are dropped without one).
+pub fn spawn_with_seasons(
+    engine: Engine,
+    capacity: usize,
+    on_decisions: DecisionViewSink,
+    on_seasons: Option<SeasonSink>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<Engine>)> {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     let beat = Arc::new(Heartbeat {
@@ -303,7 +338,7 @@ pub fn spawn_with_views(
     };
     let join = std::thread::Builder::new()
         .name("immune-engine".into())
-        .spawn(move || run(engine, rx, on_decisions, beat))?;
+        .spawn(move || run(engine, rx, on_decisions, on_seasons, beat))?;
     Ok((handle, join))
 }
 
@@ -337,6 +372,7 @@ fn run(
     mut engine: Engine,
     rx: Receiver<Input>,
     mut on_decisions: DecisionViewSink,
+    mut on_seasons: Option<SeasonSink>,
     beat: Arc<Heartbeat>,
 ) -> Engine {
     let _stop = StopOnDrop(beat.clone());
@@ -372,7 +408,17 @@ fn run(
             Input::RestoreDecisions(deploy, ds) => {
                 engine.restore_decisions(&deploy, &ds);
             }
+            Input::SeasonFill(fill) => engine.season_fill(fill),
+            Input::Backfill(samples, reply) => {
+                let _ = reply.send(engine.backfill(samples));
+            }
             Input::Shutdown => break,
+        }
+        let asked = engine.take_season_requests();
+        if !asked.is_empty()
+            && let Some(sink) = on_seasons.as_mut()
+        {
+            sink(asked);
         }
         beat.idle();
     }
@@ -391,6 +437,7 @@ fn answer(engine: &Engine, q: Query) -> Value {
             "evaluations": engine.counters().evaluations,
             "decisions": engine.counters().decisions,
             "series": engine.store().len(),
+            "history_points": engine.history_points(),
             "refused_samples": engine.store().refused_samples,
             "out_of_order_samples": engine.store().out_of_order_samples,
             "active_deploys": engine.active_deploys(),

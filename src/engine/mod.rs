@@ -22,6 +22,7 @@ mod evidence;
 pub mod handle;
 pub mod judge;
 mod resume;
+pub mod season;
 pub mod silence;
 pub mod store;
 mod view;
@@ -268,6 +269,8 @@ struct Analysis {
     promoted: bool,
     decisions: Vec<Decision>,
     done: bool,
+    /// Seasonal rules whose season comes from the TSDB, by rule name (see `season.rs`).
+    seasons: BTreeMap<String, season::Season>,
 }
 
 /// Series on one side of a comparison for one deploy.
@@ -310,6 +313,9 @@ impl SideFilter for Side<'_> {
 struct Index<'a> {
     rules: &'a [Rule],
     series: &'a mut [RuleSeries],
+    /// Whether series seasonal rules read keep per-minute history (not when seasons
+    /// come from a TSDB).
+    history: bool,
 }
 
 impl SeriesObserver for Index<'_> {
@@ -321,7 +327,7 @@ impl SeriesObserver for Index<'_> {
             let matched = rs.main.len() + rs.denom.len() + rs.buckets.len() > before;
             history |= matched && matches!(rule.baseline, Baseline::Seasonal { .. });
         }
-        history
+        history && self.history
     }
 }
 
@@ -339,6 +345,10 @@ pub struct Engine {
     expire_after: DurationMs,
     /// The same for series keeping per-minute history.
     history_expire_after: DurationMs,
+    /// Seasonal baselines are read from a TSDB at each deploy's start (`season.rs`).
+    season_tsdb: bool,
+    /// Season spans asked for, not yet taken by the caller.
+    season_requests: Vec<season::SeasonRequest>,
 }
 
 /// How much the store keeps and when silent series expire: both follow the rules in
@@ -447,6 +457,8 @@ impl Engine {
             finished: VecDeque::new(),
             lines: BTreeMap::new(),
             counters: EngineCounters::default(),
+            season_tsdb: false,
+            season_requests: Vec::new(),
         }
     }
 
@@ -480,6 +492,7 @@ impl Engine {
                 },
             );
         }
+        self.reload_seasons();
     }
 
     /// The rules in force.
@@ -497,6 +510,7 @@ impl Engine {
         let mut index = Index {
             rules: &self.rules,
             series: &mut self.rule_series,
+            history: !self.season_tsdb,
         };
         let id = self.store.intern(series, &mut index)?;
         self.store.push(id, at, value);
@@ -515,11 +529,44 @@ impl Engine {
         let mut index = Index {
             rules: &self.rules,
             series: &mut self.rule_series,
+            history: !self.season_tsdb,
         };
         let id = self.store.intern_labels(name, labels, &mut index)?;
         self.store.push(id, at, value);
         self.counters.samples += 1;
         Ok(())
+    }
+
+    /// Stores samples read from a TSDB that may be older than what the store holds (a
+    /// reload lengthened a window): a series the store does not hold yet takes them as
+    /// live samples, one it holds takes those older than its oldest point; the rest (the
+    /// span it already holds) are skipped. Returns how many were stored.
+    pub fn backfill(&mut self, mut samples: Vec<crate::model::Sample>) -> u64 {
+        samples.sort_by_key(|s| s.at);
+        let mut by_series: BTreeMap<SeriesId, Vec<(Timestamp, f64)>> = BTreeMap::new();
+        for s in samples {
+            let mut index = Index {
+                rules: &self.rules,
+                series: &mut self.rule_series,
+                history: !self.season_tsdb,
+            };
+            if let Ok(id) = self.store.intern_labels(&s.name, &s.labels, &mut index) {
+                by_series.entry(id).or_default().push((s.at, s.value));
+            }
+        }
+        let mut stored = 0;
+        for (id, points) in by_series {
+            if self.store.get(id).points.is_empty() {
+                for &(at, v) in &points {
+                    self.store.push(id, at, v);
+                }
+                stored += points.len() as u64;
+            } else {
+                stored += self.store.backfill(id, &points) as u64;
+            }
+        }
+        self.counters.samples += stored;
+        stored
     }
 
     /// The store, for metrics and inspection.

@@ -360,6 +360,67 @@ impl Store {
             }
         }
     }
+
+    /// Adds points older than series `id`'s oldest (a fill from a TSDB after a reload
+    /// lengthened a window); `older` is in time order, points not older are skipped.
+    /// Returns how many were added. Trimming to the retention happens at the next push.
+    pub fn backfill(&mut self, id: SeriesId, older: &[(Timestamp, f64)]) -> usize {
+        let s = &mut self.series[id.0 as usize];
+        let Some(&(first, _)) = s.points.front() else {
+            return 0;
+        };
+        let n = older.partition_point(|(t, _)| *t < first);
+        for &p in older[..n].iter().rev() {
+            s.points.push_front(p);
+        }
+        if let Some(&(t, _)) = older.first().filter(|_| n > 0)
+            && self.oldest.is_none_or(|o| t < o)
+        {
+            self.oldest = Some(t);
+        }
+        n
+    }
+
+    /// Merges per-minute history read elsewhere (a TSDB), keyed by minute start and in
+    /// time order, into series `id`'s history, which it starts if the series had none; a
+    /// minute the series already holds keeps its value. A series that never reported
+    /// (known only from that history) counts as last seen in its newest minute, so it
+    /// expires as a series silent since then does.
+    pub fn merge_history(&mut self, id: SeriesId, minutes: &[(Timestamp, f64)]) {
+        let s = &mut self.series[id.0 as usize];
+        let h = s.history.get_or_insert_with(VecDeque::new);
+        let mut merged = Vec::with_capacity(h.len() + minutes.len());
+        let (mut a, mut b) = (
+            h.iter().copied().peekable(),
+            minutes.iter().copied().peekable(),
+        );
+        while let (Some(x), Some(y)) = (a.peek().copied(), b.peek().copied()) {
+            if y.0 < x.0 {
+                merged.push(y);
+                b.next();
+            } else {
+                if y.0 == x.0 {
+                    b.next();
+                }
+                merged.push(x);
+                a.next();
+            }
+        }
+        merged.extend(a);
+        merged.extend(b);
+        merged.dedup_by_key(|p| p.0);
+        *h = merged.into();
+        if s.last_seen == Timestamp(i64::MIN)
+            && let Some(&(m, _)) = minutes.last()
+        {
+            s.last_seen = m;
+        }
+    }
+
+    /// Drops series `id`'s per-minute history (no deploy reads it any more).
+    pub fn drop_history(&mut self, id: SeriesId) {
+        self.series[id.0 as usize].history = None;
+    }
 }
 
 /// The increase of a counter over the points in (from, to], with the point at or before

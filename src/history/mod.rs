@@ -15,6 +15,7 @@
 pub mod against;
 pub mod backtest;
 pub mod dump;
+pub mod live;
 pub mod prefill;
 
 use crate::rules::Rule;

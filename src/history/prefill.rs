@@ -1,20 +1,21 @@
-//! The live agent's start-up fill from the TSDB: every rule's windows loaded before live
-//! sources start, so a `pre_deploy` rule judges from the first minute after a (re)start
-//! and a `seasonal` rule from the first deploy, not after a week of uptime.
+//! The live agent's start-up fill from the TSDB: every rule's recent windows loaded
+//! before live sources start, so a `pre_deploy` rule judges from the first minute after a
+//! (re)start; and the per-minute reads of a seasonal span ([`minutes`]) that each deploy
+//! asks for at its start (see `engine/season.rs`), so a `seasonal` rule judges from the
+//! first deploy without the agent keeping a week in memory.
 //!
 //! The engine never does I/O; `serve` runs [`fetch`] on a blocking thread and hands each
 //! chunk of samples to the engine thread as an ordinary batch, so the store receives
-//! exactly what it would have received live, in time order per series:
+//! exactly what it would have received live, in time order per series: for every
+//! selector, the raw samples of the recent retention (the longest pre-deploy window or
+//! the control calibration, plus blocks and ticks of slack) through raw range-vector
+//! selectors, as `immune backtest` reads them. A reload fills the rules it adds or
+//! changes the same way ([`plan`] over those rules only).
 //!
-//! 1. For selectors of `seasonal` rules, the span from the store's per-minute history
-//!    retention (the longest offset plus 6 h) up to the start of the raw span, one sample
-//!    per minute: `last_over_time(<selector>[1m])` evaluated by `/api/v1/query_range` at
-//!    the last millisecond of each minute, i.e. the last value in `[m, m+60s)`, which is
-//!    what the store keeps per minute. Older-than-recent history thus costs 1,440 points
-//!    per series per day, not every scrape.
-//! 2. For every selector, the raw samples of the recent retention (the longest pre-deploy
-//!    window or the control calibration, plus blocks and ticks of slack) through raw
-//!    range-vector selectors, as `immune backtest` reads them.
+//! A seasonal span is read one sample per minute: `last_over_time(<selector>[1m])`
+//! evaluated by `/api/v1/query_range` at the last millisecond of each minute, i.e. the
+//! last value in `[m, m+60s)`, which is what the store keeps per minute. A span thus
+//! costs 60 points per series per hour, not every scrape.
 //!
 //! The TSDB and the agent meet on raw series: the TSDB holds the same counters the agent
 //! scrapes or receives by remote_write, with the same names and labels, so a series read
@@ -29,9 +30,6 @@ use crate::engine::judge::CONTROL_CALIBRATION;
 use crate::model::{DurationMs, Sample, Timestamp};
 use crate::rules::{Baseline, Rule};
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Per-minute history the store keeps beyond a seasonal rule's offset (as `Engine::new`).
-const SEASONAL_SLACK: DurationMs = DurationMs::from_secs(6 * 3600);
 
 /// Blocks of slack added to the raw span beyond the store's recent retention.
 const RAW_SLACK_BLOCKS: i64 = 5;
@@ -49,10 +47,6 @@ pub struct Plan {
     pub raw: (Timestamp, Timestamp),
     /// Every selector the rules read.
     pub raw_selectors: Vec<String>,
-    /// Per-minute values for minutes starting in [from, to), seasonal selectors only.
-    pub minutes: Option<(Timestamp, Timestamp)>,
-    /// The selectors of seasonal rules.
-    pub minute_selectors: Vec<String>,
 }
 
 /// The spans `rules` read at `now`, with the engine's `block` and evaluation interval.
@@ -72,34 +66,17 @@ pub fn plan(rules: &[Rule], now: Timestamp, block: DurationMs, eval: DurationMs)
         .saturating_add(eval.0.saturating_mul(2));
     let raw_from = floor_minute(now.sub(DurationMs(lookback)));
     let mut raw_selectors = Vec::new();
-    let mut minute_selectors = Vec::new();
-    let mut longest_season = DurationMs(0);
     for r in rules {
         for s in rule_selectors(r) {
-            if let Baseline::Seasonal { offset } = r.baseline {
-                longest_season = longest_season.max(offset);
-                if !minute_selectors.contains(&s) {
-                    minute_selectors.push(s.clone());
-                }
-            }
             if !raw_selectors.contains(&s) {
                 raw_selectors.push(s);
             }
         }
     }
-    let minutes = (!minute_selectors.is_empty()).then(|| {
-        let from = floor_minute(now.sub(DurationMs(
-            longest_season.0.saturating_add(SEASONAL_SLACK.0),
-        )));
-        (from.min(raw_from), raw_from)
-    });
     Plan {
-        // A sample exactly at `raw_from` belongs to the raw span (its minute is not in the
-        // per-minute span), so the raw span starts one millisecond earlier.
+        // The raw span includes a sample exactly at `raw_from`.
         raw: (Timestamp(raw_from.0 - 1), now),
         raw_selectors,
-        minutes,
-        minute_selectors,
     }
 }
 
@@ -117,8 +94,7 @@ pub struct Filled {
 }
 
 /// Fetches `plan` from the TSDB behind `client`, oldest first, in chunks of at most
-/// `chunk` of raw data (a day of per-minute data), handing each chunk's samples, in time
-/// order, to `sink`. Stops with an error when a request fails, `sink` refuses a batch, or
+/// `chunk`, handing each chunk's samples, in time order, to `sink`. Stops with an error when a request fails, `sink` refuses a batch, or
 /// `cancel` is set (the caller's overall timeout); what was handed over stays.
 pub fn fetch(
     client: &Client,
@@ -143,40 +119,6 @@ pub fn fetch(
             Ok(())
         }
     };
-    if let Some((from, to)) = plan.minutes {
-        let mut a = from;
-        while a < to {
-            let b = Timestamp(a.0.saturating_add(MINUTE_CHUNK.0).min(to.0));
-            let mut samples = Vec::new();
-            for sel in &plan.minute_selectors {
-                check()?;
-                let query = format!("last_over_time({sel}[1m])");
-                let start = secs(Timestamp(a.0 + MINUTE - 1));
-                let end = secs(Timestamp(b.0 - 1));
-                let body = client.get(
-                    "/api/v1/query_range",
-                    &[
-                        ("query", &query),
-                        ("start", &start),
-                        ("end", &end),
-                        ("step", "60"),
-                    ],
-                )?;
-                filled.requests += 1;
-                let name = sel.split('{').next().unwrap_or(sel);
-                parse(&body, name, &mut samples, |t| {
-                    // Evaluated at the minute's last millisecond (or, behind a frontend
-                    // that aligns steps, at the next minute's start): the minute is the
-                    // one ending there.
-                    let m = floor_minute(Timestamp(t - 1));
-                    (m >= a && m < b).then_some(Timestamp(m.0 + MINUTE - 1))
-                })
-                .map_err(|message| client.error(format!("{query}: {message}")))?;
-            }
-            hand(samples, filled)?;
-            a = b;
-        }
-    }
     let (from, to) = plan.raw;
     let step = chunk.0.max(1000);
     let mut a = from;
@@ -200,6 +142,46 @@ pub fn fetch(
         a = b;
     }
     Ok(())
+}
+
+/// The last value of each minute starting in `[from, to)` of every series `selector`
+/// matches, as samples at the minute's start (what the store keeps per minute), in at
+/// most a day per request (1,440 points per series, well under Prometheus's 11,000).
+pub fn minutes(
+    client: &Client,
+    selector: &str,
+    from: Timestamp,
+    to: Timestamp,
+    requests: &mut u64,
+) -> Result<Vec<Sample>, HistoryError> {
+    let mut out = Vec::new();
+    let query = format!("last_over_time({selector}[1m])");
+    let name = selector.split('{').next().unwrap_or(selector);
+    let mut a = floor_minute(from);
+    while a < to {
+        let b = Timestamp(a.0.saturating_add(MINUTE_CHUNK.0).min(to.0));
+        let start = secs(Timestamp(a.0 + MINUTE - 1));
+        let end = secs(Timestamp(b.0 - 1));
+        let body = client.get(
+            "/api/v1/query_range",
+            &[
+                ("query", &query),
+                ("start", &start),
+                ("end", &end),
+                ("step", "60"),
+            ],
+        )?;
+        *requests += 1;
+        parse(&body, name, &mut out, |t| {
+            // Evaluated at the minute's last millisecond (or, behind a frontend that
+            // aligns steps, at the next minute's start): the minute is the one ending there.
+            let m = floor_minute(Timestamp(t - 1));
+            (m >= a && m < b).then_some(m)
+        })
+        .map_err(|message| client.error(format!("{query}: {message}")))?;
+        a = b;
+    }
+    Ok(out)
 }
 
 fn secs(t: Timestamp) -> String {
@@ -263,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_reads_the_windows_raw_and_last_week_per_minute() {
+    fn the_plan_reads_the_recent_windows_raw_and_no_season() {
         let r = rules(concat!(
             "rules:\n",
             "  - name: pre\n    metric: {kind: counter_rate, selector: 'a_total{job=\"web\"}'}\n",
@@ -284,14 +266,6 @@ mod tests {
         assert_eq!(
             p.raw_selectors,
             vec!["a_total{job=\"web\"}", "b_total{job=\"web\"}"]
-        );
-        assert_eq!(p.minute_selectors, vec!["b_total{job=\"web\"}"]);
-        assert_eq!(
-            p.minutes,
-            Some((
-                Timestamp(10 * 86_400_000 - 7 * 86_400_000 - 6 * 3_600_000),
-                Timestamp(raw_from)
-            ))
         );
     }
 
