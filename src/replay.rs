@@ -279,6 +279,7 @@ pub fn run(
     let mut line_no = 0usize;
     let mut metrics = LineReader::new(metrics.reader);
     let mut parser = textformat::Parser::new(unit);
+    let mut series_cache = crate::engine::store::SeriesCache::new();
     let (ooo_before, dup_before) = (
         engine.store().out_of_order_samples,
         engine.store().duplicate_samples,
@@ -348,7 +349,7 @@ pub fn run(
             )?;
             last_at = Some(at);
         }
-        match engine.ingest_text(sample.series, sample.value, at) {
+        match engine.ingest_text_cached(&mut series_cache, sample.series, sample.value, at) {
             Ok(()) => {
                 summary.samples += 1;
                 clock.fresh = true;

@@ -504,6 +504,26 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Engine::ingest_text`] through a reader's [`store::SeriesCache`]: the same result,
+    /// without a hash lookup when the series is the one that followed the previous one
+    /// last time (the common case in a file or a scrape, which repeat their order).
+    pub fn ingest_text_cached(
+        &mut self,
+        cache: &mut store::SeriesCache,
+        series: &str,
+        value: f64,
+        at: Timestamp,
+    ) -> Result<(), EngineError> {
+        let mut index = Index {
+            rules: &self.rules,
+            series: &mut self.rule_series,
+        };
+        let id = self.store.intern_cached(cache, series, &mut index)?;
+        self.store.push(id, at, value);
+        self.counters.samples += 1;
+        Ok(())
+    }
+
     /// Stores a sample given as name and labels.
     pub fn ingest(
         &mut self,
