@@ -357,9 +357,11 @@ impl Store {
         let retention = self.retention;
         let history_retention = self.history_retention;
         let s = &mut self.series[id.0 as usize];
-        if let Some(&(last, _)) = s.points.back()
-            && at <= last
-        {
+        // The newest point's time is `last_seen` (kept beside the window's header), so the
+        // order check does not read the window's back: that read was a cache miss per
+        // sample on a large store.
+        let last = s.last_seen;
+        if !s.points.is_empty() && at <= last {
             self.out_of_order_samples += 1;
             if at == last {
                 self.duplicate_samples += 1;
@@ -398,13 +400,16 @@ impl Store {
 }
 
 /// Gives back the room a window grew into before it first reached its retention: a
-/// `VecDeque` doubles, so 75 points sit in room for 128 (2 KiB where 1.2 KiB is used).
+/// `VecDeque` doubles, so 76 points sit in room for 128 (2 KiB where 1.2 KiB is used).
 /// Once points are being trimmed the length is steady, so the room is cut to the length
-/// plus an eighth (one copy per series, then only when the length changes a lot).
+/// plus three (one copy per series, then again only after the length has grown by a
+/// quarter). With so little slack the ring's back, where a point is appended, sits a
+/// few slots before its front, where one is trimmed: one cache line, or two adjacent,
+/// serve both ends of the window.
 fn fit_window(points: &mut VecDeque<(Timestamp, f64)>) {
     let len = points.len();
     if points.capacity() > len + len / 4 + 4 {
-        points.shrink_to(len + len / 8 + 2);
+        points.shrink_to(len + 3);
     }
 }
 
