@@ -494,7 +494,7 @@ fn memory(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     writeln!(
         out,
         "\n### Memory per active series (default windows, 80 points per series at 10 s)\n\n\
-         | series | RSS before MiB | RSS after MiB | bytes per series | ingest s |\n|---:|---:|---:|---:|---:|"
+         | series | RSS before MiB | RSS after MiB | bytes per series | ingest s | of which, per series: points | names and labels | series texts | text map | records | heap blocks |\n         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     let exe = std::env::current_exe()?;
     for n in &args.series {
@@ -556,11 +556,20 @@ fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
     let secs = started.elapsed().as_secs_f64();
     let (_, after) = rss_kib();
     let per = (after.saturating_sub(before) * 1024) as f64 / n.max(1) as f64;
+    // Where it goes, by the store's own count of what it asked the allocator for.
+    let m = engine.store().memory();
+    let each = |b: usize| b as f64 / n.max(1) as f64;
     writeln!(
         out,
-        "| {n} | {:.0} | {:.0} | {per:.0} | {secs:.1} |",
+        "| {n} | {:.0} | {:.0} | {per:.0} | {secs:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
         before as f64 / 1024.0,
-        after as f64 / 1024.0
+        after as f64 / 1024.0,
+        each(m.points + m.history),
+        each(m.labels),
+        each(m.texts),
+        each(m.index),
+        each(m.records),
+        each(m.blocks),
     )?;
     // Keep the engine alive until measured.
     drop(engine);

@@ -244,6 +244,48 @@ impl Store {
         self.intern_parsed(text, name, labels, observer)
     }
 
+    /// Where this store's memory goes (see [`StoreMemory`]); walks every series.
+    pub fn memory(&self) -> StoreMemory {
+        use std::mem::size_of;
+        let mut m = StoreMemory {
+            records: self.series.capacity() * size_of::<Series>(),
+            blocks: 1,
+            ..StoreMemory::default()
+        };
+        for s in &self.series {
+            let blocks = |n: usize| usize::from(n > 0);
+            m.points += s.points.capacity() * size_of::<(Timestamp, f64)>();
+            m.blocks += blocks(s.points.capacity());
+            if let Some(h) = &s.history {
+                m.history += h.capacity() * size_of::<(Timestamp, f64)>();
+                m.blocks += blocks(h.capacity());
+            }
+            m.labels += s.name.len() + s.labels.capacity() * size_of::<(String, String)>();
+            m.blocks += blocks(s.name.len()) + blocks(s.labels.capacity());
+            for (k, v) in &s.labels {
+                m.labels += k.capacity() + v.capacity();
+                m.blocks += blocks(k.capacity()) + blocks(v.capacity());
+            }
+        }
+        for text in self.by_text.keys() {
+            m.texts += text.len();
+            m.blocks += 1;
+        }
+        // hashbrown: one entry and one control byte per bucket, plus a group of control
+        // bytes; buckets are the capacity rounded up to a power of two over 7/8.
+        let buckets = (self.by_text.capacity() * 8 / 7).next_power_of_two();
+        m.index = buckets * (size_of::<(Box<str>, SeriesId)>() + 1)
+            + self.aliases.capacity() * size_of::<Vec<Box<str>>>()
+            + self.dead.capacity()
+            + self.free.capacity() * size_of::<u32>();
+        m.blocks += 4;
+        for a in &self.aliases {
+            m.index += a.capacity() * size_of::<Box<str>>();
+            m.blocks += usize::from(a.capacity() > 0);
+        }
+        m
+    }
+
     /// [`Store::intern`] through a reader's [`SeriesCache`]: a text that is the one the
     /// cache predicts (the series that followed the previous one last time) is resolved
     /// by one comparison; anything else takes the map and teaches the cache. The result
@@ -374,6 +416,9 @@ impl Store {
         if self.newest.is_none_or(|n| at > n) {
             self.newest = Some(at);
         }
+        if s.points.len() == s.points.capacity() {
+            grow_window(&mut s.points, at, retention);
+        }
         s.points.push_back((at, value));
         s.last_seen = at;
         let horizon = at.sub(retention);
@@ -397,6 +442,44 @@ impl Store {
             }
         }
     }
+}
+
+/// Where a store's memory goes, in bytes asked of the allocator (capacities, not
+/// lengths; the allocator's own headers and rounding come on top, about 8 to 16 bytes
+/// per block, so `blocks` is given too). An estimate for `immune bench perf`, computed by
+/// walking every series: not for a hot path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// The `Series` records themselves (the store's vector of them).
+    pub records: usize,
+    /// Recent points: window capacity × 16 bytes.
+    pub points: usize,
+    /// Per-minute history, where kept.
+    pub history: usize,
+    /// Metric names and label pairs (the vectors and their strings).
+    pub labels: usize,
+    /// Series texts kept as keys of the text map, canonical and other spellings.
+    pub texts: usize,
+    /// The text map's table and the per-series bookkeeping (aliases, free slots).
+    pub index: usize,
+    /// Heap blocks counted above.
+    pub blocks: usize,
+}
+
+/// Makes room in a full window for the points `retention` will hold at the interval seen
+/// so far (plus three), instead of doubling: a `VecDeque` left to double puts 76 points
+/// in room for 128, and giving the excess back later leaves holes in the heap that the
+/// process keeps. At most doubles, so an interval that slows down later costs a few more
+/// steps, not a giant window.
+fn grow_window(points: &mut VecDeque<(Timestamp, f64)>, at: Timestamp, retention: DurationMs) {
+    let len = points.len();
+    let Some(&(first, _)) = points.front() else {
+        return;
+    };
+    let interval = (at.since(first).0 / len as i64).max(1);
+    let want = (retention.0 / interval).saturating_add(3).max(0) as usize;
+    let target = want.clamp(len + len / 8 + 1, 2 * len + 4);
+    points.reserve_exact(target - len);
 }
 
 /// Gives back the room a window grew into before it first reached its retention: a
