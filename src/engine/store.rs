@@ -147,6 +147,11 @@ impl Store {
         self.oldest
     }
 
+    /// How much of recent points each series keeps.
+    pub fn retention(&self) -> DurationMs {
+        self.retention
+    }
+
     /// The newest sample time stored.
     pub fn newest(&self) -> Option<Timestamp> {
         self.newest
