@@ -524,6 +524,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Stores a sample of the series `cache` predicts (see
+    /// [`store::SeriesCache::predicted`]), the reader having matched its text. Returns
+    /// false, storing nothing, when the prediction is no longer valid (a series expired
+    /// in between): the reader then ingests by text.
+    pub fn ingest_predicted(
+        &mut self,
+        cache: &mut store::SeriesCache,
+        value: f64,
+        at: Timestamp,
+    ) -> bool {
+        let Some(id) = cache.take_predicted(&self.store) else {
+            return false;
+        };
+        self.store.push(id, at, value);
+        self.counters.samples += 1;
+        true
+    }
+
     /// Stores a sample given as name and labels.
     pub fn ingest(
         &mut self,

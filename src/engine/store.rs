@@ -308,7 +308,7 @@ impl Store {
         if let Some(e) = cache.entries.get(cache.next).copied()
             && cache.text(&e) == text.as_bytes()
         {
-            cache.next += 1;
+            cache.predict(cache.next + 1);
             return Ok(e.id);
         }
         let id = self.intern(text, observer)?;
@@ -545,6 +545,31 @@ impl SeriesCache {
         SeriesCache::default()
     }
 
+    /// The series text the cache predicts comes next, and its series, if the prediction
+    /// is still valid for `store` (no series expired since it was learned). A reader that
+    /// finds its line starts with this text (and whitespace after it) knows the series
+    /// without parsing it, and takes it with [`crate::engine::Engine::ingest_predicted`].
+    pub fn predicted(&self, store: &Store) -> Option<(&[u8], SeriesId)> {
+        if self.generation != store.generation {
+            return None;
+        }
+        let e = self.entries.get(self.next)?;
+        Some((self.text(e), e.id))
+    }
+
+    /// Takes the prediction (see [`SeriesCache::predicted`]): its series if still valid.
+    pub fn take_predicted(&mut self, store: &Store) -> Option<SeriesId> {
+        let (_, id) = self.predicted(store)?;
+        self.predict(self.next + 1);
+        Some(id)
+    }
+
+    /// Predicts entry `i` next; past the last entry, the first (a file's next round, or
+    /// the same series again when it is the only one).
+    fn predict(&mut self, i: usize) {
+        self.next = if i >= self.entries.len() { 0 } else { i };
+    }
+
     fn clear(&mut self) {
         self.texts.clear();
         self.entries.clear();
@@ -572,7 +597,7 @@ impl SeriesCache {
                 self.live -= e.len as usize;
                 self.push_text(at, text, id);
             }
-            self.next = at + 1;
+            self.predict(at + 1);
             return;
         }
         if self.texts.len() > 2 * self.live + (1 << 20) {
@@ -590,7 +615,7 @@ impl SeriesCache {
         });
         self.push_text(at, text, id);
         self.position[slot] = at as u32;
-        self.next = at + 1;
+        self.predict(at + 1);
     }
 
     fn push_text(&mut self, at: usize, text: &str, id: SeriesId) {
