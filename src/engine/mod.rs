@@ -494,14 +494,7 @@ impl Engine {
         value: f64,
         at: Timestamp,
     ) -> Result<(), EngineError> {
-        let mut index = Index {
-            rules: &self.rules,
-            series: &mut self.rule_series,
-        };
-        let id = self.store.intern(series, &mut index)?;
-        self.store.push(id, at, value);
-        self.counters.samples += 1;
-        Ok(())
+        self.store_sample(value, at, |s, o| s.intern(series, o))
     }
 
     /// [`Engine::ingest_text`] through a reader's [`store::SeriesCache`]: the same result,
@@ -514,14 +507,7 @@ impl Engine {
         value: f64,
         at: Timestamp,
     ) -> Result<(), EngineError> {
-        let mut index = Index {
-            rules: &self.rules,
-            series: &mut self.rule_series,
-        };
-        let id = self.store.intern_cached(cache, series, &mut index)?;
-        self.store.push(id, at, value);
-        self.counters.samples += 1;
-        Ok(())
+        self.store_sample(value, at, |s, o| s.intern_cached(cache, series, o))
     }
 
     /// Stores a sample of the series `cache` predicts (see
@@ -542,6 +528,27 @@ impl Engine {
         true
     }
 
+    /// Finds the sample's series with `find` (which may create it, telling the rules),
+    /// appends the point and counts it.
+    fn store_sample(
+        &mut self,
+        value: f64,
+        at: Timestamp,
+        find: impl FnOnce(
+            &mut store::Store,
+            &mut dyn store::SeriesObserver,
+        ) -> Result<store::SeriesId, store::StoreError>,
+    ) -> Result<(), EngineError> {
+        let mut index = Index {
+            rules: &self.rules,
+            series: &mut self.rule_series,
+        };
+        let id = find(&mut self.store, &mut index)?;
+        self.store.push(id, at, value);
+        self.counters.samples += 1;
+        Ok(())
+    }
+
     /// Stores a sample given as name and labels.
     pub fn ingest(
         &mut self,
@@ -550,14 +557,7 @@ impl Engine {
         value: f64,
         at: Timestamp,
     ) -> Result<(), EngineError> {
-        let mut index = Index {
-            rules: &self.rules,
-            series: &mut self.rule_series,
-        };
-        let id = self.store.intern_labels(name, labels, &mut index)?;
-        self.store.push(id, at, value);
-        self.counters.samples += 1;
-        Ok(())
+        self.store_sample(value, at, |s, o| s.intern_labels(name, labels, o))
     }
 
     /// The store, for metrics and inspection.
