@@ -141,6 +141,13 @@ impl<R: std::io::Read> LineReader<R> {
     }
 }
 
+/// How a sample line's series was found: predicted by the series cache (the length of
+/// its text at the start of the line), or parsed (its text).
+enum Series<'a> {
+    Predicted(usize),
+    Text(&'a str),
+}
+
 /// What a replay did, for the log line at its end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -279,6 +286,7 @@ pub fn run(
     let mut line_no = 0usize;
     let mut metrics = LineReader::new(metrics.reader);
     let mut parser = textformat::Parser::new(unit);
+    let mut series_cache = crate::engine::store::SeriesCache::new();
     let (ooo_before, dup_before) = (
         engine.store().out_of_order_samples,
         engine.store().duplicate_samples,
@@ -296,40 +304,61 @@ pub fn run(
             Err(e) => return Err(merr(line_no + 1, format!("cannot read: {e}"))),
         };
         line_no += 1;
-        let text = match std::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => {
-                return Err(merr(
-                    line_no,
-                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
-                ));
+        // The fast path: the line starts with the series text the cache predicts (the one
+        // that followed the previous series last time), so only the value and timestamp
+        // are parsed and checked. Anything unusual (no prediction, another series, a
+        // field that does not parse) takes the full path below, which gives the errors.
+        let known = if eof_at.is_none() {
+            series_cache
+                .predicted(engine.store())
+                .and_then(|(text, _)| {
+                    let rest = std::str::from_utf8(bytes.strip_prefix(text)?).ok()?;
+                    let (value, at) = parser.parse_after_series(rest.trim_end_matches('\n'))?;
+                    Some((text.len(), value, at?))
+                })
+        } else {
+            None
+        };
+        let (series, value, at) = match known {
+            Some((len, value, at)) => (Series::Predicted(len), value, at),
+            None => {
+                let text = match std::str::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        return Err(merr(
+                            line_no,
+                            format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                        ));
+                    }
+                };
+                let text = text.trim_end_matches('\n');
+                if let Some(eof) = eof_at {
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    return Err(merr(
+                        line_no,
+                        format!("content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"),
+                    ));
+                }
+                let sample = match parser.parse(text) {
+                    Ok(Line::Sample(s)) => s,
+                    Ok(Line::Eof) => {
+                        eof_at = Some(line_no);
+                        continue;
+                    }
+                    Ok(_) => continue,
+                    Err(e) => return Err(merr(line_no, e.to_string())),
+                };
+                let at = sample.at.ok_or_else(|| {
+                    merr(
+                        line_no,
+                        "sample has no timestamp; replay needs one on every sample".into(),
+                    )
+                })?;
+                (Series::Text(sample.series), sample.value, at)
             }
         };
-        let text = text.trim_end_matches('\n');
-        if let Some(eof) = eof_at {
-            if text.trim().is_empty() {
-                continue;
-            }
-            return Err(merr(
-                line_no,
-                format!("content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"),
-            ));
-        }
-        let sample = match parser.parse(text) {
-            Ok(Line::Sample(s)) => s,
-            Ok(Line::Eof) => {
-                eof_at = Some(line_no);
-                continue;
-            }
-            Ok(_) => continue,
-            Err(e) => return Err(merr(line_no, e.to_string())),
-        };
-        let at = sample.at.ok_or_else(|| {
-            merr(
-                line_no,
-                "sample has no timestamp; replay needs one on every sample".into(),
-            )
-        })?;
         // A sample older than the replay's clock is not a reason to stop: it goes to its
         // series, which drops it if that series already has a newer (or the same) time,
         // as Prometheus does, and the drop is counted.
@@ -348,7 +377,20 @@ pub fn run(
             )?;
             last_at = Some(at);
         }
-        match engine.ingest_text(sample.series, sample.value, at) {
+        let stored = match series {
+            Series::Predicted(len) => {
+                if engine.ingest_predicted(&mut series_cache, value, at) {
+                    Ok(())
+                } else {
+                    // A series expired while the clock advanced: look the text up.
+                    let text = std::str::from_utf8(&bytes[..len])
+                        .map_err(|e| merr(line_no, format!("invalid UTF-8: {e}")))?;
+                    engine.ingest_text_cached(&mut series_cache, text, value, at)
+                }
+            }
+            Series::Text(text) => engine.ingest_text_cached(&mut series_cache, text, value, at),
+        };
+        match stored {
             Ok(()) => {
                 summary.samples += 1;
                 clock.fresh = true;

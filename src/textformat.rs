@@ -100,6 +100,19 @@ impl Parser {
     pub fn parse<'a>(&mut self, line: &'a str) -> Result<Line<'a>, ParseError> {
         parse(line, self.unit, &mut self.cache)
     }
+
+    /// The value and timestamp of a sample line whose series is already known: `rest` is
+    /// the line after its series text (starting with the whitespace that ends the series,
+    /// without the newline). The same values [`Parser::parse`] gives for the whole line;
+    /// `None` where it would give an error (the caller then parses the whole line, to
+    /// report the error with its column).
+    pub fn parse_after_series(&mut self, rest: &str) -> Option<(f64, Option<Timestamp>)> {
+        let rest = rest.strip_suffix('\r').unwrap_or(rest);
+        if !rest.as_bytes().first()?.is_ascii_whitespace() {
+            return None;
+        }
+        fields(rest, 0, self.unit, &mut self.cache).ok()
+    }
 }
 
 /// The last timestamp text (up to 32 bytes) and what it parsed to.
@@ -161,6 +174,24 @@ fn parse<'a>(
         i = skip_labels(bytes, i)?;
     }
     let series = &line[..i];
+    let (value, at) = fields(line, i, unit, cache)?;
+    Ok(Line::Sample(SampleLine {
+        series,
+        name,
+        value,
+        at,
+    }))
+}
+
+/// The fields of a sample line after its series (which ends at byte `i` of `line`): the
+/// value, the timestamp if any, and nothing else but an exemplar.
+fn fields(
+    line: &str,
+    i: usize,
+    unit: TimestampUnit,
+    cache: &mut TimestampCache,
+) -> Result<(f64, Option<Timestamp>), ParseError> {
+    let bytes = line.as_bytes();
     // Fields after the series, split on ASCII whitespace by hand (the offsets are the
     // error columns; `split_ascii_whitespace` was a tenth of replay's time).
     let (value_at, value_end) =
@@ -188,12 +219,7 @@ fn parse<'a>(
             ));
         }
     }
-    Ok(Line::Sample(SampleLine {
-        series,
-        name,
-        value,
-        at,
-    }))
+    Ok((value, at))
 }
 
 /// Returns the index just past the closing `}` of a label set starting at `start`.
@@ -579,6 +605,44 @@ mod tests {
                 parse_line(line, TimestampUnit::Auto),
                 "{line}"
             );
+        }
+    }
+
+    #[test]
+    fn parsing_after_a_known_series_reads_what_parse_reads() {
+        let series = r#"m{a="x y",b="}"}"#;
+        let rests = [
+            " 1 1700000000",
+            " 1.5 1700000000.25",
+            "\t-2 1700000000\r",
+            " NaN 1700000001",
+            " +Inf",
+            " 3 1700000002 # {t=\"1\"} 1",
+            " 3 1700000002 x",
+            " 3 17x",
+            " x 1",
+            " ",
+            "",
+            "x 1 2",
+            "{c=\"1\"} 1 2",
+            "_total 1 2",
+        ];
+        for unit in [TimestampUnit::Seconds, TimestampUnit::Auto] {
+            let mut fast = Parser::new(unit);
+            let mut full = Parser::new(unit);
+            for rest in rests {
+                let line = format!("{series}{rest}");
+                let want = match full.parse(&line) {
+                    Ok(Line::Sample(s)) if s.series == series => Some((s.value, s.at)),
+                    _ => None,
+                };
+                let got = fast.parse_after_series(rest);
+                assert_eq!(
+                    got.map(|(v, at)| (v.to_bits(), at)),
+                    want.map(|(v, at)| (v.to_bits(), at)),
+                    "{line:?}"
+                );
+            }
         }
     }
 

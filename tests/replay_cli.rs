@@ -298,6 +298,19 @@ fn a_malformed_metrics_line_names_its_file_and_line() {
 }
 
 #[test]
+fn a_malformed_value_of_a_known_series_names_its_line() {
+    // The first two lines teach the reader the series; the third takes the path for a
+    // known series, whose errors must read as the full parser's.
+    let err = replay_error("up 1 1764201000\nup 2 1764201010\nup x 1764201020\n", "");
+    assert!(
+        err.contains(".om:3: column 4: invalid value \"x\""),
+        "{err}"
+    );
+    let err = replay_error("up 1 1764201000\nup 2 1764201010\nup 3\n", "");
+    assert!(err.contains(".om:3: sample has no timestamp"), "{err}");
+}
+
+#[test]
 fn deploy_time_going_backwards_is_an_error() {
     let err = replay_error(
         "up 1 1764201000\n",

@@ -493,8 +493,12 @@ async fn load(
 fn memory(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     writeln!(
         out,
-        "\n### Memory per active series (default windows, 80 points per series at 10 s)\n\n\
-         | series | RSS before MiB | RSS after MiB | bytes per series | ingest s |\n|---:|---:|---:|---:|---:|"
+        "\n### Memory per active series (default windows filled: points at 10 s for the \
+         engine's retention and six more, so every window trims)\n\n\
+         | series | points each | RSS before MiB | RSS after MiB | bytes per series | ingest s \
+         | of which, per series: points | names and labels | series texts | text map \
+         | records | heap blocks |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     let exe = std::env::current_exe()?;
     for n in &args.series {
@@ -522,9 +526,8 @@ fn memory(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Points per series: the default store keeps 10 min + 2 blocks + 2 ticks (74 points at
-/// 10 s); 80 fills it and trims.
-const MEMORY_POINTS: i64 = 80;
+/// The interval of the memory part's points.
+const MEMORY_INTERVAL_MS: i64 = 10_000;
 
 fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
     let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
@@ -547,8 +550,11 @@ fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
             ..EngineConfig::default()
         },
     );
-    for k in 0..MEMORY_POINTS {
-        let at = Timestamp(1_700_000_000_000 + k * 10_000);
+    // Enough points to fill the default windows (the longest pre-deploy baseline and the
+    // control calibration, plus blocks and ticks: 30 min and more) and trim them.
+    let points = engine.store().retention().0 / MEMORY_INTERVAL_MS + 6;
+    for k in 0..points {
+        let at = Timestamp(1_700_000_000_000 + k * MEMORY_INTERVAL_MS);
         for name in &names {
             engine.ingest_text(name, k as f64, at)?;
         }
@@ -556,11 +562,20 @@ fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
     let secs = started.elapsed().as_secs_f64();
     let (_, after) = rss_kib();
     let per = (after.saturating_sub(before) * 1024) as f64 / n.max(1) as f64;
+    // Where it goes, by the store's own count of what it asked the allocator for.
+    let m = engine.store().memory();
+    let each = |b: usize| b as f64 / n.max(1) as f64;
     writeln!(
         out,
-        "| {n} | {:.0} | {:.0} | {per:.0} | {secs:.1} |",
+        "| {n} | {points} | {:.0} | {:.0} | {per:.0} | {secs:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
         before as f64 / 1024.0,
-        after as f64 / 1024.0
+        after as f64 / 1024.0,
+        each(m.points + m.history),
+        each(m.labels),
+        each(m.texts),
+        each(m.index),
+        each(m.records),
+        each(m.blocks),
     )?;
     // Keep the engine alive until measured.
     drop(engine);

@@ -507,12 +507,57 @@ impl Engine {
         value: f64,
         at: Timestamp,
     ) -> Result<(), EngineError> {
+        self.store_sample(value, at, |s, o| s.intern(series, o))
+    }
+
+    /// [`Engine::ingest_text`] through a reader's [`store::SeriesCache`]: the same result,
+    /// without a hash lookup when the series is the one that followed the previous one
+    /// last time (the common case in a file or a scrape, which repeat their order).
+    pub fn ingest_text_cached(
+        &mut self,
+        cache: &mut store::SeriesCache,
+        series: &str,
+        value: f64,
+        at: Timestamp,
+    ) -> Result<(), EngineError> {
+        self.store_sample(value, at, |s, o| s.intern_cached(cache, series, o))
+    }
+
+    /// Stores a sample of the series `cache` predicts (see
+    /// [`store::SeriesCache::predicted`]), the reader having matched its text. Returns
+    /// false, storing nothing, when the prediction is no longer valid (a series expired
+    /// in between): the reader then ingests by text.
+    pub fn ingest_predicted(
+        &mut self,
+        cache: &mut store::SeriesCache,
+        value: f64,
+        at: Timestamp,
+    ) -> bool {
+        let Some(id) = cache.take_predicted(&self.store) else {
+            return false;
+        };
+        self.store.push(id, at, value);
+        self.counters.samples += 1;
+        true
+    }
+
+    /// Finds the sample's series with `find` (which may create it, telling the rules),
+    /// appends the point and counts it.
+    fn store_sample(
+        &mut self,
+        value: f64,
+        at: Timestamp,
+        find: impl FnOnce(
+            &mut store::Store,
+            &mut dyn store::SeriesObserver,
+        ) -> Result<store::SeriesId, store::StoreError>,
+    ) -> Result<(), EngineError> {
         let mut index = Index {
             rules: &self.rules,
             series: &mut self.rule_series,
             history: !self.season_tsdb,
         };
-        let id = self.store.intern(series, &mut index)?;
+        let id = find(&mut self.store, &mut index)?;
         self.store.push(id, at, value);
         self.counters.samples += 1;
         Ok(())
@@ -526,15 +571,7 @@ impl Engine {
         value: f64,
         at: Timestamp,
     ) -> Result<(), EngineError> {
-        let mut index = Index {
-            rules: &self.rules,
-            series: &mut self.rule_series,
-            history: !self.season_tsdb,
-        };
-        let id = self.store.intern_labels(name, labels, &mut index)?;
-        self.store.push(id, at, value);
-        self.counters.samples += 1;
-        Ok(())
+        self.store_sample(value, at, |s, o| s.intern_labels(name, labels, o))
     }
 
     /// Stores samples read from a TSDB that may be older than what the store holds (a

@@ -8,6 +8,10 @@
 //! restart (the counter began again at 0), exactly as Prometheus's `rate()` does, so a
 //! deploy that restarts processes is neither a negative rate nor a spike.
 
+mod cache;
+
+pub use cache::SeriesCache;
+
 use crate::model::{DurationMs, Labels, Timestamp};
 use crate::textformat;
 use std::collections::{HashMap, VecDeque};
@@ -76,8 +80,9 @@ pub trait SeriesObserver {
 /// All series.
 #[derive(Debug)]
 pub struct Store {
+    /// Every text a live series is known by: its canonical text (`name{labels}`, labels
+    /// sorted) and any other spelling it arrived as. One map, one copy of each text.
     by_text: HashMap<Box<str>, SeriesId, TextHasher>,
-    by_canonical: HashMap<String, SeriesId, TextHasher>,
     series: Vec<Series>,
     retention: DurationMs,
     history_retention: DurationMs,
@@ -93,8 +98,12 @@ pub struct Store {
     pub duplicate_samples: u64,
     oldest: Option<Timestamp>,
     newest: Option<Timestamp>,
-    /// Every text a series was looked up by (canonical and as written), to forget it.
+    /// The spellings of a series other than its canonical text (labels out of order), to
+    /// forget them with it; empty, and without a heap block, for most series.
     aliases: Vec<Vec<Box<str>>>,
+    /// Bumped whenever a series expires (its id may then name another series), so a
+    /// [`SeriesCache`] knows its ids are stale.
+    generation: u64,
     /// Slots of expired series, reused by new ones.
     free: Vec<u32>,
     dead: Vec<bool>,
@@ -117,7 +126,6 @@ impl Store {
     pub fn new(retention: DurationMs, history_retention: DurationMs, max_series: usize) -> Store {
         Store {
             by_text: HashMap::default(),
-            by_canonical: HashMap::default(),
             series: Vec::new(),
             retention,
             history_retention,
@@ -133,6 +141,7 @@ impl Store {
             dead: Vec::new(),
             cursor: 0,
             expired_series: 0,
+            generation: 0,
         }
     }
 
@@ -140,6 +149,11 @@ impl Store {
     /// baseline can reach at all.
     pub fn oldest(&self) -> Option<Timestamp> {
         self.oldest
+    }
+
+    /// How much of recent points each series keeps.
+    pub fn retention(&self) -> DurationMs {
+        self.retention
     }
 
     /// The newest sample time stored.
@@ -194,7 +208,8 @@ impl Store {
             }
             let mut canonical = String::new();
             textformat::format_series(&s.name, &s.labels, &mut canonical);
-            self.by_canonical.remove(&canonical);
+            self.by_text.remove(canonical.as_str());
+            self.generation += 1;
             let s = &mut self.series[i];
             s.points = VecDeque::new();
             s.history = None;
@@ -238,6 +253,66 @@ impl Store {
         self.intern_parsed(text, name, labels, observer)
     }
 
+    /// Where this store's memory goes (see [`StoreMemory`]); walks every series.
+    pub fn memory(&self) -> StoreMemory {
+        use std::mem::size_of;
+        let mut m = StoreMemory {
+            records: self.series.capacity() * size_of::<Series>(),
+            blocks: 1,
+            ..StoreMemory::default()
+        };
+        for s in &self.series {
+            let blocks = |n: usize| usize::from(n > 0);
+            m.points += s.points.capacity() * size_of::<(Timestamp, f64)>();
+            m.blocks += blocks(s.points.capacity());
+            if let Some(h) = &s.history {
+                m.history += h.capacity() * size_of::<(Timestamp, f64)>();
+                m.blocks += blocks(h.capacity());
+            }
+            m.labels += s.name.len() + s.labels.capacity() * size_of::<(String, String)>();
+            m.blocks += blocks(s.name.len()) + blocks(s.labels.capacity());
+            for (k, v) in &s.labels {
+                m.labels += k.capacity() + v.capacity();
+                m.blocks += blocks(k.capacity()) + blocks(v.capacity());
+            }
+        }
+        for text in self.by_text.keys() {
+            m.texts += text.len();
+            m.blocks += 1;
+        }
+        // hashbrown: one entry and one control byte per bucket, plus a group of control
+        // bytes; buckets are the capacity rounded up to a power of two over 7/8.
+        let buckets = (self.by_text.capacity() * 8 / 7).next_power_of_two();
+        m.index = buckets * (size_of::<(Box<str>, SeriesId)>() + 1)
+            + self.aliases.capacity() * size_of::<Vec<Box<str>>>()
+            + self.dead.capacity()
+            + self.free.capacity() * size_of::<u32>();
+        m.blocks += 4;
+        for a in &self.aliases {
+            m.index += a.capacity() * size_of::<Box<str>>();
+            m.blocks += usize::from(a.capacity() > 0);
+        }
+        m
+    }
+
+    /// [`Store::intern`] through a reader's [`SeriesCache`]: a text that is the one the
+    /// cache predicts (the series that followed the previous one last time) is resolved
+    /// by one comparison; anything else takes the map and teaches the cache. The result
+    /// is always the one `intern` gives.
+    pub fn intern_cached(
+        &mut self,
+        cache: &mut SeriesCache,
+        text: &str,
+        observer: &mut dyn SeriesObserver,
+    ) -> Result<SeriesId, StoreError> {
+        if let Some(id) = cache.hit(self.generation, text) {
+            return Ok(id);
+        }
+        let id = self.intern(text, observer)?;
+        cache.learn(text, id);
+        Ok(id)
+    }
+
     /// Finds or creates the series `name{labels}` (labels need not be sorted).
     pub fn intern_labels(
         &mut self,
@@ -277,7 +352,8 @@ impl Store {
     ) -> Result<SeriesId, StoreError> {
         let mut canonical = String::with_capacity(text.len());
         textformat::format_series(&name, &labels, &mut canonical);
-        if let Some(id) = self.by_canonical.get(&canonical).copied() {
+        if let Some(id) = self.by_text.get(canonical.as_str()).copied() {
+            // Another spelling of a known series (the text itself missed the map).
             self.by_text.insert(text.into(), id);
             self.aliases[id.0 as usize].push(text.into());
             return Ok(id);
@@ -311,13 +387,11 @@ impl Store {
         if observer.on_new_series(id, &self.series[id.0 as usize]) {
             self.series[id.0 as usize].history = Some(VecDeque::new());
         }
-        self.by_text.insert(text.into(), id);
-        let aliases = &mut self.aliases[id.0 as usize];
-        aliases.push(text.into());
         if canonical != text {
-            aliases.push(canonical.as_str().into());
+            self.by_text.insert(text.into(), id);
+            self.aliases[id.0 as usize].push(text.into());
         }
-        self.by_canonical.insert(canonical, id);
+        self.by_text.insert(canonical.into_boxed_str(), id);
         Ok(id)
     }
 
@@ -327,9 +401,11 @@ impl Store {
         let retention = self.retention;
         let history_retention = self.history_retention;
         let s = &mut self.series[id.0 as usize];
-        if let Some(&(last, _)) = s.points.back()
-            && at <= last
-        {
+        // The newest point's time is `last_seen` (kept beside the window's header), so the
+        // order check does not read the window's back: that read was a cache miss per
+        // sample on a large store.
+        let last = s.last_seen;
+        if !s.points.is_empty() && at <= last {
             self.out_of_order_samples += 1;
             if at == last {
                 self.duplicate_samples += 1;
@@ -342,11 +418,19 @@ impl Store {
         if self.newest.is_none_or(|n| at > n) {
             self.newest = Some(at);
         }
+        if s.points.len() == s.points.capacity() {
+            grow_window(&mut s.points, at, retention);
+        }
         s.points.push_back((at, value));
         s.last_seen = at;
         let horizon = at.sub(retention);
+        let mut trimmed = false;
         while s.points.len() > 2 && s.points[1].0 < horizon {
             s.points.pop_front();
+            trimmed = true;
+        }
+        if trimmed {
+            fit_window(&mut s.points);
         }
         if let Some(h) = s.history.as_mut() {
             let minute = Timestamp(at.0 - at.0.rem_euclid(60_000));
@@ -423,6 +507,118 @@ impl Store {
     }
 }
 
+/// Where a store's memory goes, in bytes asked of the allocator (capacities, not
+/// lengths; the allocator's own headers and rounding come on top, about 8 to 16 bytes
+/// per block, so `blocks` is given too). An estimate for `immune bench perf`, computed by
+/// walking every series: not for a hot path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// The `Series` records themselves (the store's vector of them).
+    pub records: usize,
+    /// Recent points: window capacity × 16 bytes.
+    pub points: usize,
+    /// Per-minute history, where kept.
+    pub history: usize,
+    /// Metric names and label pairs (the vectors and their strings).
+    pub labels: usize,
+    /// Series texts kept as keys of the text map, canonical and other spellings.
+    pub texts: usize,
+    /// The text map's table and the per-series bookkeeping (aliases, free slots).
+    pub index: usize,
+    /// Heap blocks counted above.
+    pub blocks: usize,
+}
+
+/// Makes room in a full window for the points `retention` will hold at the interval seen
+/// so far (plus three), instead of doubling: a `VecDeque` left to double puts 76 points
+/// in room for 128, and giving the excess back later leaves holes in the heap that the
+/// process keeps. At most doubles, so an interval that slows down later costs a few more
+/// steps, not a giant window.
+fn grow_window(points: &mut VecDeque<(Timestamp, f64)>, at: Timestamp, retention: DurationMs) {
+    let len = points.len();
+    let Some(&(first, _)) = points.front() else {
+        return;
+    };
+    let interval = (at.since(first).0 / len as i64).max(1);
+    let want = (retention.0 / interval).saturating_add(3).max(0) as usize;
+    let target = want.clamp(len + len / 8 + 1, 2 * len + 4);
+    points.reserve_exact(target - len);
+}
+
+/// Gives back the room a window grew into before it first reached its retention: a
+/// `VecDeque` doubles, so 76 points sit in room for 128 (2 KiB where 1.2 KiB is used).
+/// Once points are being trimmed the length is steady, so the room is cut to the length
+/// plus three (one copy per series, then again only after the length has grown by a
+/// quarter). With so little slack the ring's back, where a point is appended, sits a
+/// few slots before its front, where one is trimmed: one cache line, or two adjacent,
+/// serve both ends of the window.
+fn fit_window(points: &mut VecDeque<(Timestamp, f64)>) {
+    let len = points.len();
+    if points.capacity() > len + len / 4 + 4 {
+        points.shrink_to(len + 3);
+    }
+}
+
+/// The index of the first point after `t` (points are in strictly increasing time), as
+/// `partition_point(|p| p.0 <= t)` but starting at the index the window's first and last
+/// times predict: windows are nearly evenly spaced, so the guess is right or one off and
+/// the answer costs two or three cache lines, not a binary search's seven. Exact in any
+/// case: from the guess it gallops, then bisects.
+fn first_after(points: &VecDeque<(Timestamp, f64)>, t: Timestamp) -> usize {
+    let n = points.len();
+    let (Some(&(t0, _)), Some(&(t1, _))) = (points.front(), points.back()) else {
+        return 0;
+    };
+    if t < t0 {
+        return 0;
+    }
+    if t >= t1 {
+        return n;
+    }
+    // t0 <= t < t1, so n >= 2 and t1 > t0; the guess lies in [0, n - 1).
+    let guess = (i128::from(t.0) - i128::from(t0.0)) * (n as i128 - 1)
+        / (i128::from(t1.0) - i128::from(t0.0));
+    let guess = (guess.max(0) as usize).min(n - 2);
+    let bisect = |mut lo: usize, mut hi: usize| {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if points[mid].0 <= t {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    if points[guess].0 <= t {
+        let (mut lo, mut step) = (guess + 1, 1);
+        loop {
+            let probe = lo + step - 1;
+            if probe >= n {
+                return bisect(lo, n);
+            }
+            if points[probe].0 > t {
+                return bisect(lo, probe);
+            }
+            lo = probe + 1;
+            step *= 2;
+        }
+    } else {
+        let (mut hi, mut step) = (guess, 1);
+        loop {
+            if hi < step {
+                return bisect(0, hi);
+            }
+            let probe = hi - step;
+            if points[probe].0 <= t {
+                return bisect(probe + 1, hi);
+            }
+            hi = probe;
+            step *= 2;
+        }
+    }
+}
+
 /// The increase of a counter over the points in (from, to], with the point at or before
 /// `from` as the starting value. A drop is a restart: the counter began again at 0 and the
 /// new value is all increase. Returns `None` when there is no point in the range or no
@@ -432,15 +628,20 @@ pub fn increase(
     from: Timestamp,
     to: Timestamp,
 ) -> Option<Increase> {
-    let start = points.partition_point(|(t, _)| *t <= from);
-    let end = points.partition_point(|(t, _)| *t <= to);
-    if start == end || start == 0 {
+    let start = first_after(points, from);
+    if start == 0 {
         return None;
     }
     let mut prev = points[start - 1].1;
     let mut total = 0.0;
     let mut resets = 0;
-    for &(_, v) in points.range(start..end) {
+    // The end is found by walking: the points in range are read for the sum anyway.
+    let mut end = start;
+    for &(t, v) in points.range(start..) {
+        if t > to {
+            break;
+        }
+        end += 1;
         if v.is_nan() {
             continue;
         }
@@ -453,6 +654,9 @@ pub fn increase(
             total += v - prev;
         }
         prev = v;
+    }
+    if end == start {
+        return None;
     }
     Some(Increase {
         value: total,
@@ -474,10 +678,12 @@ pub struct Increase {
 
 /// The mean of the non-NaN values in (from, to], or `None`.
 pub fn mean_in(points: &VecDeque<(Timestamp, f64)>, from: Timestamp, to: Timestamp) -> Option<f64> {
-    let start = points.partition_point(|(t, _)| *t <= from);
-    let end = points.partition_point(|(t, _)| *t <= to);
+    let start = first_after(points, from);
     let (mut sum, mut n) = (0.0, 0usize);
-    for &(_, v) in points.range(start..end) {
+    for &(t, v) in points.range(start..) {
+        if t > to {
+            break;
+        }
         if v.is_finite() {
             sum += v;
             n += 1;
@@ -577,6 +783,102 @@ mod tests {
         assert_eq!(b2, b);
         assert_eq!(s.get(b2).last_seen, Timestamp(i64::MIN), "a fresh series");
         assert_eq!(s.iter().count(), 2);
+    }
+
+    #[test]
+    fn first_after_is_partition_point() {
+        // Even, jittered, gapped and bunched windows; every query time around them.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |m: i64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as i64
+        };
+        for case in 0..400 {
+            let n = (case % 90) as usize;
+            let mut t = rnd(1000) - 500;
+            let mut p = VecDeque::new();
+            for i in 0..n {
+                p.push_back((Timestamp(t), i as f64));
+                t += match case % 4 {
+                    0 => 10,
+                    1 => 8 + rnd(5),
+                    2 => 1 + rnd(3) * rnd(3) * 40,
+                    _ => 1 + rnd(1000),
+                };
+            }
+            // Rotate so the ring wraps, as a trimmed window's does.
+            for _ in 0..case % 7 {
+                if let Some(q) = p.pop_front() {
+                    p.push_back((Timestamp(t), q.1));
+                    t += 10;
+                }
+            }
+            let lo = p.front().map_or(0, |q| q.0.0) - 30;
+            let hi = p.back().map_or(0, |q| q.0.0) + 30;
+            for q in lo..=hi {
+                let at = Timestamp(q);
+                assert_eq!(
+                    first_after(&p, at),
+                    p.partition_point(|(t, _)| *t <= at),
+                    "case {case} at {q}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cached_interning_agrees_with_interning() {
+        let texts = [
+            r#"m{a="1",b="2"}"#,
+            r#"m{b="2",a="1"}"#,
+            "n",
+            r#"m{a="3"}"#,
+            "o",
+        ];
+        let mut s = Store::new(DurationMs(100), DurationMs(0), 4);
+        let mut plain = Store::new(DurationMs(100), DurationMs(0), 4);
+        let mut cache = SeriesCache::new();
+        // Rounds in order, out of order, with a series going silent and expiring.
+        let rounds: [&[usize]; 6] = [
+            &[0, 2, 3],
+            &[0, 2, 3],
+            &[1, 3, 2],
+            &[2, 0, 4, 3],
+            &[3, 4, 2],
+            &[0, 2, 3, 4],
+        ];
+        for (r, round) in rounds.iter().enumerate() {
+            for &i in *round {
+                let got = s.intern_cached(&mut cache, texts[i], &mut NoHistory);
+                let want = plain.intern(texts[i], &mut NoHistory);
+                assert_eq!(got, want, "round {r} text {}", texts[i]);
+                if let Ok(id) = got {
+                    s.push(id, Timestamp(r as i64 * 100), 1.0);
+                    plain.push(id, Timestamp(r as i64 * 100), 1.0);
+                }
+            }
+            let now = Timestamp(r as i64 * 100 + 50);
+            assert_eq!(
+                s.expire(now, DurationMs(120), DurationMs(120), 10),
+                plain.expire(now, DurationMs(120), DurationMs(120), 10)
+            );
+        }
+        assert!(s.expired_series > 0, "the case covers expiry");
+        assert_eq!(s.len(), plain.len());
+    }
+
+    #[test]
+    fn windows_are_sized_from_their_interval() {
+        let mut s = Store::new(DurationMs(740_000), DurationMs(0), 10);
+        let id = s.intern("m", &mut NoHistory).unwrap();
+        for t in 0..300 {
+            s.push(id, Timestamp(t * 10_000), t as f64);
+        }
+        let p = &s.get(id).points;
+        assert_eq!(p.len(), 76);
+        assert!(p.capacity() <= 80, "capacity {}", p.capacity());
     }
 
     #[test]

@@ -100,15 +100,25 @@ pub fn decode_write(body: &[u8]) -> Result<Vec<Sample>, PushError> {
                 labels.push((l.name, l.value));
             }
         }
-        let name = name.ok_or(PushError::NoName(i))?;
+        let mut name = name.ok_or(PushError::NoName(i))?;
         labels.sort();
+        // The series' name and labels are moved into its last sample and copied only for
+        // the ones before (a sender usually writes one sample per series per request).
+        let mut left = ts.samples.iter().filter(|s| !s.value.is_nan()).count();
+        out.reserve(left);
         for s in ts.samples {
             if s.value.is_nan() {
                 continue;
             }
+            left -= 1;
+            let (name, labels) = if left == 0 {
+                (std::mem::take(&mut name), std::mem::take(&mut labels))
+            } else {
+                (name.clone(), labels.clone())
+            };
             out.push(Sample {
-                name: name.clone(),
-                labels: labels.clone(),
+                name,
+                labels,
                 value: s.value,
                 at: Timestamp(s.timestamp),
             });
@@ -184,6 +194,32 @@ mod tests {
             at: Timestamp(1_700_000_000_123),
         }];
         assert_eq!(decode_write(&encode_write(&s)).unwrap(), s);
+    }
+
+    #[test]
+    fn every_sample_of_a_series_gets_its_labels_and_nan_is_skipped() {
+        use prost::Message;
+        let label = |name: &str, value: &str| Label {
+            name: name.into(),
+            value: value.into(),
+        };
+        let sample = |value: f64, timestamp: i64| WriteSample { value, timestamp };
+        let req = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![label("job", "w"), label("__name__", "m"), label("a", "1")],
+                samples: vec![sample(1.0, 10), sample(2.0, 20), sample(f64::NAN, 30)],
+            }],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        let got = decode_write(&body).unwrap();
+        let labels: Labels = vec![("a".into(), "1".into()), ("job".into(), "w".into())];
+        assert_eq!(got.len(), 2);
+        for (s, (v, t)) in got.iter().zip([(1.0, 10), (2.0, 20)]) {
+            assert_eq!((s.name.as_str(), &s.labels), ("m", &labels));
+            assert_eq!((s.value, s.at), (v, Timestamp(t)));
+        }
     }
 
     #[test]
