@@ -164,7 +164,7 @@ impl TStat {
     /// lag for ten minutes) from making any first non-zero block infinitely significant,
     /// which the Gaussian model says and no real metric means.
     pub fn with_sd_floor(self, floor: f64) -> TStat {
-        if !(floor > 0.0) || self.sd >= floor {
+        if floor.is_nan() || floor <= 0.0 || self.sd >= floor {
             return self;
         }
         TStat {
