@@ -8,8 +8,7 @@ mod agent_common;
 mod signals_util;
 
 use immune::config::Config;
-use immune::model::{DurationMs, Timestamp};
-use immune::serve::{self, Clock, RunOptions};
+use immune::serve::{self, RunOptions};
 use serde_json::{Value, json};
 use signals_util::{Receiver, wait_until};
 use std::sync::Arc;
@@ -298,18 +297,6 @@ async fn a_guardrail_breach_stops_through_the_sinks_once_across_a_restart() {
     agent.stop().await.unwrap();
 }
 
-/// A clock the test moves; the agent's tasks wait 5 ms of real time per period.
-struct StepClock(Arc<AtomicI64>);
-
-impl Clock for StepClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(Ordering::SeqCst))
-    }
-    fn real(&self, _: DurationMs) -> Duration {
-        Duration::from_millis(5)
-    }
-}
-
 /// Before `start` nothing is counted or judged; at `end` the agent closes the experiment by
 /// itself with its result and sends it; afterwards events are refused as `closed`.
 #[tokio::test]
@@ -347,7 +334,7 @@ async fn start_and_end_follow_the_agents_clock() {
     let u = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = RunOptions {
-        clock: Arc::new(StepClock(now.clone())),
+        clock: Arc::new(agent_common::StepClock(now.clone())),
         ..RunOptions::default()
     };
     let join = tokio::spawn(serve::run(listener, config, opts, async move {

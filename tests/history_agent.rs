@@ -18,8 +18,8 @@ mod agent_common;
 
 use agent_common::{Child, TempDir, env_or_skip, free_port};
 use immune::config::Config;
-use immune::model::{Decision, DurationMs, Timestamp};
-use immune::serve::{self, Clock, RunOptions};
+use immune::model::Decision;
+use immune::serve::{self, RunOptions};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -27,18 +27,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-
-/// A clock the test moves; the agent's ticker looks at it every few milliseconds.
-struct StepClock(Arc<AtomicI64>);
-
-impl Clock for StepClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(Ordering::SeqCst))
-    }
-    fn real(&self, _: DurationMs) -> Duration {
-        Duration::from_millis(5)
-    }
-}
 
 const HOSTS: [&str; 4] = ["web-01:80", "web-02:80", "web-03:80", "web-04:80"];
 const SCRAPE_MS: i64 = 15_000;
@@ -250,7 +238,7 @@ async fn start_agent(dir: &Path, rules: &Path, tsdb: Option<&str>, w: i64) -> Ag
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts = RunOptions {
-        clock: Arc::new(StepClock(now.clone())),
+        clock: Arc::new(agent_common::StepClock(now.clone())),
         decisions: Some(tx),
         ..RunOptions::default()
     };

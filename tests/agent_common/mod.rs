@@ -255,3 +255,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A clock the test moves: `now` is what the shared counter says (milliseconds), and every
+/// period of the agent's tasks waits 5 ms of real time.
+pub struct StepClock(pub std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl immune::serve::Clock for StepClock {
+    fn now(&self) -> immune::model::Timestamp {
+        immune::model::Timestamp(self.0.load(Ordering::SeqCst))
+    }
+    fn real(&self, _: immune::model::DurationMs) -> Duration {
+        Duration::from_millis(5)
+    }
+}
