@@ -50,6 +50,31 @@ struct PreRatio {
     var: f64,
 }
 
+/// Log e-value of the Gaussian difference in differences at information `info`.
+///
+/// X = I·(post − pre log ratio), signed so that harm is positive, is under the null
+/// Brownian motion in information time whose drift is the pre-period estimate's error,
+/// ε ~ N(0, v): X ~ N(0, I + I²v). The alternative adds a regression δ ≥ 0 with a
+/// half-normal prior of scale τ (the smallest effect, as a log ratio): the ratio of the
+/// two marginal likelihoods is
+///
+/// E = 2 · √((1+Iv)/(1+Iw)) · exp(½ X² (w−v) / ((1+Iv)(1+Iw))) · Φ(√q · I X / s²),
+///
+/// w = v + τ², s² = I + I²v, q = (1/τ² + I²/s²)⁻¹: twice the two-sided N(0, τ²) mixture
+/// times the posterior probability that δ > 0. A Bayes factor with fixed priors on both
+/// sides is a martingale under the null in information time, so sup E ≥ 1/α has
+/// probability at most α (Ville). The one-sided prior puts no mass on improvements, which
+/// the rule does not watch, and so gains up to ln 2 of evidence over the two-sided one.
+fn did_log_e(x: f64, info: f64, v: f64, tau: f64) -> f64 {
+    let w = v + tau * tau;
+    let two_sided = 0.5 * ((1.0 + info * v) / (1.0 + info * w)).ln()
+        + 0.5 * x * x * (w - v) / ((1.0 + info * v) * (1.0 + info * w));
+    let s2 = info + info * info * v;
+    let q = 1.0 / (1.0 / (tau * tau) + info * info / s2);
+    let z = q.sqrt() * info * x / s2;
+    std::f64::consts::LN_2 + two_sided + crate::stats::norm_cdf(z).ln()
+}
+
 /// Conditional binomial state.
 #[derive(Clone, Debug)]
 pub struct CountControl {
@@ -223,10 +248,7 @@ impl CountControl {
                 "reason": self.unadjusted_reason.clone().unwrap_or_default(),
             }),
         };
-        // Gaussian difference in differences: X = I (post - pre log ratio) is, under the
-        // null, Brownian motion in information time with a N(0, v_pre) drift (the pre
-        // estimate's error), so a N(0, v_pre + tau^2) drift mixture over the N(0, v_pre)
-        // one is an e-process with the whole alpha.
+        // Gaussian difference in differences (`did_log_e`): the whole alpha.
         let mut did_e = 1.0;
         if let Some(p) = &self.pre
             && self.treatment.1 > 0.0
@@ -246,11 +268,8 @@ impl CountControl {
                 crate::rules::Effect::Relative(r) => (1.0 + r.abs()).ln().max(0.05),
                 _ => 0.4,
             };
-            let v = p.var;
-            let w = v + tau * tau;
-            let log_e = 0.5 * ((1.0 + info * v) / (1.0 + info * w)).ln()
-                + 0.5 * x * x * (w / (1.0 + info * w) - v / (1.0 + info * v));
-            if x > 0.0 && log_e.is_finite() {
+            let log_e = did_log_e(x, info, p.var, tau);
+            if log_e.is_finite() {
                 did_e = log_e.exp();
                 self.did_max_e = self.did_max_e.max(did_e);
             }
@@ -318,6 +337,41 @@ impl CountControl {
             enough_data: enough,
             harm_e_value: self.ev.harm.e_value(),
             evidence,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_log_e;
+
+    /// The closed form against the ratio of marginal likelihoods integrated numerically:
+    /// ∫₀^∞ 2 φ(δ/τ)/τ · N(X; Iδ, s²) dδ / N(X; 0, s²).
+    #[test]
+    fn did_e_value_matches_numerical_integration() {
+        let normal = |x: f64, m: f64, var: f64| {
+            (-(x - m).powi(2) / (2.0 * var)).exp() / (2.0 * std::f64::consts::PI * var).sqrt()
+        };
+        for &(x, info, v, tau) in &[
+            (3.0, 20.0, 0.01, 0.405),
+            (-2.0, 50.0, 0.004, 0.405),
+            (40.0, 200.0, 0.02, 0.693),
+            (0.5, 5.0, 0.05, 0.2),
+        ] {
+            let s2 = info + info * info * v;
+            let (steps, top) = (200_000, 12.0 * tau);
+            let h = top / steps as f64;
+            let mut num = 0.0;
+            for k in 0..steps {
+                let d = (k as f64 + 0.5) * h;
+                num += 2.0 * normal(d, 0.0, tau * tau) * normal(x, info * d, s2) * h;
+            }
+            let expect = (num / normal(x, 0.0, s2)).ln();
+            let got = did_log_e(x, info, v, tau);
+            assert!(
+                (got - expect).abs() < 1e-6,
+                "{x} {info} {v} {tau}: {got} vs {expect}"
+            );
         }
     }
 }
