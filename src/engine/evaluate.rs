@@ -292,22 +292,16 @@ impl Engine {
                 .collect();
             let ps: Vec<f64> = members.iter().map(|f| f.1).collect();
             let alphas: Vec<f64> = members.iter().map(|f| f.2).collect();
-            let weight = |f: &(usize, f64, f64)| self.rules[a.states[f.0].rule].weight;
-            let weights: Vec<f64> = members.iter().map(|f| weight(f)).collect();
-            let rejected = crate::stats::multiple::holm_weights(&ps, &alphas, &weights);
-            let mut order: Vec<&&(usize, f64, f64)> = members
+            let weights: Vec<f64> = members
                 .iter()
-                .zip(&rejected)
-                .filter(|(_, r)| **r)
-                .map(|(f, _)| f)
+                .map(|f| self.rules[a.states[f.0].rule].weight)
                 .collect();
-            order.sort_by(|x, y| (x.1 / (x.2 * weight(x))).total_cmp(&(y.1 / (y.2 * weight(y)))));
+            let thresholds = crate::stats::multiple::holm_weight_thresholds(&ps, &alphas, &weights);
             let m = members.len();
-            let mut remaining: f64 = weights.iter().sum();
-            for f in order {
-                let w = weight(f);
-                failing.push((f.0, f.1 / f.2, f.2 * w / remaining, m));
-                remaining -= w;
+            for (f, t) in members.iter().zip(thresholds) {
+                if let Some(t) = t {
+                    failing.push((f.0, f.1 / f.2, t, m));
+                }
             }
         }
         failing.sort_by(|x, y| {

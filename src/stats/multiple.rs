@@ -73,14 +73,27 @@ pub fn holm_weighted(p_values: &[f64], alphas: &[f64]) -> Vec<bool> {
 /// shows first), without adding to it. NaN p, α_i ≤ 0 or w_i ≤ 0 (or NaN) never rejects;
 /// a missing α or weight counts as 0 for the rule and 1 in W_R.
 pub fn holm_weights(p_values: &[f64], alphas: &[f64], weights: &[f64]) -> Vec<bool> {
+    holm_weight_thresholds(p_values, alphas, weights)
+        .iter()
+        .map(Option::is_some)
+        .collect()
+}
+
+/// [`holm_weights`] with the threshold each rejected rule met, α_i w_i / Σ_{j∈R} w_j at its
+/// step (the evidence shows it); `None` for a rule not rejected.
+pub fn holm_weight_thresholds(
+    p_values: &[f64],
+    alphas: &[f64],
+    weights: &[f64],
+) -> Vec<Option<f64>> {
     let m = p_values.len();
     let weight = |i: usize| {
         let w = weights.get(i).copied().unwrap_or(1.0);
         if w.is_finite() && w > 0.0 { w } else { 0.0 }
     };
+    let level = |i: usize| alphas.get(i).copied().unwrap_or(f64::NAN) * weight(i);
     let ratio = |i: usize| {
-        let a = alphas.get(i).copied().unwrap_or(f64::NAN)
-            * weights.get(i).copied().unwrap_or(f64::NAN);
+        let a = level(i);
         if a.is_nan() || a <= 0.0 {
             f64::INFINITY
         } else {
@@ -90,10 +103,10 @@ pub fn holm_weights(p_values: &[f64], alphas: &[f64], weights: &[f64]) -> Vec<bo
     let mut idx: Vec<usize> = (0..m).collect();
     idx.sort_by(|&a, &b| ratio(a).total_cmp(&ratio(b)));
     let mut remaining: f64 = (0..m).map(weight).sum();
-    let mut out = vec![false; m];
+    let mut out = vec![None; m];
     for &i in &idx {
         if remaining > 0.0 && ratio(i) <= 1.0 / remaining {
-            out[i] = true;
+            out[i] = Some(level(i) / remaining);
             remaining -= weight(i);
         } else {
             break;
@@ -137,6 +150,10 @@ mod tests {
             holm_weights(&[0.03, 0.04], &[0.05, 0.05], &[1.0, 1.0]),
             vec![false, false]
         );
+        // The thresholds each met: 0.05·3/4, then 0.05·1/1.
+        let t = holm_weight_thresholds(&[0.03, 0.04], &[0.05, 0.05], &[3.0, 1.0]);
+        assert!((t[0].unwrap_or(0.0) - 0.0375).abs() < 1e-12, "{t:?}");
+        assert!((t[1].unwrap_or(0.0) - 0.05).abs() < 1e-12, "{t:?}");
         // A rule with weight 0 never rejects and costs the others nothing.
         assert_eq!(
             holm_weights(&[0.0, 0.04], &[0.05, 0.05], &[0.0, 1.0]),

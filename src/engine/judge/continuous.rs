@@ -25,10 +25,8 @@
 //! block infinitely significant. Together these removed the healthy deploys the round-2
 //! benchmark stopped through `latency_p99`, `latency_mean` (a canary's latency wandering
 //! by more than the block noise said) and `mysql_replication_lag` (a spell of lag against
-//! a quiet baseline). The blocks' lag-1 autocorrelation is reported
-//! (`evidence.autocorrelation`) but not corrected for: the AR(1) correction
-//! ([`crate::stats::tmix::TStat::for_ar1`]) keeps the guarantee on wandering blocks but cost
-//! the +25 % latency target 50 points on the benchmark, with a margin of half of min_effect (docs/ARCHITECTURE.md).
+//! a quiet baseline). Blocks are still taken as independent; an AR(1) correction was
+//! tried and not kept (docs/ARCHITECTURE.md says why).
 //! `safe` (pass) is the Gaussian grid mixture around "a regression of the smallest effect",
 //! scaled by the measured block variance (Johari, Pekelis & Walsh 2017).
 //!
@@ -44,7 +42,7 @@ use super::{CONTROL_CALIBRATION, Ctx, MIN_CALIBRATION_BLOCKS, Outcome, Span, Ver
 use crate::model::DurationMs;
 use crate::rules::{Baseline, Direction};
 use crate::stats::grid::GridEProcess;
-use crate::stats::tmix::{lag1_autocorrelation, log_bf_mixture, t_stat};
+use crate::stats::tmix::{log_bf_mixture, t_stat};
 use serde_json::{Value, json};
 
 /// Prior scales of the standardised shift mixed in the t-test: a shift of about one
@@ -83,8 +81,6 @@ pub struct Continuous {
     next_block: i64,
     last_log_bf: f64,
     max_log_bf: f64,
-    /// Lag-1 autocorrelation of the blocks the last look accounted for.
-    autocorrelation: f64,
     last_treatment: Option<f64>,
     last_baseline: Option<f64>,
     pub(super) blocks_read: u64,
@@ -199,7 +195,6 @@ impl Continuous {
             next_block: 0,
             last_log_bf: 0.0,
             max_log_bf: 0.0,
-            autocorrelation: 0.0,
             last_treatment: None,
             last_baseline: None,
             pre_level,
@@ -269,8 +264,6 @@ impl Continuous {
         // t-test is run at the boundary (post blocks moved back by the margin) and counts
         // only when the shift lies beyond it, so a wander or a passing spike smaller than
         // the margin is never evidence of harm.
-        // Reported, not corrected for: see `TStat::for_ar1` and docs/ARCHITECTURE.md.
-        self.autocorrelation = lag1_autocorrelation(&[pre, &self.post]).unwrap_or(0.0);
         // One side per watched direction; `either` watches both, each e-process valid
         // while the change stays inside its margin, and their mean is an e-process for
         // "inside both margins".
@@ -350,7 +343,6 @@ impl Continuous {
             "block_seconds": round(block.as_secs_f64()),
             "t": stat.map(|s| round(s.t)),
             "margin": round(margin),
-            "autocorrelation": round(self.autocorrelation),
             "effective_n": stat.map(|s| round(s.n_delta)),
             "e_value": round(self.last_log_bf.exp()),
             "max_e_value": round(self.max_log_bf.exp()),
