@@ -77,7 +77,7 @@ pub const COUNT_CALIBRATION: DurationMs = DurationMs::from_secs(3600);
 /// How long before a deploy the canary hosts' offset and block spread of a continuous
 /// metric (latency) are measured. Longer is not better here: a host's latency wanders over
 /// tens of minutes, and an hour of blocks mixes older levels into the offset (latency p99
-/// stopped 5 healthy canaries of 1020 with an hour, none with half an hour).
+/// stopped 5 healthy canaries of 1020 with an hour, 2 with half an hour).
 pub const CONTINUOUS_CALIBRATION: DurationMs = DurationMs::from_secs(1800);
 
 /// The longest stretch before a deploy the judge reads: what the store and a prefill must
