@@ -56,6 +56,10 @@ pub struct PerfArgs {
     /// Series counts for the memory part.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     pub series: Vec<usize>,
+    /// The agent binary the live and fleet parts start (default: this one), to measure
+    /// another build with the same load generator.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
     /// Deploys per scenario for the latency part.
     #[arg(long, default_value_t = 30)]
     pub latency_deploys: u64,
@@ -293,7 +297,10 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             dir.join("data").display()
         ),
     )?;
-    let exe = std::env::current_exe()?;
+    let exe = match &args.agent {
+        Some(a) => a.clone(),
+        None => std::env::current_exe()?,
+    };
     let log = std::fs::File::create(dir.join("agent.log"))?;
     let mut child = Command::new(exe)
         .arg("serve")
@@ -303,6 +310,7 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?;
+    let pid = child.id();
     let base = format!("http://127.0.0.1:{port}");
     let result = (|| -> Result<Vec<LiveResult>, BenchError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -325,7 +333,10 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             }
             let mut results = Vec::new();
             for proto in [Proto::RemoteWrite, Proto::Push] {
-                results.push(load(&client, &base, proto, args).await?);
+                let cpu = cpu_seconds(pid);
+                let mut r = load(&client, &base, proto, args).await?;
+                r.agent_cpu_s = cpu_seconds(pid) - cpu;
+                results.push(r);
             }
             Ok(results)
         })
@@ -336,13 +347,13 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     writeln!(
         out,
         "\n### Live ingestion over loopback (agent and load generator on the same machine)\n\n\
-         | protocol | requests | samples acknowledged | seconds | samples/s | ingested (agent) | lost | failed requests |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|"
+         | protocol | requests | samples acknowledged | seconds | samples/s | ingested (agent) | lost | failed requests | agent CPU s | agent CPU s per M samples |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for r in results {
         writeln!(
             out,
-            "| {} | {} | {} | {:.1} | {:.2}M | {} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.2}M | {} | {} | {} | {:.2} | {:.3} |",
             r.proto,
             r.requests,
             r.acked,
@@ -350,7 +361,9 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             r.acked as f64 / r.seconds / 1e6,
             r.ingested,
             r.acked as i64 - r.ingested as i64,
-            r.failed
+            r.failed,
+            r.agent_cpu_s,
+            r.agent_cpu_s / (r.ingested.max(1) as f64 / 1e6),
         )?;
     }
     Ok(())
@@ -369,6 +382,27 @@ struct LiveResult {
     failed: u64,
     seconds: f64,
     ingested: u64,
+    /// CPU seconds (user + system) the agent spent while this protocol was measured.
+    agent_cpu_s: f64,
+}
+
+/// User plus system CPU seconds of process `pid` so far, all threads (from
+/// `/proc/<pid>/stat`, in clock ticks of 1/100 s, Linux's `USER_HZ`); 0 when unreadable.
+fn cpu_seconds(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3, `state`.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15, so 11 and 12 after `state`.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Series per request and requests per sender: each sender owns its series, so every
@@ -487,6 +521,7 @@ async fn load(
         failed,
         seconds,
         ingested: ingested_total,
+        agent_cpu_s: 0.0,
     })
 }
 
