@@ -9,6 +9,7 @@ pub mod baselines;
 pub mod detect;
 pub mod experiments;
 pub mod field;
+pub mod fleet;
 pub mod nab;
 pub mod perf;
 

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 /// Flags of `immune bench perf`.
 #[derive(Debug, clap::Args)]
 pub struct PerfArgs {
-    /// Parts to run, comma-separated: replay, live, memory, latency.
+    /// Parts to run, comma-separated: replay, live, memory, latency, fleet (fleet is not
+    /// in the default set: it runs its data time in real time, 10 minutes and more).
     #[arg(
         long,
         value_delimiter = ',',
@@ -60,6 +61,23 @@ pub struct PerfArgs {
     /// another build with the same load generator.
     #[arg(long)]
     pub agent: Option<PathBuf>,
+    /// Web hosts of the fleet part (20 series each).
+    #[arg(long, default_value_t = 10_000)]
+    pub fleet_hosts: usize,
+    /// Minutes of data time the fleet part sends in real time, with its deploys.
+    #[arg(long, default_value_t = 10)]
+    pub fleet_minutes: u64,
+    /// Minutes of data time sent before, as fast as the agent takes them, so the deploys
+    /// have their pre-deploy baselines and the control calibration.
+    #[arg(long, default_value_t = 35)]
+    pub fleet_prefill_minutes: u64,
+    /// Canary hosts of each fleet deploy.
+    #[arg(long, default_value_t = 100)]
+    pub fleet_canary: usize,
+    /// Samples per remote_write request in the fleet part (Prometheus's
+    /// `max_samples_per_send` default).
+    #[arg(long, default_value_t = 2000)]
+    pub fleet_batch: usize,
     /// Deploys per scenario for the latency part.
     #[arg(long, default_value_t = 30)]
     pub latency_deploys: u64,
@@ -79,6 +97,7 @@ pub fn run(args: PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                 }
             }
             "latency" => latency(&args, out)?,
+            "fleet" => super::fleet::fleet(&args, out)?,
             other => return Err(BenchError::Usage(format!("unknown part {other:?}"))),
         }
     }
@@ -265,7 +284,7 @@ fn free_port() -> Result<u16, BenchError> {
 }
 
 /// The value of an unlabelled counter in Prometheus text.
-fn metric_value(text: &str, name: &str) -> Option<f64> {
+pub(super) fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l[name.len()..].trim().parse().ok())
@@ -273,7 +292,12 @@ fn metric_value(text: &str, name: &str) -> Option<f64> {
 
 /// Peak and current resident memory of this process, from /proc/self/status (KiB).
 fn rss_kib() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_kib_of("self")
+}
+
+/// Peak and current resident memory of process `pid` (`self` for this one), in KiB.
+pub(super) fn rss_kib_of(pid: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -284,34 +308,77 @@ fn rss_kib() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// A running `immune serve` child on a free loopback port, killed when dropped.
+pub(super) struct Agent {
+    child: std::process::Child,
+    /// Its process id.
+    pub pid: u32,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl Agent {
+    /// Starts the agent (`args.agent`, or this binary) with its state under `dir`, which
+    /// is emptied first.
+    pub fn start(args: &PerfArgs, dir: &Path) -> Result<Agent, BenchError> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let config = dir.join("immune.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\ndata_dir: {}\n",
+                dir.join("data").display()
+            ),
+        )?;
+        let exe = match &args.agent {
+            Some(a) => a.clone(),
+            None => std::env::current_exe()?,
+        };
+        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let child = Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Agent {
+            pid: child.id(),
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Waits up to 20 s for `/-/healthy`.
+    pub async fn healthy(&self, client: &reqwest::Client) -> Result<(), BenchError> {
+        let up = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/-/healthy", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if up.elapsed() > Duration::from_secs(20) {
+                return Err(BenchError::Agent("not healthy after 20 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
-    let dir = args.dir.join("agent");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let port = free_port()?;
-    let config = dir.join("immune.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {}\n",
-            dir.join("data").display()
-        ),
-    )?;
-    let exe = match &args.agent {
-        Some(a) => a.clone(),
-        None => std::env::current_exe()?,
-    };
-    let log = std::fs::File::create(dir.join("agent.log"))?;
-    let mut child = Command::new(exe)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let pid = child.id();
-    let base = format!("http://127.0.0.1:{port}");
+    let agent = Agent::start(args, &args.dir.join("agent"))?;
+    let (pid, base) = (agent.pid, agent.base.clone());
     let result = (|| -> Result<Vec<LiveResult>, BenchError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -319,18 +386,7 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             .build()?;
         rt.block_on(async {
             let client = reqwest::Client::new();
-            let up = Instant::now();
-            loop {
-                if let Ok(r) = client.get(format!("{base}/-/healthy")).send().await
-                    && r.status().is_success()
-                {
-                    break;
-                }
-                if up.elapsed() > Duration::from_secs(20) {
-                    return Err(BenchError::Agent("not healthy after 20 s".into()));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            agent.healthy(&client).await?;
             let mut results = Vec::new();
             for proto in [Proto::RemoteWrite, Proto::Push] {
                 let cpu = cpu_seconds(pid);
@@ -341,8 +397,7 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             Ok(results)
         })
     })();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(agent);
     let results = result?;
     writeln!(
         out,
@@ -388,7 +443,7 @@ struct LiveResult {
 
 /// User plus system CPU seconds of process `pid` so far, all threads (from
 /// `/proc/<pid>/stat`, in clock ticks of 1/100 s, Linux's `USER_HZ`); 0 when unreadable.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(super) fn cpu_seconds(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at field 3, `state`.
     let fields: Vec<&str> = text
@@ -409,7 +464,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// series gets its points in time order whatever the interleaving of senders.
 const BATCH: usize = 10_000;
 
-async fn ingested(client: &reqwest::Client, base: &str) -> Result<u64, BenchError> {
+pub(super) async fn ingested(client: &reqwest::Client, base: &str) -> Result<u64, BenchError> {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -634,6 +689,11 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     let mut all_ticks: Vec<f64> = Vec::new();
     let mut deciding: Vec<f64> = Vec::new();
     let mut record_only: Vec<f64> = Vec::new();
+    // One fsync of the same disk beside every outbox write: 4 KiB written over the start of
+    // a file in the same directory, then fdatasync.
+    let mut fsync_only: Vec<f64> = Vec::new();
+    let mut probe = std::fs::File::create(args.dir.join("latency-fsync.probe"))?;
+    let block = [0x5au8; 4096];
     let mut failures: Vec<String> = Vec::new();
     for scenario in [Scenario::ErrorRate(2.0), Scenario::Healthy] {
         for seed in 0..args.latency_deploys {
@@ -656,12 +716,22 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                     let r = started.elapsed().as_secs_f64() * 1e3;
                     record_only.push(r);
                     deciding.push(t + r);
+                    let started = Instant::now();
+                    if let Err(e) = fsync_probe(&mut probe, &block) {
+                        failures.push(format!("fsync probe: {e}"));
+                    }
+                    fsync_only.push(started.elapsed().as_secs_f64() * 1e3);
                 }
             };
             super::detect::simulate_with(&case, &rules, &mut on_tick)?;
         }
     }
-    for v in [&mut all_ticks, &mut deciding, &mut record_only] {
+    for v in [
+        &mut all_ticks,
+        &mut deciding,
+        &mut record_only,
+        &mut fsync_only,
+    ] {
         v.sort_by(f64::total_cmp);
     }
     writeln!(
@@ -677,6 +747,10 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             &deciding,
         ),
         ("outbox write alone", &record_only),
+        (
+            "4 KiB write + fdatasync, same directory (beside each outbox write)",
+            &fsync_only,
+        ),
     ] {
         writeln!(
             out,
@@ -687,10 +761,24 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             v.last().copied().unwrap_or(f64::NAN)
         )?;
     }
+    writeln!(
+        out,
+        "\np99 of the deciding tick with its outbox write / p99 of one fsync: {:.2}x",
+        pctl(&deciding, 0.99) / pctl(&fsync_only, 0.99)
+    )?;
     if !failures.is_empty() {
         writeln!(out, "\noutbox errors: {}", failures.join("; "))?;
     }
     Ok(())
+}
+
+/// Writes `block` over the start of `file` and waits for it to be on the disk
+/// (`fdatasync`): the cost of one durable write, to set the outbox's beside.
+fn fsync_probe(file: &mut std::fs::File, block: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(block)?;
+    file.sync_data()
 }
 
 #[cfg(test)]
