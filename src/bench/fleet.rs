@@ -20,7 +20,7 @@
 //! tick (up to one `eval_interval`) and the 250 ms polling.
 
 use super::BenchError;
-use super::perf::{Agent, PerfArgs, cpu_seconds, ingested, metric_value, rss_kib_of};
+use super::perf::{Agent, PerfArgs, cpu_seconds, ingested, metric_value, metrics_text, rss_kib_of};
 use crate::model::{DurationMs, Sample, Timestamp};
 use crate::sim::{DeployPlan, Fleet, FleetConfig, Scenario};
 use serde_json::{Value, json};
@@ -125,6 +125,48 @@ async fn send_round(
     }
 }
 
+/// Decisions read back, by (deploy, decision, rule, time): their time and when first read.
+type Seen = BTreeMap<(String, String, String, String), (f64, i64)>;
+
+/// Notes the decisions in `found` (deploy id, decision JSON) not seen before, read at `now`.
+fn record(seen: &mut Seen, found: Vec<(&str, Value)>, now: i64) {
+    for (d, dec) in found {
+        let text = |k: &str| dec.get(k).map(Value::to_string).unwrap_or_default();
+        let key = (d.to_string(), text("decision"), text("rule"), text("at"));
+        let at = dec.get("at").and_then(Value::as_f64).unwrap_or(0.0);
+        seen.entry(key).or_insert((at, now));
+    }
+}
+
+/// The agent's evaluation-tick histogram, as far as the report uses it.
+#[derive(Debug, Default)]
+struct Evaluations {
+    count: f64,
+    sum: f64,
+    le_1: f64,
+    le_2_5: f64,
+}
+
+impl Evaluations {
+    fn read(metrics: &str) -> Evaluations {
+        const NAME: &str = "immune_evaluation_duration_seconds";
+        let bucket = |le: &str| {
+            let prefix = format!("{NAME}_bucket{{le=\"{le}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Evaluations {
+            count: metric_value(metrics, &format!("{NAME}_count")).unwrap_or(f64::NAN),
+            sum: metric_value(metrics, &format!("{NAME}_sum")).unwrap_or(f64::NAN),
+            le_1: bucket("1"),
+            le_2_5: bucket("2.5"),
+        }
+    }
+}
+
 /// A deploy of the run: its id, service and canary instances.
 struct Deploy {
     id: &'static str,
@@ -149,9 +191,9 @@ pub fn fleet(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     let prefill_rounds = (args.fleet_prefill_minutes * 6) as usize;
     let rounds = (args.fleet_minutes * 6).max(1) as usize;
     // Generating the fleet and sending the prefill take a while: the real-time part
-    // starts after an estimate of both (1 s per prefill round at most), so its first
+    // starts after an estimate of both (1 s per prefill round of 10 000 hosts), so its first
     // round is not already late.
-    let lead = 30_000 + prefill_rounds as i64 * 1_000;
+    let lead = 30_000 + prefill_rounds as i64 * hosts.div_ceil(10) as i64;
     let t0 = Timestamp((wall_ms() + lead) / 10_000 * 10_000);
     let start = Timestamp(t0.0 - prefill_rounds as i64 * interval.0);
     let deploy_at = t0.add(DurationMs::from_secs(60));
@@ -200,11 +242,11 @@ pub fn fleet(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         let pre_cpu = cpu_seconds(pid) - cpu0;
         // Real time.
         let mut live = Sent::default();
-        let mut seen: BTreeMap<(String, String, String, String), (f64, i64)> = BTreeMap::new();
+        let mut seen = Seen::new();
         let mut started_deploys = false;
         let mut late = 0usize;
-        let cpu1 = cpu_seconds(pid);
-        let live_began = wall_ms();
+        let mut cpu1 = cpu_seconds(pid);
+        let mut live_began = wall_ms();
         let poll = |client: reqwest::Client, base: String| async move {
             let mut found = Vec::new();
             for d in ["bad", "healthy"] {
@@ -234,22 +276,20 @@ pub fn fleet(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             // Wait for the round's time, polling decisions meanwhile.
             loop {
                 let now = wall_ms();
-                for (d, dec) in poll(client.clone(), agent.base.clone()).await {
-                    let key = (
-                        d.to_string(),
-                        dec.get("decision")
-                            .map(Value::to_string)
-                            .unwrap_or_default(),
-                        dec.get("rule").map(Value::to_string).unwrap_or_default(),
-                        dec.get("at").map(Value::to_string).unwrap_or_default(),
-                    );
-                    let dec_at = dec.get("at").and_then(Value::as_f64).unwrap_or(0.0);
-                    seen.entry(key).or_insert((dec_at, now));
-                }
+                record(
+                    &mut seen,
+                    poll(client.clone(), agent.base.clone()).await,
+                    now,
+                );
                 if now >= at.0 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis((at.0 - now).clamp(1, 250) as u64)).await;
+            }
+            if k == 0 {
+                // The real-time part's CPU and wall clock start with its first round.
+                cpu1 = cpu_seconds(pid);
+                live_began = wall_ms();
             }
             if wall_ms() > at.0 + 5_000 {
                 late += 1;
@@ -289,37 +329,24 @@ pub fn fleet(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         let end = wall_ms() + interval.0;
         while wall_ms() < end {
             let now = wall_ms();
-            for (d, dec) in poll(client.clone(), agent.base.clone()).await {
-                let key = (
-                    d.to_string(),
-                    dec.get("decision")
-                        .map(Value::to_string)
-                        .unwrap_or_default(),
-                    dec.get("rule").map(Value::to_string).unwrap_or_default(),
-                    dec.get("at").map(Value::to_string).unwrap_or_default(),
-                );
-                let dec_at = dec.get("at").and_then(Value::as_f64).unwrap_or(0.0);
-                seen.entry(key).or_insert((dec_at, now));
-            }
+            record(
+                &mut seen,
+                poll(client.clone(), agent.base.clone()).await,
+                now,
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let live_wall = (wall_ms() - live_began) as f64 / 1000.0;
         let live_cpu = cpu_seconds(pid) - cpu1;
         let (peak, rss) = rss_kib_of(&pid.to_string());
-        let metrics = client
-            .get(format!("{}/metrics", agent.base))
-            .send()
-            .await
-            .map_err(|e| BenchError::Agent(e.to_string()))?
-            .text()
-            .await
-            .map_err(|e| BenchError::Agent(e.to_string()))?;
+        let metrics = metrics_text(&client, &agent.base).await?;
         let dropped = metric_value(&metrics, "immune_engine_dropped_batches_total").unwrap_or(-1.0);
+        let evals = Evaluations::read(&metrics);
         let series = metric_value(&metrics, "immune_series").unwrap_or(-1.0);
         let total = ingested(&client, &agent.base).await?;
         Ok::<_, BenchError>((
             pre, pre_secs, pre_cpu, live, live_wall, live_cpu, late, seen, peak, rss, dropped,
-            series, total,
+            series, total, evals,
         ))
     })?;
     drop(agent);
@@ -337,6 +364,7 @@ pub fn fleet(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         dropped,
         series,
         total,
+        evals,
     ) = result;
     let sent = pre.samples + live.samples;
     writeln!(
@@ -378,16 +406,34 @@ pub fn fleet(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         rss as f64 / 1024.0,
         peak as f64 / 1024.0,
     )?;
+    let mut lag: Vec<f64> = live
+        .acks
+        .iter()
+        .map(|(at, w)| (w - at.0) as f64 / 1000.0)
+        .collect();
+    lag.sort_by(f64::total_cmp);
+    let q = |p: f64| super::perf::pctl(&lag, p);
     writeln!(
         out,
-        "| deploy | service | canary hosts | simulated effect | decision | rule | decided at (data time, s after canary) | latency s (read back - deciding round acknowledged) |\n|---|---|---:|---|---|---|---:|---:|"
+        "Real-time rounds, from the round's data time to its last request acknowledged (generating and encoding it included): p50 {:.2} s, p90 {:.2} s, max {:.2} s. Agent evaluation ticks (`immune_evaluation_duration_seconds`, whole run): {} ticks, mean {:.3} s, {} over 1 s, {} over 2.5 s.\n",
+        q(0.5),
+        q(0.9),
+        lag.last().copied().unwrap_or(f64::NAN),
+        evals.count,
+        evals.sum / evals.count.max(1.0),
+        evals.count - evals.le_1,
+        evals.count - evals.le_2_5,
+    )?;
+    writeln!(
+        out,
+        "| deploy | service | canary hosts | simulated effect | decision | rule | deciding round acknowledged | decision's time | read back | latency s (read back - deciding round acknowledged) |\n|---|---|---:|---|---|---|---:|---:|---:|---:|"
     )?;
     for d in &deploys {
         let mine: Vec<_> = seen.iter().filter(|(k, _)| k.0 == d.id).collect();
         if mine.is_empty() {
             writeln!(
                 out,
-                "| {} | {} | {} | {} | none in {} min | | | |",
+                "| {} | {} | {} | {} | none in {} min | | | | | |",
                 d.id,
                 d.service,
                 d.canary.len(),
@@ -401,16 +447,20 @@ pub fn fleet(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             // acknowledged before its time.
             let acked = live.acks.iter().map(|(_, w)| *w).rfind(|w| *w <= at_ms);
             let latency = acked.map_or(f64::NAN, |w| (seen_ms - w) as f64 / 1000.0);
+            // Times as seconds after the deploys started (the canary events' `at`).
+            let after = |ms: i64| format!("+{:.2} s", (ms - deploy_at.0) as f64 / 1000.0);
             writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
                 d.id,
                 d.service,
                 d.canary.len(),
                 d.effect,
                 kind.trim_matches('"'),
                 rule.trim_matches('"'),
-                (at_ms - deploy_at.0) as f64 / 1000.0,
+                acked.map_or("none".to_string(), after),
+                after(at_ms),
+                after(*seen_ms),
                 latency,
             )?;
         }

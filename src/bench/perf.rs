@@ -464,15 +464,24 @@ pub(super) fn cpu_seconds(pid: u32) -> f64 {
 /// series gets its points in time order whatever the interleaving of senders.
 const BATCH: usize = 10_000;
 
-pub(super) async fn ingested(client: &reqwest::Client, base: &str) -> Result<u64, BenchError> {
-    let text = client
+/// The agent's `/metrics` text.
+pub(super) async fn metrics_text(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<String, BenchError> {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .map_err(|e| BenchError::Agent(e.to_string()))?
         .text()
         .await
-        .map_err(|e| BenchError::Agent(e.to_string()))?;
+        .map_err(|e| BenchError::Agent(e.to_string()))
+}
+
+/// The agent's `immune_samples_ingested_total`.
+pub(super) async fn ingested(client: &reqwest::Client, base: &str) -> Result<u64, BenchError> {
+    let text = metrics_text(client, base).await?;
     metric_value(&text, "immune_samples_ingested_total")
         .map(|v| v as u64)
         .ok_or_else(|| BenchError::Agent("no immune_samples_ingested_total".into()))
@@ -672,7 +681,7 @@ fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn pctl(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn pctl(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
