@@ -20,7 +20,8 @@
 //! tick (up to one `eval_interval`) and the 250 ms polling.
 
 use super::BenchError;
-use super::perf::{Agent, PerfArgs, cpu_seconds, ingested, metric_value, metrics_text, rss_kib_of};
+use super::agent::{Agent, cpu_seconds, ingested, metric_value, metrics_text, rss_kib_of};
+use super::perf::PerfArgs;
 use crate::model::{DurationMs, Sample, Timestamp};
 use crate::sim::{DeployPlan, Fleet, FleetConfig, Scenario};
 use serde_json::{Value, json};
