@@ -274,13 +274,12 @@ mod tests {
         b
     }
 
-    fn sample(name: &str, labels: &[(&str, &str)], value: f64, at: i64) -> Sample {
+    /// A sample of the series written as `series` (`name{labels}`).
+    fn sample(series: &str, value: f64, at: i64) -> Sample {
+        let (name, labels) = crate::textformat::parse_series(series).unwrap();
         Sample {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            name,
+            labels,
             value,
             at: Timestamp(at),
         }
@@ -315,7 +314,7 @@ mod tests {
         b.start_series("n");
         b.finish_series([(Timestamp(2), 2.0)]);
         assert_eq!(b.series_count(), 1);
-        assert_eq!(b.to_samples(), vec![sample("n", &[], 2.0, 2)]);
+        assert_eq!(b.to_samples(), vec![sample("n", 2.0, 2)]);
     }
 
     /// The batch path stores what the label-pair path stores, series ids included, over
@@ -335,8 +334,7 @@ mod tests {
                 .iter()
                 .map(|i| {
                     sample(
-                        "http_requests_total",
-                        &[("instance", &format!("h{i}")), ("job", "web")],
+                        &format!("http_requests_total{{instance=\"h{i}\",job=\"web\"}}"),
                         k as f64,
                         1_700_000_000_000 + k * 10_000,
                     )
@@ -344,8 +342,7 @@ mod tests {
                 .collect();
             for e in 0..extra {
                 v.push(sample(
-                    "new_total",
-                    &[("n", &e.to_string())],
+                    &format!("new_total{{n=\"{e}\"}}"),
                     1.0,
                     1_700_000_000_000 + k * 10_000,
                 ));
