@@ -140,7 +140,8 @@ impl Limits {
         &self.cfg
     }
 
-    fn count(&self, limit: Limit, n: usize) {
+    /// Counts `n` samples refused by `limit` in `immune_samples_refused_total`.
+    pub fn count(&self, limit: Limit, n: usize) {
         if n > 0 {
             self.refused
                 .with_label_values(&[limit.reason()])
@@ -150,6 +151,15 @@ impl Limits {
 
     /// Whether one series is within the label limits.
     pub fn check_series(&self, name: &str, labels: &[(String, String)]) -> Result<(), LimitError> {
+        self.check_labels(name, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// [`Limits::check_series`] over borrowed labels (push and remote_write batches).
+    pub fn check_labels<'a>(
+        &self,
+        name: &str,
+        labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), LimitError> {
         let c = &self.cfg;
         let err = |limit, limit_value, message| LimitError {
             limit,
@@ -235,35 +245,48 @@ impl Limits {
     /// Whether one request is within the per-request limits; a refused request is counted
     /// whole.
     pub fn check_request(&self, samples: &[Sample]) -> Result<(), LimitError> {
-        let c = &self.cfg;
-        let refuse = |limit, limit_value, message| {
-            self.count(limit, samples.len());
-            Err(LimitError {
-                limit,
-                limit_value,
-                refused: samples.len(),
-                message,
-            })
-        };
-        if samples.len() > c.max_samples_per_request {
-            return refuse(
-                Limit::SamplesPerRequest,
-                c.max_samples_per_request,
-                format!("the request has {} samples", samples.len()),
-            );
-        }
-        if samples.len() > c.max_series_per_request {
+        self.check_request_size(samples.len(), || {
             let mut series: Vec<(&str, &[(String, String)])> = samples
                 .iter()
                 .map(|s| (s.name.as_str(), s.labels.as_slice()))
                 .collect();
             series.sort_unstable();
             series.dedup();
-            if series.len() > c.max_series_per_request {
+            series.len()
+        })
+    }
+
+    /// [`Limits::check_request`] for a request of `samples` samples whose distinct series
+    /// `series` counts (called only when the count could exceed the limit).
+    pub fn check_request_size(
+        &self,
+        samples: usize,
+        series: impl FnOnce() -> usize,
+    ) -> Result<(), LimitError> {
+        let c = &self.cfg;
+        let refuse = |limit, limit_value, message| {
+            self.count(limit, samples);
+            Err(LimitError {
+                limit,
+                limit_value,
+                refused: samples,
+                message,
+            })
+        };
+        if samples > c.max_samples_per_request {
+            return refuse(
+                Limit::SamplesPerRequest,
+                c.max_samples_per_request,
+                format!("the request has {samples} samples"),
+            );
+        }
+        if samples > c.max_series_per_request {
+            let series = series();
+            if series > c.max_series_per_request {
                 return refuse(
                     Limit::SeriesPerRequest,
                     c.max_series_per_request,
-                    format!("the request has {} series", series.len()),
+                    format!("the request has {series} series"),
                 );
             }
         }

@@ -437,28 +437,44 @@ pub fn parse_series(series: &str) -> Result<(String, Labels), ParseError> {
 
 /// Writes `name{labels}` in canonical form (sorted labels, escaped values).
 pub fn format_series(name: &str, labels: &[(String, String)], out: &mut String) {
+    format_series_pairs(
+        name,
+        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        out,
+    );
+}
+
+/// [`format_series`] over borrowed pairs, given in the order to write (sorted for the
+/// canonical form): remote_write and push build series texts from borrowed labels.
+/// Values are escaped a run at a time (`\\`, `\"` and newline are the only escapes).
+pub fn format_series_pairs<'a>(
+    name: &str,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    out: &mut String,
+) {
     out.push_str(name);
-    if labels.is_empty() {
-        return;
-    }
-    out.push('{');
-    for (n, (k, v)) in labels.iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
+    let mut any = false;
+    for (k, v) in labels {
+        out.push(if any { ',' } else { '{' });
+        any = true;
         out.push_str(k);
         out.push_str("=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
+        let mut rest = v;
+        while let Some(i) = memchr::memchr3(b'\\', b'"', b'\n', rest.as_bytes()) {
+            out.push_str(&rest[..i]);
+            out.push_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            });
+            rest = &rest[i + 1..];
         }
+        out.push_str(rest);
         out.push('"');
     }
-    out.push('}');
+    if any {
+        out.push('}');
+    }
 }
 
 #[cfg(test)]

@@ -304,13 +304,14 @@ async fn push_text(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "body is not UTF-8 text"))?;
     let labels: Vec<(String, String)> = labels.into_iter().collect();
-    let batch = push::decode_text(text, now, &labels).map_err(|e| push_error(SOURCE, &state, e))?;
+    let batch =
+        push::decode_text_batch(text, now, &labels).map_err(|e| push_error(SOURCE, &state, e))?;
     ingest(SOURCE, &state, batch).await
 }
 
 async fn remote_write(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     const SOURCE: &str = "remote_write";
-    let batch = push::decode_write(&body).map_err(|e| push_error(SOURCE, &state, e))?;
+    let batch = push::decode_write_batch(&body).map_err(|e| push_error(SOURCE, &state, e))?;
     ingest(SOURCE, &state, batch).await
 }
 
@@ -325,13 +326,16 @@ fn limit_error(e: &LimitError, status: StatusCode) -> ApiError {
 async fn ingest(
     source: &str,
     state: &ApiState,
-    batch: Vec<crate::model::Sample>,
+    mut batch: crate::engine::batch::SampleBatch,
 ) -> Result<Response, ApiError> {
-    if let Err(e) = state.limits.check_request(&batch) {
+    if let Err(e) = state
+        .limits
+        .check_request_size(batch.samples(), || batch.distinct_series())
+    {
         state.metrics.sources.error(source);
         return Err(limit_error(&e, StatusCode::PAYLOAD_TOO_LARGE));
     }
-    let (batch, over) = state.limits.filter(batch);
+    let over = push::apply_label_limits(&state.limits, &mut batch);
     let report = push::deliver(&state.engine, batch)
         .await
         .map_err(|e| push_error(source, state, e))?;

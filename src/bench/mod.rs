@@ -5,10 +5,12 @@
 //! Both are commands rather than tests: they take minutes, print their tables, and write
 //! a JSON report; `BENCHMARKS.md` records a run. Nothing here asserts on timings.
 
+mod agent;
 pub mod baselines;
 pub mod detect;
 pub mod experiments;
 pub mod field;
+pub mod fleet;
 pub mod nab;
 pub mod perf;
 

@@ -13,6 +13,7 @@
 //!   being in the SQLite outbox: `Engine::tick` plus the outbox transaction.
 
 use super::BenchError;
+use super::agent::{Agent, cpu_seconds, ingested, rss_kib_of};
 use super::detect::{Case, plan_of};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Decision, DurationMs, Sample, Timestamp};
@@ -25,7 +26,8 @@ use std::time::{Duration, Instant};
 /// Flags of `immune bench perf`.
 #[derive(Debug, clap::Args)]
 pub struct PerfArgs {
-    /// Parts to run, comma-separated: replay, live, memory, latency.
+    /// Parts to run, comma-separated: replay, live, memory, latency, fleet (fleet is not
+    /// in the default set: it runs its data time in real time, 10 minutes and more).
     #[arg(
         long,
         value_delimiter = ',',
@@ -56,6 +58,27 @@ pub struct PerfArgs {
     /// Series counts for the memory part.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     pub series: Vec<usize>,
+    /// The agent binary the live and fleet parts start (default: this one), to measure
+    /// another build with the same load generator.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Web hosts of the fleet part (20 series each).
+    #[arg(long, default_value_t = 10_000)]
+    pub fleet_hosts: usize,
+    /// Minutes of data time the fleet part sends in real time, with its deploys.
+    #[arg(long, default_value_t = 10)]
+    pub fleet_minutes: u64,
+    /// Minutes of data time sent before, as fast as the agent takes them, so the deploys
+    /// have their pre-deploy baselines and the control calibration.
+    #[arg(long, default_value_t = 35)]
+    pub fleet_prefill_minutes: u64,
+    /// Canary hosts of each fleet deploy.
+    #[arg(long, default_value_t = 100)]
+    pub fleet_canary: usize,
+    /// Samples per remote_write request in the fleet part (Prometheus's
+    /// `max_samples_per_send` default).
+    #[arg(long, default_value_t = 2000)]
+    pub fleet_batch: usize,
     /// Deploys per scenario for the latency part.
     #[arg(long, default_value_t = 30)]
     pub latency_deploys: u64,
@@ -75,6 +98,7 @@ pub fn run(args: PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                 }
             }
             "latency" => latency(&args, out)?,
+            "fleet" => super::fleet::fleet(&args, out)?,
             other => return Err(BenchError::Usage(format!("unknown part {other:?}"))),
         }
     }
@@ -254,56 +278,14 @@ fn replay(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// A free loopback port (bound and released; the agent binds it right after).
-fn free_port() -> Result<u16, BenchError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-/// The value of an unlabelled counter in Prometheus text.
-fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l[name.len()..].trim().parse().ok())
-}
-
 /// Peak and current resident memory of this process, from /proc/self/status (KiB).
 fn rss_kib() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    rss_kib_of("self")
 }
 
 fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
-    let dir = args.dir.join("agent");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let port = free_port()?;
-    let config = dir.join("immune.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\ndata_dir: {}\n",
-            dir.join("data").display()
-        ),
-    )?;
-    let exe = std::env::current_exe()?;
-    let log = std::fs::File::create(dir.join("agent.log"))?;
-    let mut child = Command::new(exe)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let base = format!("http://127.0.0.1:{port}");
+    let agent = Agent::start(args, &args.dir.join("agent"))?;
+    let (pid, base) = (agent.pid, agent.base.clone());
     let result = (|| -> Result<Vec<LiveResult>, BenchError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -311,38 +293,29 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             .build()?;
         rt.block_on(async {
             let client = reqwest::Client::new();
-            let up = Instant::now();
-            loop {
-                if let Ok(r) = client.get(format!("{base}/-/healthy")).send().await
-                    && r.status().is_success()
-                {
-                    break;
-                }
-                if up.elapsed() > Duration::from_secs(20) {
-                    return Err(BenchError::Agent("not healthy after 20 s".into()));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            agent.healthy(&client).await?;
             let mut results = Vec::new();
             for proto in [Proto::RemoteWrite, Proto::Push] {
-                results.push(load(&client, &base, proto, args).await?);
+                let cpu = cpu_seconds(pid);
+                let mut r = load(&client, &base, proto, args).await?;
+                r.agent_cpu_s = cpu_seconds(pid) - cpu;
+                results.push(r);
             }
             Ok(results)
         })
     })();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(agent);
     let results = result?;
     writeln!(
         out,
         "\n### Live ingestion over loopback (agent and load generator on the same machine)\n\n\
-         | protocol | requests | samples acknowledged | seconds | samples/s | ingested (agent) | lost | failed requests |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|"
+         | protocol | requests | samples acknowledged | seconds | samples/s | ingested (agent) | lost | failed requests | agent CPU s | agent CPU s per M samples |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for r in results {
         writeln!(
             out,
-            "| {} | {} | {} | {:.1} | {:.2}M | {} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.2}M | {} | {} | {} | {:.2} | {:.3} |",
             r.proto,
             r.requests,
             r.acked,
@@ -350,7 +323,9 @@ fn live(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             r.acked as f64 / r.seconds / 1e6,
             r.ingested,
             r.acked as i64 - r.ingested as i64,
-            r.failed
+            r.failed,
+            r.agent_cpu_s,
+            r.agent_cpu_s / (r.ingested.max(1) as f64 / 1e6),
         )?;
     }
     Ok(())
@@ -369,25 +344,13 @@ struct LiveResult {
     failed: u64,
     seconds: f64,
     ingested: u64,
+    /// CPU seconds (user + system) the agent spent while this protocol was measured.
+    agent_cpu_s: f64,
 }
 
 /// Series per request and requests per sender: each sender owns its series, so every
 /// series gets its points in time order whatever the interleaving of senders.
 const BATCH: usize = 10_000;
-
-async fn ingested(client: &reqwest::Client, base: &str) -> Result<u64, BenchError> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .map_err(|e| BenchError::Agent(e.to_string()))?
-        .text()
-        .await
-        .map_err(|e| BenchError::Agent(e.to_string()))?;
-    metric_value(&text, "immune_samples_ingested_total")
-        .map(|v| v as u64)
-        .ok_or_else(|| BenchError::Agent("no immune_samples_ingested_total".into()))
-}
 
 async fn load(
     client: &reqwest::Client,
@@ -487,6 +450,7 @@ async fn load(
         failed,
         seconds,
         ingested: ingested_total,
+        agent_cpu_s: 0.0,
     })
 }
 
@@ -582,7 +546,7 @@ fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn pctl(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn pctl(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -599,6 +563,11 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     let mut all_ticks: Vec<f64> = Vec::new();
     let mut deciding: Vec<f64> = Vec::new();
     let mut record_only: Vec<f64> = Vec::new();
+    // One fsync of the same disk beside every outbox write: 4 KiB written over the start of
+    // a file in the same directory, then fdatasync.
+    let mut fsync_only: Vec<f64> = Vec::new();
+    let mut probe = std::fs::File::create(args.dir.join("latency-fsync.probe"))?;
+    let block = [0x5au8; 4096];
     let mut failures: Vec<String> = Vec::new();
     for scenario in [Scenario::ErrorRate(2.0), Scenario::Healthy] {
         for seed in 0..args.latency_deploys {
@@ -621,12 +590,22 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                     let r = started.elapsed().as_secs_f64() * 1e3;
                     record_only.push(r);
                     deciding.push(t + r);
+                    let started = Instant::now();
+                    if let Err(e) = fsync_probe(&mut probe, &block) {
+                        failures.push(format!("fsync probe: {e}"));
+                    }
+                    fsync_only.push(started.elapsed().as_secs_f64() * 1e3);
                 }
             };
             super::detect::simulate_with(&case, &rules, &mut on_tick)?;
         }
     }
-    for v in [&mut all_ticks, &mut deciding, &mut record_only] {
+    for v in [
+        &mut all_ticks,
+        &mut deciding,
+        &mut record_only,
+        &mut fsync_only,
+    ] {
         v.sort_by(f64::total_cmp);
     }
     writeln!(
@@ -642,6 +621,10 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             &deciding,
         ),
         ("outbox write alone", &record_only),
+        (
+            "4 KiB write + fdatasync, same directory (beside each outbox write)",
+            &fsync_only,
+        ),
     ] {
         writeln!(
             out,
@@ -652,26 +635,29 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             v.last().copied().unwrap_or(f64::NAN)
         )?;
     }
+    writeln!(
+        out,
+        "\np99 of the deciding tick with its outbox write / p99 of one fsync: {:.2}x",
+        pctl(&deciding, 0.99) / pctl(&fsync_only, 0.99)
+    )?;
     if !failures.is_empty() {
         writeln!(out, "\noutbox errors: {}", failures.join("; "))?;
     }
     Ok(())
 }
 
+/// Writes `block` over the start of `file` and waits for it to be on the disk
+/// (`fdatasync`): the cost of one durable write, to set the outbox's beside.
+fn fsync_probe(file: &mut std::fs::File, block: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(block)?;
+    file.sync_data()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_values_are_read_by_exact_name() {
-        let text =
-            "# HELP x\nimmune_samples_ingested_total_x 3\nimmune_samples_ingested_total 42\n";
-        assert_eq!(
-            metric_value(text, "immune_samples_ingested_total"),
-            Some(42.0)
-        );
-        assert_eq!(metric_value(text, "nope"), None);
-    }
 
     #[test]
     fn rss_is_read_from_proc() {

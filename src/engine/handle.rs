@@ -14,6 +14,7 @@
 //! [`EngineHandle::liveness`] can tell an engine stuck on one input (a loop, a blocked
 //! outbox write) from one that is merely idle, without sending it anything.
 
+use super::batch::SampleBatch;
 use super::season::{SeasonFill, SeasonRequest};
 use super::{Engine, EngineError};
 use crate::model::{Decision, DeployEvent, Sample, Timestamp};
@@ -32,6 +33,9 @@ pub enum Input {
     Samples(Vec<Sample>),
     /// A batch of samples whose sender waits to learn what was stored (push, remote_write).
     SamplesAcked(Vec<Sample>, oneshot::Sender<IngestReport>),
+    /// A request's samples in one flat batch (push, remote_write), acknowledged like
+    /// [`Input::SamplesAcked`]; see [`super::batch`].
+    BatchAcked(SampleBatch, oneshot::Sender<IngestReport>),
     /// A deploy event; the reply carries the decisions it caused or why it was refused.
     Deploy(
         DeployEvent,
@@ -165,6 +169,13 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         self.send_blocking(Input::SamplesAcked(samples, reply))
             .await?;
+        rx.await.map_err(|_| HandleError::Stopped)
+    }
+
+    /// [`EngineHandle::send_samples_acked`] for a [`SampleBatch`].
+    pub async fn send_batch_acked(&self, batch: SampleBatch) -> Result<IngestReport, HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_blocking(Input::BatchAcked(batch, reply)).await?;
         rx.await.map_err(|_| HandleError::Stopped)
     }
 
@@ -376,6 +387,9 @@ fn run(
     beat: Arc<Heartbeat>,
 ) -> Engine {
     let _stop = StopOnDrop(beat.clone());
+    // The order pushed series arrive in, shared by every pushing sender: a sender that
+    // repeats its order pays one hash lookup per request, not per series.
+    let mut pushed = super::store::SeriesCache::new();
     while let Ok(input) = rx.recv() {
         beat.busy();
         match input {
@@ -384,6 +398,9 @@ fn run(
             }
             Input::SamplesAcked(batch, reply) => {
                 let _ = reply.send(ingest(&mut engine, batch));
+            }
+            Input::BatchAcked(batch, reply) => {
+                let _ = reply.send(engine.ingest_batch(&mut pushed, &batch));
             }
             Input::Deploy(ev, reply) => {
                 let result = engine.deploy_event(&ev);

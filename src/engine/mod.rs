@@ -14,6 +14,7 @@
 //! finding, `decide.rs` how an outcome becomes a decision, `view.rs` the JSON views,
 //! `evidence.rs` whether a deploy had anything to judge.
 
+pub mod batch;
 pub mod catalog;
 mod decide;
 mod deploy;

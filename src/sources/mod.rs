@@ -33,6 +33,7 @@ pub mod memcached;
 pub mod mysql;
 pub mod promql;
 pub mod push;
+pub mod remote_write;
 pub mod scrape;
 pub mod sim;
 
