@@ -49,11 +49,11 @@ pub fn answer(engine: &Engine, q: Catalog) -> Value {
                 .iter()
                 .filter(|(_, s)| selectors.iter().any(|m| m.matches(&s.name, &s.labels)))
                 .map(|(_, s)| {
-                    let start = s.points.partition_point(|(t, _)| *t <= after);
                     let points: Vec<Value> = s
                         .points
-                        .range(start..)
-                        .map(|(t, v)| json!([t.0, v.is_finite().then_some(*v)]))
+                        .seek(after)
+                        .1
+                        .map(|(t, v)| json!([t.0, v.is_finite().then_some(v)]))
                         .collect();
                     let labels: serde_json::Map<String, Value> = s
                         .labels

@@ -9,8 +9,10 @@
 //! deploy that restarts processes is neither a negative rate nor a spike.
 
 mod cache;
+mod window;
 
 pub use cache::SeriesCache;
+pub use window::{Iter as WindowIter, Window};
 
 use crate::model::{DurationMs, Labels, Timestamp};
 use crate::textformat;
@@ -33,8 +35,8 @@ pub struct Series {
     pub name: Box<str>,
     /// Sorted labels.
     pub labels: Labels,
-    /// Recent points, oldest first.
-    pub points: VecDeque<(Timestamp, f64)>,
+    /// Recent points, oldest first, compressed (see [`Window`]).
+    pub points: Window,
     /// Per-minute history (minute start, last value in that minute), only for series a
     /// seasonal rule reads.
     pub history: Option<VecDeque<(Timestamp, f64)>>,
@@ -211,7 +213,7 @@ impl Store {
             self.by_text.remove(canonical.as_str());
             self.generation += 1;
             let s = &mut self.series[i];
-            s.points = VecDeque::new();
+            s.points = Window::new();
             s.history = None;
             s.labels = Vec::new();
             s.name = "".into();
@@ -263,8 +265,8 @@ impl Store {
         };
         for s in &self.series {
             let blocks = |n: usize| usize::from(n > 0);
-            m.points += s.points.capacity() * size_of::<(Timestamp, f64)>();
-            m.blocks += blocks(s.points.capacity());
+            m.points += s.points.heap_bytes();
+            m.blocks += blocks(s.points.heap_bytes());
             if let Some(h) = &s.history {
                 m.history += h.capacity() * size_of::<(Timestamp, f64)>();
                 m.blocks += blocks(h.capacity());
@@ -367,7 +369,7 @@ impl Store {
         let series = Series {
             name: name.into(),
             labels,
-            points: VecDeque::new(),
+            points: Window::new(),
             history: None,
             last_seen: Timestamp(i64::MIN),
         };
@@ -418,20 +420,13 @@ impl Store {
         if self.newest.is_none_or(|n| at > n) {
             self.newest = Some(at);
         }
-        if s.points.len() == s.points.capacity() {
-            grow_window(&mut s.points, at, retention);
-        }
-        s.points.push_back((at, value));
+        s.points.push(at, value);
         s.last_seen = at;
-        let horizon = at.sub(retention);
-        let mut trimmed = false;
-        while s.points.len() > 2 && s.points[1].0 < horizon {
-            s.points.pop_front();
-            trimmed = true;
-        }
-        if trimmed {
-            fit_window(&mut s.points);
-        }
+        // The old window was trimmed after each push, its front dropped while its second
+        // point was before `at - retention`; the window keeps that horizon instead (capped
+        // at `at`, where the old loop stopped, two points left) and starts where the old
+        // window would (see [`Window::trim`]).
+        s.points.trim(at.sub(retention).min(at));
         if let Some(h) = s.history.as_mut() {
             let minute = Timestamp(at.0 - at.0.rem_euclid(60_000));
             match h.back_mut() {
@@ -450,14 +445,16 @@ impl Store {
     /// Returns how many were added. Trimming to the retention happens at the next push.
     pub fn backfill(&mut self, id: SeriesId, older: &[(Timestamp, f64)]) -> usize {
         let s = &mut self.series[id.0 as usize];
-        let Some(&(first, _)) = s.points.front() else {
+        let Some((first, _)) = s.points.front() else {
             return 0;
         };
         let n = older.partition_point(|(t, _)| *t < first);
-        for &p in older[..n].iter().rev() {
-            s.points.push_front(p);
+        if n == 0 {
+            return 0;
         }
-        if let Some(&(t, _)) = older.first().filter(|_| n > 0)
+        // Rare (a reload lengthened a window): the window is rebuilt, older points first.
+        s.points = Window::from_points(older[..n].iter().copied().chain(s.points.iter()));
+        if let Some(&(t, _)) = older.first()
             && self.oldest.is_none_or(|o| t < o)
         {
             self.oldest = Some(t);
@@ -515,7 +512,7 @@ impl Store {
 pub struct StoreMemory {
     /// The `Series` records themselves (the store's vector of them).
     pub records: usize,
-    /// Recent points: window capacity × 16 bytes.
+    /// Recent points: the compressed windows' capacity.
     pub points: usize,
     /// Per-minute history, where kept.
     pub history: usize,
@@ -529,46 +526,59 @@ pub struct StoreMemory {
     pub blocks: usize,
 }
 
-/// Makes room in a full window for the points `retention` will hold at the interval seen
-/// so far (plus three), instead of doubling: a `VecDeque` left to double puts 76 points
-/// in room for 128, and giving the excess back later leaves holes in the heap that the
-/// process keeps. At most doubles, so an interval that slows down later costs a few more
-/// steps, not a giant window.
-fn grow_window(points: &mut VecDeque<(Timestamp, f64)>, at: Timestamp, retention: DurationMs) {
-    let len = points.len();
-    let Some(&(first, _)) = points.front() else {
-        return;
-    };
-    let interval = (at.since(first).0 / len as i64).max(1);
-    let want = (retention.0 / interval).saturating_add(3).max(0) as usize;
-    let target = want.clamp(len + len / 8 + 1, 2 * len + 4);
-    points.reserve_exact(target - len);
+/// Points in strictly increasing time that a read can start at any time: the compressed
+/// [`Window`], the per-minute history (a `VecDeque`) and decoded slices. [`increase`] and
+/// [`mean_in`] read all of them with the same code, so they sum the same points in the
+/// same order whatever holds them.
+pub trait Seek {
+    /// The points after a time, oldest first.
+    type After<'a>: Iterator<Item = (Timestamp, f64)>
+    where
+        Self: 'a;
+
+    /// The newest point at or before `t` (`None` when the first point is after `t`), and
+    /// the points after `t`.
+    fn seek(&self, t: Timestamp) -> (Option<(Timestamp, f64)>, Self::After<'_>);
 }
 
-/// Gives back the room a window grew into before it first reached its retention: a
-/// `VecDeque` doubles, so 76 points sit in room for 128 (2 KiB where 1.2 KiB is used).
-/// Once points are being trimmed the length is steady, so the room is cut to the length
-/// plus three (one copy per series, then again only after the length has grown by a
-/// quarter). With so little slack the ring's back, where a point is appended, sits a
-/// few slots before its front, where one is trimmed: one cache line, or two adjacent,
-/// serve both ends of the window.
-fn fit_window(points: &mut VecDeque<(Timestamp, f64)>) {
-    let len = points.len();
-    if points.capacity() > len + len / 4 + 4 {
-        points.shrink_to(len + 3);
+impl Seek for Window {
+    type After<'a> = WindowIter<'a>;
+
+    fn seek(&self, t: Timestamp) -> (Option<(Timestamp, f64)>, WindowIter<'_>) {
+        Window::seek(self, t)
     }
 }
 
-/// The index of the first point after `t` (points are in strictly increasing time), as
-/// `partition_point(|p| p.0 <= t)` but starting at the index the window's first and last
-/// times predict: windows are nearly evenly spaced, so the guess is right or one off and
-/// the answer costs two or three cache lines, not a binary search's seven. Exact in any
-/// case: from the guess it gallops, then bisects.
-fn first_after(points: &VecDeque<(Timestamp, f64)>, t: Timestamp) -> usize {
-    let n = points.len();
-    let (Some(&(t0, _)), Some(&(t1, _))) = (points.front(), points.back()) else {
+impl Seek for VecDeque<(Timestamp, f64)> {
+    type After<'a> = std::iter::Copied<std::collections::vec_deque::Iter<'a, (Timestamp, f64)>>;
+
+    fn seek(&self, t: Timestamp) -> (Option<(Timestamp, f64)>, Self::After<'_>) {
+        let i = first_after(self.len(), |i| self[i].0, t);
+        let prev = i.checked_sub(1).and_then(|j| self.get(j)).copied();
+        (prev, self.range(i..).copied())
+    }
+}
+
+impl Seek for [(Timestamp, f64)] {
+    type After<'a> = std::iter::Copied<std::slice::Iter<'a, (Timestamp, f64)>>;
+
+    fn seek(&self, t: Timestamp) -> (Option<(Timestamp, f64)>, Self::After<'_>) {
+        let i = first_after(self.len(), |i| self[i].0, t);
+        let prev = i.checked_sub(1).and_then(|j| self.get(j)).copied();
+        (prev, self[i..].iter().copied())
+    }
+}
+
+/// The index of the first of `n` points (times `at(i)`, strictly increasing) after `t`, as
+/// `partition_point(|p| p.0 <= t)` but starting at the index the first and last times
+/// predict: points are nearly evenly spaced, so the guess is right or one off and the
+/// answer costs two or three probes, not a binary search's seven. Exact in any case: from
+/// the guess it gallops, then bisects.
+fn first_after(n: usize, at: impl Fn(usize) -> Timestamp, t: Timestamp) -> usize {
+    if n == 0 {
         return 0;
-    };
+    }
+    let (t0, t1) = (at(0), at(n - 1));
     if t < t0 {
         return 0;
     }
@@ -582,7 +592,7 @@ fn first_after(points: &VecDeque<(Timestamp, f64)>, t: Timestamp) -> usize {
     let bisect = |mut lo: usize, mut hi: usize| {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if points[mid].0 <= t {
+            if at(mid) <= t {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -590,14 +600,14 @@ fn first_after(points: &VecDeque<(Timestamp, f64)>, t: Timestamp) -> usize {
         }
         lo
     };
-    if points[guess].0 <= t {
+    if at(guess) <= t {
         let (mut lo, mut step) = (guess + 1, 1);
         loop {
             let probe = lo + step - 1;
             if probe >= n {
                 return bisect(lo, n);
             }
-            if points[probe].0 > t {
+            if at(probe) > t {
                 return bisect(lo, probe);
             }
             lo = probe + 1;
@@ -610,7 +620,7 @@ fn first_after(points: &VecDeque<(Timestamp, f64)>, t: Timestamp) -> usize {
                 return bisect(0, hi);
             }
             let probe = hi - step;
-            if points[probe].0 <= t {
+            if at(probe) <= t {
                 return bisect(probe + 1, hi);
             }
             hi = probe;
@@ -623,25 +633,17 @@ fn first_after(points: &VecDeque<(Timestamp, f64)>, t: Timestamp) -> usize {
 /// `from` as the starting value. A drop is a restart: the counter began again at 0 and the
 /// new value is all increase. Returns `None` when there is no point in the range or no
 /// starting value (the first sample of a series carries no increase).
-pub fn increase(
-    points: &VecDeque<(Timestamp, f64)>,
-    from: Timestamp,
-    to: Timestamp,
-) -> Option<Increase> {
-    let start = first_after(points, from);
-    if start == 0 {
-        return None;
-    }
-    let mut prev = points[start - 1].1;
+pub fn increase<P: Seek + ?Sized>(points: &P, from: Timestamp, to: Timestamp) -> Option<Increase> {
+    let (start, after) = points.seek(from);
+    let (first, mut prev) = start?;
     let mut total = 0.0;
     let mut resets = 0;
-    // The end is found by walking: the points in range are read for the sum anyway.
-    let mut end = start;
-    for &(t, v) in points.range(start..) {
+    let mut last = None;
+    for (t, v) in after {
         if t > to {
             break;
         }
-        end += 1;
+        last = Some(t);
         if v.is_nan() {
             continue;
         }
@@ -655,12 +657,9 @@ pub fn increase(
         }
         prev = v;
     }
-    if end == start {
-        return None;
-    }
     Some(Increase {
         value: total,
-        span: points[end - 1].0.since(points[start - 1].0),
+        span: last?.since(first),
         resets,
     })
 }
@@ -677,10 +676,10 @@ pub struct Increase {
 }
 
 /// The mean of the non-NaN values in (from, to], or `None`.
-pub fn mean_in(points: &VecDeque<(Timestamp, f64)>, from: Timestamp, to: Timestamp) -> Option<f64> {
-    let start = first_after(points, from);
+pub fn mean_in<P: Seek + ?Sized>(points: &P, from: Timestamp, to: Timestamp) -> Option<f64> {
+    let (_, after) = points.seek(from);
     let (mut sum, mut n) = (0.0, 0usize);
-    for &(t, v) in points.range(start..) {
+    for (t, v) in after {
         if t > to {
             break;
         }
@@ -820,7 +819,7 @@ mod tests {
             for q in lo..=hi {
                 let at = Timestamp(q);
                 assert_eq!(
-                    first_after(&p, at),
+                    first_after(p.len(), |i| p[i].0, at),
                     p.partition_point(|(t, _)| *t <= at),
                     "case {case} at {q}"
                 );
@@ -870,7 +869,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_are_sized_from_their_interval() {
+    fn windows_keep_their_retention_compressed() {
         let mut s = Store::new(DurationMs(740_000), DurationMs(0), 10);
         let id = s.intern("m", &mut NoHistory).unwrap();
         for t in 0..300 {
@@ -878,7 +877,39 @@ mod tests {
         }
         let p = &s.get(id).points;
         assert_eq!(p.len(), 76);
-        assert!(p.capacity() <= 80, "capacity {}", p.capacity());
+        assert_eq!(p.front().map(|q| q.0), Some(Timestamp(224 * 10_000)));
+        // 76 points and at most one chunk more, about 11 bits a point.
+        assert!(p.heap_bytes() <= 400, "{} bytes", p.heap_bytes());
+    }
+
+    #[test]
+    fn reads_agree_across_window_deque_and_slice() {
+        let v: Vec<(Timestamp, f64)> = (0..120)
+            .map(|i| {
+                let x = match i % 17 {
+                    5 => f64::NAN,
+                    11 => 3.0, // a restart
+                    _ => (i * i) as f64 / 3.0,
+                };
+                (Timestamp(i * 10_000 + (i % 3)), x)
+            })
+            .collect();
+        let w = Window::from_points(v.iter().copied());
+        let d: VecDeque<_> = v.iter().copied().collect();
+        for from in (-20_000..1_250_000).step_by(3_331) {
+            for len in [1, 9_999, 10_000, 60_000, 400_000] {
+                let (a, b) = (Timestamp(from), Timestamp(from + len));
+                let s = increase(v.as_slice(), a, b);
+                assert_eq!(
+                    increase(&w, a, b).map(|i| (i.value.to_bits(), i.span, i.resets)),
+                    s.map(|i| (i.value.to_bits(), i.span, i.resets))
+                );
+                assert_eq!(increase(&d, a, b), s);
+                let m = mean_in(v.as_slice(), a, b).map(f64::to_bits);
+                assert_eq!(mean_in(&w, a, b).map(f64::to_bits), m);
+                assert_eq!(mean_in(&d, a, b).map(f64::to_bits), m);
+            }
+        }
     }
 
     #[test]

@@ -113,14 +113,34 @@ impl Span {
         }
     }
 
-    fn points<'s>(
-        &self,
-        s: &'s Series,
-    ) -> Option<&'s std::collections::VecDeque<(Timestamp, f64)>> {
+    fn points<'s>(&self, s: &'s Series) -> Option<Points<'s>> {
         if self.history {
-            s.history.as_ref()
+            s.history.as_ref().map(Points::History)
         } else {
-            Some(&s.points)
+            Some(Points::Recent(&s.points))
+        }
+    }
+}
+
+/// The points a span reads: a series' recent window or its per-minute history.
+#[derive(Clone, Copy)]
+enum Points<'s> {
+    Recent(&'s store::Window),
+    History(&'s std::collections::VecDeque<(Timestamp, f64)>),
+}
+
+impl Points<'_> {
+    fn increase(self, from: Timestamp, to: Timestamp) -> Option<store::Increase> {
+        match self {
+            Points::Recent(w) => store::increase(w, from, to),
+            Points::History(h) => store::increase(h, from, to),
+        }
+    }
+
+    fn mean_in(self, from: Timestamp, to: Timestamp) -> Option<f64> {
+        match self {
+            Points::Recent(w) => store::mean_in(w, from, to),
+            Points::History(h) => store::mean_in(h, from, to),
         }
     }
 }
@@ -157,7 +177,7 @@ pub fn count_agg(
         if !side.includes(s) {
             continue;
         }
-        if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
+        if let Some(inc) = span.points(s).and_then(|p| p.increase(from, to)) {
             agg.events += inc.value;
             agg.integral &= inc.value.fract() == 0.0;
             let h = agg
@@ -178,7 +198,7 @@ pub fn count_agg(
             if !side.includes(s) {
                 continue;
             }
-            if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
+            if let Some(inc) = span.points(s).and_then(|p| p.increase(from, to)) {
                 agg.exposure += inc.value;
                 agg.hosts
                     .entry(s.label(&rule.host_label).to_string())
@@ -255,7 +275,7 @@ pub fn continuous_value(
             for &id in &rs.main {
                 let s = store.get(id);
                 if side.includes(s)
-                    && let Some(m) = span.points(s).and_then(|p| store::mean_in(p, from, to))
+                    && let Some(m) = span.points(s).and_then(|p| p.mean_in(from, to))
                 {
                     sum += m;
                     n += 1;
@@ -269,7 +289,7 @@ pub fn continuous_value(
                     .filter(|id| side.includes(store.get(**id)))
                     .filter_map(|id| {
                         span.points(store.get(*id))
-                            .and_then(|p| store::increase(p, from, to))
+                            .and_then(|p| p.increase(from, to))
                     })
                     .map(|inc| inc.value)
                     .sum::<f64>()
@@ -284,7 +304,7 @@ pub fn continuous_value(
                 if !side.includes(s) {
                     continue;
                 }
-                if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
+                if let Some(inc) = span.points(s).and_then(|p| p.increase(from, to)) {
                     match by_le.iter_mut().find(|(l, _)| *l == le) {
                         Some(b) => b.1 += inc.value,
                         None => by_le.push((le, inc.value)),
@@ -310,9 +330,8 @@ pub(super) fn next_point_after(ctx: &Ctx<'_>, t: Timestamp) -> Option<Timestamp>
         .copied()
         .chain(rs.buckets.iter().map(|(id, _)| *id))
         .filter_map(|id| {
-            let p = &ctx.store.get(id).points;
-            let i = p.partition_point(|(at, _)| *at <= t);
-            p.get(i).map(|(at, _)| *at)
+            let (_, mut after) = ctx.store.get(id).points.seek(t);
+            after.next().map(|(at, _)| at)
         })
         .min()
 }
