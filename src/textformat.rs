@@ -435,8 +435,13 @@ pub fn parse_series(series: &str) -> Result<(String, Labels), ParseError> {
     Ok((name.to_string(), labels))
 }
 
-/// Writes `name{labels}` in canonical form (sorted labels, escaped values).
-pub fn format_series(name: &str, labels: &[(String, String)], out: &mut String) {
+/// Writes `name{labels}` in canonical form (sorted labels, escaped values). Labels may be
+/// owned strings or the store's shared ones.
+pub fn format_series<K: AsRef<str>, V: AsRef<str>>(
+    name: &str,
+    labels: &[(K, V)],
+    out: &mut String,
+) {
     out.push_str(name);
     if labels.is_empty() {
         return;
@@ -446,9 +451,9 @@ pub fn format_series(name: &str, labels: &[(String, String)], out: &mut String) 
         if n > 0 {
             out.push(',');
         }
-        out.push_str(k);
+        out.push_str(k.as_ref());
         out.push_str("=\"");
-        for c in v.chars() {
+        for c in v.as_ref().chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
                 '"' => out.push_str("\\\""),

@@ -16,7 +16,8 @@ pub use window::{Iter as WindowIter, Window};
 
 use crate::model::{DurationMs, Labels, Timestamp};
 use crate::textformat;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// The hasher of the series-text maps: foldhash, seeded per process, hashes a ~70-byte
 /// series text in a fraction of SipHash's time (SipHash was 13 % of replay's
@@ -31,15 +32,15 @@ pub struct SeriesId(pub u32);
 /// One interned series.
 #[derive(Debug)]
 pub struct Series {
-    /// Metric name.
-    pub name: Box<str>,
-    /// Sorted labels.
-    pub labels: Labels,
+    /// Metric name, shared with every series of that name.
+    pub name: Arc<str>,
+    /// Sorted labels; names and values shared across series (see [`Store`]).
+    pub labels: SharedLabels,
     /// Recent points, oldest first, compressed (see [`Window`]).
     pub points: Window,
     /// Per-minute history (minute start, last value in that minute), only for series a
     /// seasonal rule reads.
-    pub history: Option<VecDeque<(Timestamp, f64)>>,
+    pub history: Option<History>,
     /// When the newest point arrived (sample time).
     pub last_seen: Timestamp,
 }
@@ -49,8 +50,42 @@ impl Series {
     pub fn label(&self, name: &str) -> &str {
         self.labels
             .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
+            .find(|(k, _)| &**k == name)
+            .map_or("", |(_, v)| v)
+    }
+}
+
+/// A series' label pairs, sorted by name, their strings shared through the store's pool:
+/// a fleet repeats the same names and values (instance, job, path) across many series,
+/// so each series holds pointers, not copies.
+pub type SharedLabels = Box<[(Arc<str>, Arc<str>)]>;
+
+/// A series' per-minute history, boxed: most series keep none, so the record holds one
+/// pointer instead of a deque's four words.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // on purpose: one word in every record, the deque's four only where kept
+pub struct History(Box<VecDeque<(Timestamp, f64)>>);
+
+impl std::ops::Deref for History {
+    type Target = VecDeque<(Timestamp, f64)>;
+
+    fn deref(&self) -> &VecDeque<(Timestamp, f64)> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for History {
+    fn deref_mut(&mut self) -> &mut VecDeque<(Timestamp, f64)> {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a History {
+    type Item = &'a (Timestamp, f64);
+    type IntoIter = std::collections::vec_deque::Iter<'a, (Timestamp, f64)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 
@@ -101,8 +136,10 @@ pub struct Store {
     oldest: Option<Timestamp>,
     newest: Option<Timestamp>,
     /// The spellings of a series other than its canonical text (labels out of order), to
-    /// forget them with it; empty, and without a heap block, for most series.
-    aliases: Vec<Vec<Box<str>>>,
+    /// forget them with it; most series have none and no entry.
+    aliases: HashMap<u32, Vec<Box<str>>>,
+    /// Metric names, label names and label values, one copy each (see [`SharedLabels`]).
+    strings: HashSet<Arc<str>, TextHasher>,
     /// Bumped whenever a series expires (its id may then name another series), so a
     /// [`SeriesCache`] knows its ids are stale.
     generation: u64,
@@ -138,7 +175,8 @@ impl Store {
             duplicate_samples: 0,
             oldest: None,
             newest: None,
-            aliases: Vec::new(),
+            aliases: HashMap::new(),
+            strings: HashSet::default(),
             free: Vec::new(),
             dead: Vec::new(),
             cursor: 0,
@@ -205,7 +243,7 @@ impl Store {
             if s.last_seen == Timestamp(i64::MIN) || now.since(s.last_seen) <= keep {
                 continue;
             }
-            for text in std::mem::take(&mut self.aliases[i]) {
+            for text in self.aliases.remove(&(i as u32)).unwrap_or_default() {
                 self.by_text.remove(&text);
             }
             let mut canonical = String::new();
@@ -215,8 +253,14 @@ impl Store {
             let s = &mut self.series[i];
             s.points = Window::new();
             s.history = None;
-            s.labels = Vec::new();
-            s.name = "".into();
+            let labels = std::mem::take(&mut s.labels);
+            let name = std::mem::replace(&mut s.name, Arc::from(""));
+            for text in labels.iter().flat_map(|(k, v)| [k, v]).chain([&name]) {
+                // Only the pool and this series hold it: nobody else uses the string.
+                if Arc::strong_count(text) == 2 {
+                    self.strings.remove(text);
+                }
+            }
             self.dead[i] = true;
             self.free.push(i as u32);
             self.expired_series += 1;
@@ -271,13 +315,16 @@ impl Store {
                 m.history += h.capacity() * size_of::<(Timestamp, f64)>();
                 m.blocks += blocks(h.capacity());
             }
-            m.labels += s.name.len() + s.labels.capacity() * size_of::<(String, String)>();
-            m.blocks += blocks(s.name.len()) + blocks(s.labels.capacity());
-            for (k, v) in &s.labels {
-                m.labels += k.capacity() + v.capacity();
-                m.blocks += blocks(k.capacity()) + blocks(v.capacity());
-            }
+            m.labels += size_of_val::<[(Arc<str>, Arc<str>)]>(&s.labels);
+            m.blocks += blocks(s.labels.len());
         }
+        // The shared strings, once each: two counts and the text, and the pool's table.
+        for text in &self.strings {
+            m.labels += 2 * size_of::<usize>() + text.len();
+            m.blocks += 1;
+        }
+        m.labels +=
+            (self.strings.capacity() * 8 / 7).next_power_of_two() * (size_of::<Arc<str>>() + 1);
         for text in self.by_text.keys() {
             m.texts += text.len();
             m.blocks += 1;
@@ -286,11 +333,11 @@ impl Store {
         // bytes; buckets are the capacity rounded up to a power of two over 7/8.
         let buckets = (self.by_text.capacity() * 8 / 7).next_power_of_two();
         m.index = buckets * (size_of::<(Box<str>, SeriesId)>() + 1)
-            + self.aliases.capacity() * size_of::<Vec<Box<str>>>()
+            + self.aliases.capacity() * (size_of::<(u32, Vec<Box<str>>)>() + 1)
             + self.dead.capacity()
             + self.free.capacity() * size_of::<u32>();
         m.blocks += 4;
-        for a in &self.aliases {
+        for a in self.aliases.values() {
             m.index += a.capacity() * size_of::<Box<str>>();
             m.blocks += usize::from(a.capacity() > 0);
         }
@@ -313,6 +360,16 @@ impl Store {
         let id = self.intern(text, observer)?;
         cache.learn(text, id);
         Ok(id)
+    }
+
+    /// The pool's copy of `text`, added if new.
+    fn share(&mut self, text: &str) -> Arc<str> {
+        if let Some(t) = self.strings.get(text) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(text);
+        self.strings.insert(t.clone());
+        t
     }
 
     /// Finds or creates the series `name{labels}` (labels need not be sorted).
@@ -357,7 +414,7 @@ impl Store {
         if let Some(id) = self.by_text.get(canonical.as_str()).copied() {
             // Another spelling of a known series (the text itself missed the map).
             self.by_text.insert(text.into(), id);
-            self.aliases[id.0 as usize].push(text.into());
+            self.aliases.entry(id.0).or_default().push(text.into());
             return Ok(id);
         }
         if self.len() >= self.max_series {
@@ -367,8 +424,11 @@ impl Store {
             });
         }
         let series = Series {
-            name: name.into(),
-            labels,
+            name: self.share(&name),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (self.share(k), self.share(v)))
+                .collect(),
             points: Window::new(),
             history: None,
             last_seen: Timestamp(i64::MIN),
@@ -382,16 +442,15 @@ impl Store {
             None => {
                 self.series.push(series);
                 self.dead.push(false);
-                self.aliases.push(Vec::new());
                 SeriesId(self.series.len() as u32 - 1)
             }
         };
         if observer.on_new_series(id, &self.series[id.0 as usize]) {
-            self.series[id.0 as usize].history = Some(VecDeque::new());
+            self.series[id.0 as usize].history = Some(History::default());
         }
         if canonical != text {
             self.by_text.insert(text.into(), id);
-            self.aliases[id.0 as usize].push(text.into());
+            self.aliases.entry(id.0).or_default().push(text.into());
         }
         self.by_text.insert(canonical.into_boxed_str(), id);
         Ok(id)
@@ -469,7 +528,7 @@ impl Store {
     /// expires as a series silent since then does.
     pub fn merge_history(&mut self, id: SeriesId, minutes: &[(Timestamp, f64)]) {
         let s = &mut self.series[id.0 as usize];
-        let h = s.history.get_or_insert_with(VecDeque::new);
+        let h = s.history.get_or_insert_with(History::default);
         let mut merged = Vec::with_capacity(h.len() + minutes.len());
         let (mut a, mut b) = (
             h.iter().copied().peekable(),
@@ -490,7 +549,7 @@ impl Store {
         merged.extend(a);
         merged.extend(b);
         merged.dedup_by_key(|p| p.0);
-        *h = merged.into();
+        **h = merged.into();
         if s.last_seen == Timestamp(i64::MIN)
             && let Some(&(m, _)) = minutes.last()
         {
@@ -516,7 +575,7 @@ pub struct StoreMemory {
     pub points: usize,
     /// Per-minute history, where kept.
     pub history: usize,
-    /// Metric names and label pairs (the vectors and their strings).
+    /// Label pairs (per series) and the shared names and values (once each).
     pub labels: usize,
     /// Series texts kept as keys of the text map, canonical and other spellings.
     pub texts: usize,

@@ -27,22 +27,22 @@ impl RuleSeries {
         let labels = &series.labels;
         match &rule.kind {
             MetricKind::CounterRate | MetricKind::Gauge => {
-                if rule.selector.matches(name, labels) {
+                if rule.selector.matches_any(name, labels) {
                     self.main.push(id);
                 }
             }
             MetricKind::Ratio { denominator } => {
-                if rule.selector.matches(name, labels) {
+                if rule.selector.matches_any(name, labels) {
                     self.main.push(id);
                 }
-                if denominator.matches(name, labels) {
+                if denominator.matches_any(name, labels) {
                     self.denom.push(id);
                 }
             }
             MetricKind::Mean => {
                 let base = &rule.selector.name;
                 if let Some(suffix) = name.strip_prefix(base.as_str())
-                    && rule.selector.matches(base, labels)
+                    && rule.selector.matches_any(base, labels)
                 {
                     match suffix {
                         "_sum" => self.main.push(id),
@@ -54,12 +54,15 @@ impl RuleSeries {
             MetricKind::HistogramQuantile { .. } => {
                 let base = &rule.selector.name;
                 if name.strip_prefix(base.as_str()) == Some("_bucket") {
-                    let without_le: Vec<(String, String)> =
-                        labels.iter().filter(|(k, _)| k != "le").cloned().collect();
-                    if rule.selector.matches(base, &without_le)
+                    let without_le: Vec<(&str, &str)> = labels
+                        .iter()
+                        .filter(|(k, _)| &**k != "le")
+                        .map(|(k, v)| (&**k, &**v))
+                        .collect();
+                    if rule.selector.matches_any(base, &without_le)
                         && let Some(le) = labels
                             .iter()
-                            .find(|(k, _)| k == "le")
+                            .find(|(k, _)| &**k == "le")
                             .and_then(|(_, v)| parse_le(v))
                     {
                         self.buckets.push((id, le));
@@ -115,7 +118,7 @@ impl Span {
 
     fn points<'s>(&self, s: &'s Series) -> Option<Points<'s>> {
         if self.history {
-            s.history.as_ref().map(Points::History)
+            s.history.as_deref().map(Points::History)
         } else {
             Some(Points::Recent(&s.points))
         }
