@@ -94,20 +94,88 @@ impl Window {
     /// Appends a point; `t` must be after the newest point (the store checks).
     pub fn push(&mut self, t: Timestamp, v: f64) {
         let (t, bits) = (t.0, v.to_bits());
-        let open = self.open as usize;
-        if self.words.is_empty() || count(meta(&self.words, open)) >= CHUNK {
-            self.start_chunk(t, bits);
-            return;
-        }
+        let m = self.open as usize + 2;
+        let meta = match self.words.get(m) {
+            Some(&meta) if count(meta) < CHUNK => meta,
+            _ => {
+                self.start_chunk(t, bits);
+                return;
+            }
+        };
         let delta = t.wrapping_sub(self.last_t);
         let dod = delta.wrapping_sub(self.last_delta);
-        self.put_dod(dod);
-        self.put_value(bits ^ self.last_v);
+        // The point's code, most significant bit first: the delta-of-delta, the XOR's
+        // header, the XOR's meaningful bits. `dn` 0: a delta-of-delta past 32 bits.
+        let (dcode, dn): (u64, u32) = match dod {
+            0 => (0, 1),
+            -63..=64 => ((0b10 << 7) | (dod + 63) as u64, 9),
+            -255..=256 => ((0b110 << 9) | (dod + 255) as u64, 12),
+            -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
+            -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
+            _ => (0, 0),
+        };
+        let x = bits ^ self.last_v;
+        let (vcode, vn, body, len) = if x == 0 {
+            (0, 1, 0, 0)
+        } else {
+            let lead = x.leading_zeros().min(31) as u8;
+            let trail = x.trailing_zeros() as u8;
+            if self.lead != NO_WINDOW && lead >= self.lead && trail >= self.trail {
+                let len = 64 - u32::from(self.lead) - u32::from(self.trail);
+                (0b10, 2, x >> self.trail, len)
+            } else {
+                let len = 64 - u32::from(lead) - u32::from(trail);
+                self.lead = lead;
+                self.trail = trail;
+                let head = (0b11 << 11) | (u64::from(lead) << 6) | u64::from(len - 1);
+                (head, 13, x >> trail, len)
+            }
+        };
+        let used = meta as u32;
+        let total = if dn == 0 { 69 } else { dn } + vn + len;
+        let base = self.open as usize + HEAD;
+        let need = base + (used as usize + total as usize).div_ceil(64);
+        if need > self.words.len() {
+            self.grow(need);
+        }
+        let mut at = used;
+        let (mut head, mut n) = if dn == 0 {
+            self.emit64(base, at, 0b11111, 5);
+            self.emit64(base, at + 5, dod as u64, 64);
+            at += 69;
+            (vcode, vn)
+        } else {
+            ((dcode << vn) | vcode, dn + vn)
+        };
+        // `head` holds at most 50 bits and at least one.
+        if len > 0 && n + len <= 64 {
+            head = (head << len) | body;
+            n += len;
+            self.emit64(base, at, head, n);
+        } else {
+            self.emit64(base, at, head, n);
+            if len > 0 {
+                self.emit64(base, at + n, body, len);
+            }
+        }
+        self.words[m] = meta + (1 << 32) + u64::from(total);
         self.last_t = t;
         self.last_delta = delta;
         self.last_v = bits;
-        let m = open + 2;
-        self.words[m] += 1 << 32;
+    }
+
+    /// Writes `v`, of `n` bits (1 to 64, none above), at bit `at` of the stream at `base`;
+    /// the words are there and zero from `at` on.
+    #[inline(always)]
+    fn emit64(&mut self, base: usize, at: u32, v: u64, n: u32) {
+        let w = base + (at / 64) as usize;
+        let free = 64 - at % 64;
+        if n <= free {
+            self.words[w] |= v << (free - n);
+        } else {
+            self.words[w] |= v >> (n - free);
+            self.words[w + 1] |= v << (64 - (n - free));
+        }
     }
 
     /// Moves the window's start on: from now on it starts at its newest point older than
@@ -156,78 +224,32 @@ impl Window {
         }
     }
 
-    /// Room for `more` words: grows by an eighth (at least four words), never doubling, so
-    /// a window's capacity stays near its length.
+    /// Room for `more` words.
     fn reserve(&mut self, more: usize) {
+        let need = self.words.len() + more;
+        if self.words.capacity() < need {
+            self.grow_capacity(need);
+        }
+    }
+
+    /// Lengthens the words to `need` (zeros), growing the room as [`Window::grow_capacity`].
+    fn grow(&mut self, need: usize) {
+        if self.words.capacity() < need {
+            self.grow_capacity(need);
+        }
+        self.words.resize(need, 0);
+    }
+
+    /// Room for at least `need` words: doubling while small (a window filling up), then
+    /// by an eighth, so a full window's capacity stays near its length.
+    fn grow_capacity(&mut self, need: usize) {
         let len = self.words.len();
-        if self.words.capacity() < len + more {
-            self.words.reserve_exact(more.max(len / 8).max(4));
-        }
-    }
-
-    /// Appends the `n` low bits of `v` to the open chunk's stream (`n` at most 64).
-    fn put(&mut self, v: u64, n: u32) {
-        if n == 0 {
-            return;
-        }
-        let m = self.open as usize + 2;
-        let used = self.words[m] as u32;
-        let base = self.open as usize + HEAD;
-        let need = base + (used as usize + n as usize).div_ceil(64);
-        if need > self.words.len() {
-            self.reserve(need - self.words.len());
-            self.words.resize(need, 0);
-        }
-        let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
-        let w = base + (used / 64) as usize;
-        let free = 64 - used % 64;
-        if n <= free {
-            self.words[w] |= v << (free - n);
+        let target = if len < 32 {
+            (2 * len).max(16)
         } else {
-            self.words[w] |= v >> (n - free);
-            self.words[w + 1] |= v << (64 - (n - free));
-        }
-        self.words[m] += u64::from(n);
-    }
-
-    fn put_dod(&mut self, dod: i64) {
-        match dod {
-            0 => self.put(0, 1),
-            -63..=64 => self.put((0b10 << 7) | (dod + 63) as u64, 9),
-            -255..=256 => self.put((0b110 << 9) | (dod + 255) as u64, 12),
-            -2047..=2048 => self.put((0b1110 << 12) | (dod + 2047) as u64, 16),
-            -2_147_483_647..=2_147_483_648 => {
-                self.put(0b11110, 5);
-                self.put((dod + 2_147_483_647) as u64, 32);
-            }
-            _ => {
-                self.put(0b11111, 5);
-                self.put(dod as u64, 64);
-            }
-        }
-    }
-
-    fn put_value(&mut self, x: u64) {
-        if x == 0 {
-            self.put(0, 1);
-            return;
-        }
-        let lead = x.leading_zeros().min(31) as u8;
-        let trail = x.trailing_zeros() as u8;
-        if self.lead != NO_WINDOW && lead >= self.lead && trail >= self.trail {
-            let len = 64 - u32::from(self.lead) - u32::from(self.trail);
-            self.put(0b10, 2);
-            self.put(x >> self.trail, len);
-        } else {
-            let len = 64 - u32::from(lead) - u32::from(trail);
-            self.put(
-                (0b11 << 11) | (u64::from(lead) << 6) | u64::from(len - 1),
-                13,
-            );
-            self.put(x >> trail, len);
-            self.lead = lead;
-            self.trail = trail;
-        }
+            len + len / 8
+        };
+        self.words.reserve_exact(target.max(need) - len);
     }
 
     /// The newest point.
@@ -403,24 +425,22 @@ impl<'a> Cursor<'a> {
     /// The next `n` bits (1 to 64); zeros past the end.
     #[inline]
     fn read(&mut self, n: u32) -> u64 {
-        let w = self.pos >> 6;
-        let off = (self.pos & 63) as u32;
-        let a = self.words.get(w).copied().unwrap_or(0);
-        let x = if off == 0 {
-            a
-        } else {
-            (a << off) | (self.words.get(w + 1).copied().unwrap_or(0) >> (64 - off))
-        };
+        let x = self.peek();
         self.pos += n as usize;
         x.checked_shr(64 - n).unwrap_or(0)
     }
 
+    /// The next 64 bits of the stream, without moving on; zeros past the end.
     #[inline]
-    fn bit(&mut self) -> bool {
-        let w = self.words.get(self.pos >> 6).copied().unwrap_or(0);
-        let b = (w >> (63 - (self.pos & 63))) & 1 == 1;
-        self.pos += 1;
-        b
+    fn peek(&self) -> u64 {
+        let w = self.pos >> 6;
+        let off = (self.pos & 63) as u32;
+        let a = self.words.get(w).copied().unwrap_or(0);
+        if off == 0 {
+            a
+        } else {
+            (a << off) | (self.words.get(w + 1).copied().unwrap_or(0) >> (64 - off))
+        }
     }
 
     fn next(&mut self) -> Option<(i64, u64)> {
@@ -438,30 +458,52 @@ impl<'a> Cursor<'a> {
             return Some((self.t, self.v));
         }
         self.left -= 1;
-        let dod = if !self.bit() {
-            0
-        } else if !self.bit() {
-            self.read(7) as i64 - 63
-        } else if !self.bit() {
-            self.read(9) as i64 - 255
-        } else if !self.bit() {
-            self.read(12) as i64 - 2047
-        } else if !self.bit() {
-            self.read(32) as i64 - 2_147_483_647
-        } else {
-            self.read(64) as i64
+        // Prefixes are read from one 64-bit look at the stream: the count of leading ones
+        // says the delta-of-delta's size, the next bits the XOR's.
+        let x = self.peek();
+        let dod = match x.leading_ones() {
+            0 => {
+                self.pos += 1;
+                0
+            }
+            1 => {
+                self.pos += 9;
+                ((x << 2) >> 57) as i64 - 63
+            }
+            2 => {
+                self.pos += 12;
+                ((x << 3) >> 55) as i64 - 255
+            }
+            3 => {
+                self.pos += 16;
+                ((x << 4) >> 52) as i64 - 2047
+            }
+            4 => {
+                self.pos += 5;
+                self.read(32) as i64 - 2_147_483_647
+            }
+            _ => {
+                self.pos += 5;
+                self.read(64) as i64
+            }
         };
         self.delta = self.delta.wrapping_add(dod);
         self.t = self.t.wrapping_add(self.delta);
-        if self.bit() {
-            if self.bit() {
-                let lead = self.read(5) as u32;
-                let len = self.read(6) as u32 + 1;
+        let y = self.peek();
+        if y >> 63 != 0 {
+            if (y >> 62) & 1 == 0 {
+                self.pos += 2;
+            } else {
+                let lead = ((y >> 57) & 31) as u32;
+                let len = ((y >> 51) & 63) as u32 + 1;
+                self.pos += 13;
                 self.lead = lead;
                 self.trail = 64u32.saturating_sub(lead + len);
             }
             let len = 64u32.saturating_sub(self.lead + self.trail).max(1);
             self.v ^= self.read(len).checked_shl(self.trail).unwrap_or(0);
+        } else {
+            self.pos += 1;
         }
         Some((self.t, self.v))
     }
