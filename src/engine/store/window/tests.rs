@@ -50,12 +50,14 @@ fn value(rng: &mut Rng, kind: u64, k: u64, prev: f64) -> f64 {
 }
 
 fn step(rng: &mut Rng, kind: u64) -> i64 {
-    match kind % 5 {
-        0 => 10_000,                                                           // regular
-        1 => 10_000 + rng.below(41) as i64 - 20,                               // jittered
+    match kind % 7 {
+        5 => 10_000 + 1000 * (rng.below(5) as i64 - 2), // whole seconds, a scrape late or early
+        6 => 5_000 + rng.below(600) as i64,             // every delta-of-delta size up to 12 bits
+        0 => 10_000,                                    // regular
+        1 => 10_000 + rng.below(41) as i64 - 20,        // jittered
         2 => 10_000 * (1 + (rng.below(8) == 0) as i64 * rng.below(30) as i64), // gapped
-        3 => 1 + rng.below(3_000_000_000) as i64,                              // random, large
-        _ => 1 + rng.below(3) as i64,                                          // bunched
+        3 => 1 + rng.below(3_000_000_000) as i64,       // random, large
+        _ => 1 + rng.below(3) as i64,                   // bunched
     }
 }
 
@@ -125,7 +127,7 @@ fn check(w: &Window, r: &VecDeque<(Timestamp, f64)>, rng: &mut Rng, case: u64) {
 #[test]
 fn windows_read_as_the_trimmed_deque_did() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    for case in 0..600u64 {
+    for case in 0..840u64 {
         let kind = case;
         let mut w = Window::new();
         let mut r = VecDeque::new();
@@ -139,7 +141,7 @@ fn windows_read_as_the_trimmed_deque_did() {
         };
         let mut v = 0.0;
         for k in 0..n {
-            v = value(&mut rng, kind / 5, k, v);
+            v = value(&mut rng, kind / 7, k, v);
             w.push(Timestamp(t), v);
             r.push_back((Timestamp(t), v));
             let horizon = Timestamp(t).sub(crate::model::DurationMs(retention));
