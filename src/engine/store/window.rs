@@ -33,11 +33,19 @@ const HEAD: usize = 3;
 const NO_WINDOW: u8 = u8::MAX;
 
 /// A window of points in strictly increasing time, compressed (see the module docs).
+///
+/// The open chunk's count and bit length live here, not in its header (written when it
+/// closes), and so do the two newest points: an append touches only the word it writes,
+/// and a read of the newest interval (every tick's) decodes nothing.
 #[derive(Clone, Debug)]
 pub struct Window {
     words: Vec<u64>,
     /// Word where the open (newest) chunk's header starts.
     open: u32,
+    /// Bits of the open chunk's stream.
+    open_bits: u16,
+    /// Points in the open chunk.
+    open_count: u8,
     /// Leading and trailing zeros of the newest XOR's meaningful bits.
     lead: u8,
     trail: u8,
@@ -45,6 +53,9 @@ pub struct Window {
     last_t: i64,
     last_delta: i64,
     last_v: u64,
+    /// The point before the newest (when there are two).
+    prev_t: i64,
+    prev_v: u64,
     /// The largest trim horizon seen: the window starts at its newest point older than
     /// this (or at its first point when none is).
     horizon: i64,
@@ -62,11 +73,15 @@ impl Window {
         Window {
             words: Vec::new(),
             open: 0,
+            open_bits: 0,
+            open_count: 0,
             lead: NO_WINDOW,
             trail: 0,
             last_t: 0,
             last_delta: 0,
             last_v: 0,
+            prev_t: 0,
+            prev_v: 0,
             horizon: i64::MIN,
         }
     }
@@ -94,14 +109,11 @@ impl Window {
     /// Appends a point; `t` must be after the newest point (the store checks).
     pub fn push(&mut self, t: Timestamp, v: f64) {
         let (t, bits) = (t.0, v.to_bits());
-        let m = self.open as usize + 2;
-        let meta = match self.words.get(m) {
-            Some(&meta) if count(meta) < CHUNK => meta,
-            _ => {
-                self.start_chunk(t, bits);
-                return;
-            }
-        };
+        (self.prev_t, self.prev_v) = (self.last_t, self.last_v);
+        if self.words.is_empty() || u32::from(self.open_count) >= CHUNK {
+            self.start_chunk(t, bits);
+            return;
+        }
         let delta = t.wrapping_sub(self.last_t);
         let dod = delta.wrapping_sub(self.last_delta);
         // The point's code, most significant bit first: the delta-of-delta, the XOR's
@@ -131,7 +143,7 @@ impl Window {
                 (head, 13, x >> trail, len)
             }
         };
-        let used = meta as u32;
+        let used = u32::from(self.open_bits);
         let total = if dn == 0 { 69 } else { dn } + vn + len;
         let base = self.open as usize + HEAD;
         let need = base + (used as usize + total as usize).div_ceil(64);
@@ -158,7 +170,8 @@ impl Window {
                 self.emit64(base, at + n, body, len);
             }
         }
-        self.words[m] = meta + (1 << 32) + u64::from(total);
+        self.open_bits += total as u16;
+        self.open_count += 1;
         self.last_t = t;
         self.last_delta = delta;
         self.last_v = bits;
@@ -191,11 +204,18 @@ impl Window {
     }
 
     fn start_chunk(&mut self, t: i64, bits: u64) {
+        if !self.words.is_empty() {
+            // Close the open chunk: its header gets its count and length.
+            let m = self.open as usize + 2;
+            self.words[m] = (u64::from(self.open_count) << 32) | u64::from(self.open_bits);
+        }
         self.drop_stale_chunks();
         let at = self.words.len();
         self.reserve(HEAD);
-        self.words.extend_from_slice(&[t as u64, bits, 1 << 32]);
+        self.words.extend_from_slice(&[t as u64, bits, 0]);
         self.open = at as u32;
+        self.open_bits = 0;
+        self.open_count = 1;
         self.last_t = t;
         self.last_delta = 0;
         self.last_v = bits;
@@ -278,9 +298,8 @@ impl Window {
             chunks += 1;
             c = next_chunk(&self.words, c);
         }
-        let physical =
-            chunks * CHUNK as usize + count(meta(&self.words, self.open as usize)) as usize;
-        let mut raw = Cursor::at(&self.words, 0);
+        let physical = chunks * CHUNK as usize + usize::from(self.open_count);
+        let mut raw = self.cursor(0);
         let mut stale = 0;
         // Points before the start: each whose successor is still older than the horizon.
         let mut prev = raw.next();
@@ -297,6 +316,28 @@ impl Window {
     /// The newest point at or before `t` (`None` when the window's first point is after
     /// `t`), and the points after `t`, oldest first.
     pub fn seek(&self, t: Timestamp) -> (Option<(Timestamp, f64)>, Iter<'_>) {
+        // The newest interval, read at every tick, from the two points kept aside.
+        if !self.is_empty() && t.0 >= self.prev_t && (self.open > 0 || self.open_count > 1) {
+            let end = Iter {
+                cursor: self.cursor(self.words.len()),
+                head: None,
+            };
+            return if t.0 >= self.last_t {
+                (
+                    Some((Timestamp(self.last_t), f64::from_bits(self.last_v))),
+                    end,
+                )
+            } else {
+                let prev = (Timestamp(self.prev_t), f64::from_bits(self.prev_v));
+                (
+                    Some(prev),
+                    Iter {
+                        head: Some((self.last_t, self.last_v)),
+                        ..end
+                    },
+                )
+            };
+        }
         let mut it = self.read_from_chunk(self.chunk_at(t.0));
         let mut prev = None;
         while let Some(p) = it.head
@@ -315,7 +356,7 @@ impl Window {
             return self.read_from_chunk(0);
         }
         let open = self.open as usize;
-        let in_open = count(meta(&self.words, open)) as usize;
+        let in_open = usize::from(self.open_count);
         if n <= in_open {
             return self.read_from_chunk(open);
         }
@@ -351,7 +392,7 @@ impl Window {
 
     /// Points from chunk `c` on, starting no earlier than the window's start.
     fn read_from_chunk(&self, c: usize) -> Iter<'_> {
-        let mut cursor = Cursor::at(&self.words, c);
+        let mut cursor = self.cursor(c);
         let mut head = cursor.next();
         // Skip points before the start: a point older than the horizon whose successor is
         // also older than it.
@@ -371,6 +412,25 @@ impl Window {
     }
 }
 
+impl Window {
+    /// A cursor whose first point is the first of the chunk at word `c`.
+    fn cursor(&self, c: usize) -> Cursor<'_> {
+        Cursor {
+            words: &self.words,
+            open: self.open as usize,
+            open_count: u32::from(self.open_count),
+            chunk: c,
+            left: 0,
+            pos: 0,
+            t: 0,
+            delta: 0,
+            v: 0,
+            lead: 0,
+            trail: 0,
+        }
+    }
+}
+
 fn point((t, v): (i64, u64)) -> (Timestamp, f64) {
     (Timestamp(t), f64::from_bits(v))
 }
@@ -383,7 +443,7 @@ fn count(meta: u64) -> u32 {
     (meta >> 32) as u32
 }
 
-/// Where the chunk after the one at `chunk` starts.
+/// Where the chunk after the closed one at `chunk` starts.
 fn next_chunk(words: &[u64], chunk: usize) -> usize {
     let bits = meta(words, chunk) as u32 as usize;
     chunk + HEAD + bits.div_ceil(64)
@@ -393,6 +453,9 @@ fn next_chunk(words: &[u64], chunk: usize) -> usize {
 #[derive(Clone, Debug)]
 struct Cursor<'a> {
     words: &'a [u64],
+    /// The open chunk (its header has no count yet) and its count.
+    open: usize,
+    open_count: u32,
     /// The current chunk's header word.
     chunk: usize,
     /// Points of the current chunk not yet decoded.
@@ -407,21 +470,6 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    /// A cursor whose first point is chunk `chunk`'s first.
-    fn at(words: &'a [u64], chunk: usize) -> Cursor<'a> {
-        Cursor {
-            words,
-            chunk,
-            left: 0,
-            pos: 0,
-            t: 0,
-            delta: 0,
-            v: 0,
-            lead: 0,
-            trail: 0,
-        }
-    }
-
     /// The next `n` bits (1 to 64); zeros past the end.
     #[inline]
     fn read(&mut self, n: u32) -> u64 {
@@ -447,13 +495,24 @@ impl<'a> Cursor<'a> {
         if self.left == 0 {
             // The next chunk: the first one, or the one after the current.
             if self.pos != 0 {
+                if self.chunk >= self.open {
+                    return None;
+                }
                 self.chunk = next_chunk(self.words, self.chunk);
+            }
+            if self.chunk > self.open {
+                return None;
             }
             let h = self.words.get(self.chunk..self.chunk + HEAD)?;
             self.t = h[0] as i64;
             self.v = h[1];
             self.delta = 0;
-            self.left = count(h[2]).saturating_sub(1);
+            let count = if self.chunk == self.open {
+                self.open_count
+            } else {
+                count(h[2])
+            };
+            self.left = count.saturating_sub(1);
             self.pos = (self.chunk + HEAD) * 64;
             return Some((self.t, self.v));
         }
