@@ -56,6 +56,9 @@ pub struct Window {
     /// The point before the newest (when there are two).
     prev_t: i64,
     prev_v: u64,
+    /// The open chunk's last stream word as written: an append stores the word whole
+    /// instead of or-ing into it, so it never waits to read it from memory.
+    tail: u64,
     /// The largest trim horizon seen: the window starts at its newest point older than
     /// this (or at its first point when none is).
     horizon: i64,
@@ -82,6 +85,7 @@ impl Window {
             last_v: 0,
             prev_t: 0,
             prev_v: 0,
+            tail: 0,
             horizon: i64::MIN,
         }
     }
@@ -177,17 +181,23 @@ impl Window {
         self.last_v = bits;
     }
 
-    /// Writes `v`, of `n` bits (1 to 64, none above), at bit `at` of the stream at `base`;
-    /// the words are there and zero from `at` on.
+    /// Writes `v`, of `n` bits (1 to 64, none above), at bit `at` of the open chunk's
+    /// stream at `base`, the stream's end; the words are there. The word being filled is
+    /// `tail`, so words are stored, never read.
     #[inline(always)]
     fn emit64(&mut self, base: usize, at: u32, v: u64, n: u32) {
         let w = base + (at / 64) as usize;
         let free = 64 - at % 64;
+        let cur = if free == 64 { 0 } else { self.tail };
         if n <= free {
-            self.words[w] |= v << (free - n);
+            let word = cur | (v << (free - n));
+            self.words[w] = word;
+            self.tail = word;
         } else {
-            self.words[w] |= v >> (n - free);
-            self.words[w + 1] |= v << (64 - (n - free));
+            self.words[w] = cur | (v >> (n - free));
+            let next = v << (64 - (n - free));
+            self.words[w + 1] = next;
+            self.tail = next;
         }
     }
 
@@ -216,6 +226,7 @@ impl Window {
         self.open = at as u32;
         self.open_bits = 0;
         self.open_count = 1;
+        self.tail = 0;
         self.last_t = t;
         self.last_delta = 0;
         self.last_v = bits;
