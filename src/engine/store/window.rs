@@ -39,9 +39,9 @@ const NO_WINDOW: u8 = u8::MAX;
 /// and a read of the newest interval (every tick's) decodes nothing.
 #[derive(Clone, Debug)]
 pub struct Window {
+    /// The chunks, the open one last and ending where the words end (so where it starts
+    /// follows from its length: see [`Window::open`]).
     words: Vec<u64>,
-    /// Word where the open (newest) chunk's header starts.
-    open: u32,
     /// Bits of the open chunk's stream.
     open_bits: u16,
     /// Points in the open chunk.
@@ -49,9 +49,8 @@ pub struct Window {
     /// Leading and trailing zeros of the newest XOR's meaningful bits.
     lead: u8,
     trail: u8,
-    /// The newest point and the delta before it (the open chunk's encoder state).
+    /// The newest point (the open chunk's encoder state, with the point before it).
     last_t: i64,
-    last_delta: i64,
     last_v: u64,
     /// The point before the newest (when there are two).
     prev_t: i64,
@@ -75,13 +74,11 @@ impl Window {
     pub const fn new() -> Window {
         Window {
             words: Vec::new(),
-            open: 0,
             open_bits: 0,
             open_count: 0,
             lead: NO_WINDOW,
             trail: 0,
             last_t: 0,
-            last_delta: 0,
             last_v: 0,
             prev_t: 0,
             prev_v: 0,
@@ -113,13 +110,19 @@ impl Window {
     /// Appends a point; `t` must be after the newest point (the store checks).
     pub fn push(&mut self, t: Timestamp, v: f64) {
         let (t, bits) = (t.0, v.to_bits());
+        // The delta before: between the two newest points when both are in this chunk.
+        let last_delta = if self.open_count > 1 {
+            self.last_t.wrapping_sub(self.prev_t)
+        } else {
+            0
+        };
         (self.prev_t, self.prev_v) = (self.last_t, self.last_v);
         if self.words.is_empty() || u32::from(self.open_count) >= CHUNK {
             self.start_chunk(t, bits);
             return;
         }
         let delta = t.wrapping_sub(self.last_t);
-        let dod = delta.wrapping_sub(self.last_delta);
+        let dod = delta.wrapping_sub(last_delta);
         // The point's code, most significant bit first: the delta-of-delta, the XOR's
         // header, the XOR's meaningful bits. `dn` 0: a delta-of-delta past 32 bits.
         let (dcode, dn): (u64, u32) = match dod {
@@ -149,7 +152,7 @@ impl Window {
         };
         let used = u32::from(self.open_bits);
         let total = if dn == 0 { 69 } else { dn } + vn + len;
-        let base = self.open as usize + HEAD;
+        let base = self.open() + HEAD;
         let need = base + (used as usize + total as usize).div_ceil(64);
         if need > self.words.len() {
             self.grow(need);
@@ -177,7 +180,6 @@ impl Window {
         self.open_bits += total as u16;
         self.open_count += 1;
         self.last_t = t;
-        self.last_delta = delta;
         self.last_v = bits;
     }
 
@@ -216,19 +218,16 @@ impl Window {
     fn start_chunk(&mut self, t: i64, bits: u64) {
         if !self.words.is_empty() {
             // Close the open chunk: its header gets its count and length.
-            let m = self.open as usize + 2;
+            let m = self.open() + 2;
             self.words[m] = (u64::from(self.open_count) << 32) | u64::from(self.open_bits);
         }
         self.drop_stale_chunks();
-        let at = self.words.len();
         self.reserve(HEAD);
         self.words.extend_from_slice(&[t as u64, bits, 0]);
-        self.open = at as u32;
         self.open_bits = 0;
         self.open_count = 1;
         self.tail = 0;
         self.last_t = t;
-        self.last_delta = 0;
         self.last_v = bits;
         self.lead = NO_WINDOW;
         self.trail = 0;
@@ -240,7 +239,7 @@ impl Window {
         let mut cut = 0;
         loop {
             let next = next_chunk(&self.words, cut);
-            if next > self.open as usize || next >= self.words.len() {
+            if next > self.open() || next >= self.words.len() {
                 break;
             }
             if (self.words[next] as i64) < self.horizon {
@@ -251,7 +250,6 @@ impl Window {
         }
         if cut > 0 {
             self.words.drain(..cut);
-            self.open -= cut as u32;
         }
     }
 
@@ -271,12 +269,12 @@ impl Window {
         self.words.resize(need, 0);
     }
 
-    /// Room for at least `need` words: doubling while small (a window filling up), then
+    /// Room for at least `need` words: by half while small (a window filling up), then
     /// by an eighth, so a full window's capacity stays near its length.
     fn grow_capacity(&mut self, need: usize) {
         let len = self.words.len();
         let target = if len < 32 {
-            (2 * len).max(16)
+            (len + len / 2).max(12)
         } else {
             len + len / 8
         };
@@ -305,7 +303,7 @@ impl Window {
         }
         let mut chunks = 0usize;
         let mut c = 0;
-        while c < self.open as usize {
+        while c < self.open() {
             chunks += 1;
             c = next_chunk(&self.words, c);
         }
@@ -328,7 +326,7 @@ impl Window {
     /// `t`), and the points after `t`, oldest first.
     pub fn seek(&self, t: Timestamp) -> (Option<(Timestamp, f64)>, Iter<'_>) {
         // The newest interval, read at every tick, from the two points kept aside.
-        if !self.is_empty() && t.0 >= self.prev_t && (self.open > 0 || self.open_count > 1) {
+        if !self.is_empty() && t.0 >= self.prev_t && (self.open_count > 1 || self.open() > 0) {
             let end = Iter {
                 cursor: self.cursor(self.words.len()),
                 head: None,
@@ -366,7 +364,7 @@ impl Window {
         if self.is_empty() {
             return self.read_from_chunk(0);
         }
-        let open = self.open as usize;
+        let open = self.open();
         let in_open = usize::from(self.open_count);
         if n <= in_open {
             return self.read_from_chunk(open);
@@ -384,7 +382,7 @@ impl Window {
 
     /// The last chunk starting at or before `t` (the first when none does).
     fn chunk_at(&self, t: i64) -> usize {
-        let open = self.open as usize;
+        let open = self.open();
         match self.words.get(open) {
             None => return 0,
             Some(&t0) if t0 as i64 <= t => return open,
@@ -424,11 +422,17 @@ impl Window {
 }
 
 impl Window {
+    /// Word where the open (newest) chunk's header starts: it ends where the words end.
+    fn open(&self) -> usize {
+        let len = HEAD + usize::from(self.open_bits).div_ceil(64);
+        self.words.len().saturating_sub(len)
+    }
+
     /// A cursor whose first point is the first of the chunk at word `c`.
     fn cursor(&self, c: usize) -> Cursor<'_> {
         Cursor {
             words: &self.words,
-            open: self.open as usize,
+            open: self.open(),
             open_count: u32::from(self.open_count),
             chunk: c,
             left: 0,

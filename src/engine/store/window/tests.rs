@@ -200,3 +200,10 @@ fn regular_counters_take_little_room() {
     eprintln!("196 points in {} bytes", w.heap_bytes());
     assert!(w.heap_bytes() <= 600, "{} bytes", w.heap_bytes());
 }
+
+#[test]
+fn the_record_stays_small() {
+    // Ten words in every series' record: the vector, six points' worth of state, and the
+    // open chunk's length, count and XOR window.
+    assert!(std::mem::size_of::<Window>() <= 80);
+}
