@@ -446,7 +446,18 @@ fn first_block_in<S: Source + ?Sized>(
     block: DurationMs,
     k: i64,
 ) -> Option<i64> {
-    let (start, _) = block_at(from, block, k);
+    let (start, end) = block_at(from, block, k);
+    // A point inside block k settles it (the earliest point after its start lies in it
+    // too): stop at the first series that has one instead of seeking every window.
+    let mut ids = rs
+        .main
+        .iter()
+        .chain(&rs.denom)
+        .copied()
+        .chain(rs.buckets.iter().map(|(id, _)| *id));
+    if ids.any(|id| src.recent(id).next_after(start).is_some_and(|p| p <= end)) {
+        return Some(k);
+    }
     let p = next_point_after(src, rs, start)?;
     let b = i128::from(block.0.max(1));
     // p lies in block idx when from + idx·b < p <= from + (idx+1)·b.
