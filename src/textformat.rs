@@ -435,11 +435,16 @@ pub fn parse_series(series: &str) -> Result<(String, Labels), ParseError> {
     Ok((name.to_string(), labels))
 }
 
-/// Writes `name{labels}` in canonical form (sorted labels, escaped values).
-pub fn format_series(name: &str, labels: &[(String, String)], out: &mut String) {
+/// Writes `name{labels}` in canonical form (sorted labels, escaped values). Labels may be
+/// owned strings or the store's shared ones.
+pub fn format_series<K: AsRef<str>, V: AsRef<str>>(
+    name: &str,
+    labels: &[(K, V)],
+    out: &mut String,
+) {
     format_series_pairs(
         name,
-        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
         out,
     );
 }

@@ -47,18 +47,18 @@ pub fn answer(engine: &Engine, q: Catalog) -> Value {
         Catalog::Points { selectors, after } => {
             let found: Vec<Value> = store
                 .iter()
-                .filter(|(_, s)| selectors.iter().any(|m| m.matches(&s.name, &s.labels)))
+                .filter(|(_, s)| selectors.iter().any(|m| m.matches_any(&s.name, &s.labels)))
                 .map(|(_, s)| {
-                    let start = s.points.partition_point(|(t, _)| *t <= after);
                     let points: Vec<Value> = s
                         .points
-                        .range(start..)
-                        .map(|(t, v)| json!([t.0, v.is_finite().then_some(*v)]))
+                        .seek(after)
+                        .1
+                        .map(|(t, v)| json!([t.0, v.is_finite().then_some(v)]))
                         .collect();
                     let labels: serde_json::Map<String, Value> = s
                         .labels
                         .iter()
-                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .map(|(k, v)| (k.to_string(), json!(&**v)))
                         .collect();
                     let mut text = String::new();
                     crate::textformat::format_series(&s.name, &s.labels, &mut text);
@@ -70,12 +70,12 @@ pub fn answer(engine: &Engine, q: Catalog) -> Value {
         Catalog::Series(selectors) => {
             let found: Vec<Value> = store
                 .iter()
-                .filter(|(_, s)| selectors.iter().any(|m| m.matches(&s.name, &s.labels)))
+                .filter(|(_, s)| selectors.iter().any(|m| m.matches_any(&s.name, &s.labels)))
                 .map(|(_, s)| {
                     let mut m = serde_json::Map::new();
                     m.insert("__name__".into(), json!(s.name.as_ref()));
                     for (k, v) in &s.labels {
-                        m.insert(k.clone(), json!(v));
+                        m.insert(k.to_string(), json!(&**v));
                     }
                     Value::Object(m)
                 })
@@ -97,7 +97,7 @@ pub fn answer(engine: &Engine, q: Catalog) -> Value {
                             let mut count = 0usize;
                             let mut listed = Vec::new();
                             for (_, s) in store.iter() {
-                                if !sel.matches(&s.name, &s.labels) {
+                                if !sel.matches_any(&s.name, &s.labels) {
                                     continue;
                                 }
                                 count += 1;

@@ -31,15 +31,12 @@ const INTERVAL_GAPS: usize = 15;
 /// The series' observed scrape interval: the median of its newest gaps between points.
 /// `None` with fewer than two points.
 pub fn scrape_interval(s: &Series) -> Option<DurationMs> {
-    let mut gaps: Vec<i64> = s
-        .points
-        .iter()
-        .rev()
-        .take(INTERVAL_GAPS + 1)
-        .map(|p| p.0.0)
-        .collect::<Vec<_>>()
+    let times: Vec<i64> = s.points.tail(INTERVAL_GAPS + 1).map(|p| p.0.0).collect();
+    let newest = &times[times.len().saturating_sub(INTERVAL_GAPS + 1)..];
+    let mut gaps: Vec<i64> = newest
         .windows(2)
-        .map(|w| w[0] - w[1])
+        .rev()
+        .map(|w| w[1] - w[0])
         .filter(|g| *g > 0)
         .collect();
     if gaps.is_empty() {
@@ -91,16 +88,13 @@ pub struct Silence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
+    use crate::engine::store::Window;
 
     fn series(times: &[i64]) -> Series {
         Series {
             name: "m".into(),
             labels: Default::default(),
-            points: times
-                .iter()
-                .map(|t| (Timestamp(*t), 1.0))
-                .collect::<VecDeque<_>>(),
+            points: Window::from_points(times.iter().map(|t| (Timestamp(*t), 1.0))),
             history: None,
             last_seen: times.last().map_or(Timestamp(i64::MIN), |t| Timestamp(*t)),
         }

@@ -9,12 +9,17 @@
 //! deploy that restarts processes is neither a negative rate nor a spike.
 
 mod cache;
+mod read;
+mod window;
 
 pub use cache::SeriesCache;
+pub use read::{Increase, Seek, increase, mean_in};
+pub use window::{Iter as WindowIter, Window};
 
 use crate::model::{DurationMs, Labels, Timestamp};
 use crate::textformat;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// The hasher of the series-text maps: foldhash, seeded per process, hashes a ~70-byte
 /// series text in a fraction of SipHash's time (SipHash was 13 % of replay's
@@ -29,15 +34,15 @@ pub struct SeriesId(pub u32);
 /// One interned series.
 #[derive(Debug)]
 pub struct Series {
-    /// Metric name.
-    pub name: Box<str>,
-    /// Sorted labels.
-    pub labels: Labels,
-    /// Recent points, oldest first.
-    pub points: VecDeque<(Timestamp, f64)>,
+    /// Metric name, shared with every series of that name.
+    pub name: Arc<str>,
+    /// Sorted labels; names and values shared across series (see [`Store`]).
+    pub labels: SharedLabels,
+    /// Recent points, oldest first, compressed (see [`Window`]).
+    pub points: Window,
     /// Per-minute history (minute start, last value in that minute), only for series a
     /// seasonal rule reads.
-    pub history: Option<VecDeque<(Timestamp, f64)>>,
+    pub history: Option<History>,
     /// When the newest point arrived (sample time).
     pub last_seen: Timestamp,
 }
@@ -47,8 +52,42 @@ impl Series {
     pub fn label(&self, name: &str) -> &str {
         self.labels
             .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
+            .find(|(k, _)| &**k == name)
+            .map_or("", |(_, v)| v)
+    }
+}
+
+/// A series' label pairs, sorted by name, their strings shared through the store's pool:
+/// a fleet repeats the same names and values (instance, job, path) across many series,
+/// so each series holds pointers, not copies.
+pub type SharedLabels = Box<[(Arc<str>, Arc<str>)]>;
+
+/// A series' per-minute history, boxed: most series keep none, so the record holds one
+/// pointer instead of a deque's four words.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // on purpose: one word in every record, the deque's four only where kept
+pub struct History(Box<VecDeque<(Timestamp, f64)>>);
+
+impl std::ops::Deref for History {
+    type Target = VecDeque<(Timestamp, f64)>;
+
+    fn deref(&self) -> &VecDeque<(Timestamp, f64)> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for History {
+    fn deref_mut(&mut self) -> &mut VecDeque<(Timestamp, f64)> {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a History {
+    type Item = &'a (Timestamp, f64);
+    type IntoIter = std::collections::vec_deque::Iter<'a, (Timestamp, f64)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
     }
 }
 
@@ -99,8 +138,10 @@ pub struct Store {
     oldest: Option<Timestamp>,
     newest: Option<Timestamp>,
     /// The spellings of a series other than its canonical text (labels out of order), to
-    /// forget them with it; empty, and without a heap block, for most series.
-    aliases: Vec<Vec<Box<str>>>,
+    /// forget them with it; most series have none and no entry.
+    aliases: HashMap<u32, Vec<Box<str>>>,
+    /// Metric names, label names and label values, one copy each (see [`SharedLabels`]).
+    strings: HashSet<Arc<str>, TextHasher>,
     /// Bumped whenever a series expires (its id may then name another series), so a
     /// [`SeriesCache`] knows its ids are stale.
     generation: u64,
@@ -136,7 +177,8 @@ impl Store {
             duplicate_samples: 0,
             oldest: None,
             newest: None,
-            aliases: Vec::new(),
+            aliases: HashMap::new(),
+            strings: HashSet::default(),
             free: Vec::new(),
             dead: Vec::new(),
             cursor: 0,
@@ -203,7 +245,7 @@ impl Store {
             if s.last_seen == Timestamp(i64::MIN) || now.since(s.last_seen) <= keep {
                 continue;
             }
-            for text in std::mem::take(&mut self.aliases[i]) {
+            for text in self.aliases.remove(&(i as u32)).unwrap_or_default() {
                 self.by_text.remove(&text);
             }
             let mut canonical = String::new();
@@ -211,10 +253,16 @@ impl Store {
             self.by_text.remove(canonical.as_str());
             self.generation += 1;
             let s = &mut self.series[i];
-            s.points = VecDeque::new();
+            s.points = Window::new();
             s.history = None;
-            s.labels = Vec::new();
-            s.name = "".into();
+            let labels = std::mem::take(&mut s.labels);
+            let name = std::mem::replace(&mut s.name, Arc::from(""));
+            for text in labels.iter().flat_map(|(k, v)| [k, v]).chain([&name]) {
+                // Only the pool and this series hold it: nobody else uses the string.
+                if Arc::strong_count(text) == 2 {
+                    self.strings.remove(text);
+                }
+            }
             self.dead[i] = true;
             self.free.push(i as u32);
             self.expired_series += 1;
@@ -263,19 +311,22 @@ impl Store {
         };
         for s in &self.series {
             let blocks = |n: usize| usize::from(n > 0);
-            m.points += s.points.capacity() * size_of::<(Timestamp, f64)>();
-            m.blocks += blocks(s.points.capacity());
+            m.points += s.points.heap_bytes();
+            m.blocks += blocks(s.points.heap_bytes());
             if let Some(h) = &s.history {
                 m.history += h.capacity() * size_of::<(Timestamp, f64)>();
                 m.blocks += blocks(h.capacity());
             }
-            m.labels += s.name.len() + s.labels.capacity() * size_of::<(String, String)>();
-            m.blocks += blocks(s.name.len()) + blocks(s.labels.capacity());
-            for (k, v) in &s.labels {
-                m.labels += k.capacity() + v.capacity();
-                m.blocks += blocks(k.capacity()) + blocks(v.capacity());
-            }
+            m.labels += size_of_val::<[(Arc<str>, Arc<str>)]>(&s.labels);
+            m.blocks += blocks(s.labels.len());
         }
+        // The shared strings, once each: two counts and the text, and the pool's table.
+        for text in &self.strings {
+            m.labels += 2 * size_of::<usize>() + text.len();
+            m.blocks += 1;
+        }
+        m.labels +=
+            (self.strings.capacity() * 8 / 7).next_power_of_two() * (size_of::<Arc<str>>() + 1);
         for text in self.by_text.keys() {
             m.texts += text.len();
             m.blocks += 1;
@@ -284,11 +335,11 @@ impl Store {
         // bytes; buckets are the capacity rounded up to a power of two over 7/8.
         let buckets = (self.by_text.capacity() * 8 / 7).next_power_of_two();
         m.index = buckets * (size_of::<(Box<str>, SeriesId)>() + 1)
-            + self.aliases.capacity() * size_of::<Vec<Box<str>>>()
+            + self.aliases.capacity() * (size_of::<(u32, Vec<Box<str>>)>() + 1)
             + self.dead.capacity()
             + self.free.capacity() * size_of::<u32>();
         m.blocks += 4;
-        for a in &self.aliases {
+        for a in self.aliases.values() {
             m.index += a.capacity() * size_of::<Box<str>>();
             m.blocks += usize::from(a.capacity() > 0);
         }
@@ -311,6 +362,16 @@ impl Store {
         let id = self.intern(text, observer)?;
         cache.learn(text, id);
         Ok(id)
+    }
+
+    /// The pool's copy of `text`, added if new.
+    fn share(&mut self, text: &str) -> Arc<str> {
+        if let Some(t) = self.strings.get(text) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(text);
+        self.strings.insert(t.clone());
+        t
     }
 
     /// Finds or creates the series `name{labels}` (labels need not be sorted).
@@ -355,7 +416,7 @@ impl Store {
         if let Some(id) = self.by_text.get(canonical.as_str()).copied() {
             // Another spelling of a known series (the text itself missed the map).
             self.by_text.insert(text.into(), id);
-            self.aliases[id.0 as usize].push(text.into());
+            self.aliases.entry(id.0).or_default().push(text.into());
             return Ok(id);
         }
         if self.len() >= self.max_series {
@@ -365,9 +426,12 @@ impl Store {
             });
         }
         let series = Series {
-            name: name.into(),
-            labels,
-            points: VecDeque::new(),
+            name: self.share(&name),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (self.share(k), self.share(v)))
+                .collect(),
+            points: Window::new(),
             history: None,
             last_seen: Timestamp(i64::MIN),
         };
@@ -380,16 +444,15 @@ impl Store {
             None => {
                 self.series.push(series);
                 self.dead.push(false);
-                self.aliases.push(Vec::new());
                 SeriesId(self.series.len() as u32 - 1)
             }
         };
         if observer.on_new_series(id, &self.series[id.0 as usize]) {
-            self.series[id.0 as usize].history = Some(VecDeque::new());
+            self.series[id.0 as usize].history = Some(History::default());
         }
         if canonical != text {
             self.by_text.insert(text.into(), id);
-            self.aliases[id.0 as usize].push(text.into());
+            self.aliases.entry(id.0).or_default().push(text.into());
         }
         self.by_text.insert(canonical.into_boxed_str(), id);
         Ok(id)
@@ -418,20 +481,13 @@ impl Store {
         if self.newest.is_none_or(|n| at > n) {
             self.newest = Some(at);
         }
-        if s.points.len() == s.points.capacity() {
-            grow_window(&mut s.points, at, retention);
-        }
-        s.points.push_back((at, value));
+        s.points.push(at, value);
         s.last_seen = at;
-        let horizon = at.sub(retention);
-        let mut trimmed = false;
-        while s.points.len() > 2 && s.points[1].0 < horizon {
-            s.points.pop_front();
-            trimmed = true;
-        }
-        if trimmed {
-            fit_window(&mut s.points);
-        }
+        // The old window was trimmed after each push, its front dropped while its second
+        // point was before `at - retention`; the window keeps that horizon instead (capped
+        // at `at`, where the old loop stopped, two points left) and starts where the old
+        // window would (see [`Window::trim`]).
+        s.points.trim(at.sub(retention).min(at));
         if let Some(h) = s.history.as_mut() {
             let minute = Timestamp(at.0 - at.0.rem_euclid(60_000));
             match h.back_mut() {
@@ -450,14 +506,16 @@ impl Store {
     /// Returns how many were added. Trimming to the retention happens at the next push.
     pub fn backfill(&mut self, id: SeriesId, older: &[(Timestamp, f64)]) -> usize {
         let s = &mut self.series[id.0 as usize];
-        let Some(&(first, _)) = s.points.front() else {
+        let Some((first, _)) = s.points.front() else {
             return 0;
         };
         let n = older.partition_point(|(t, _)| *t < first);
-        for &p in older[..n].iter().rev() {
-            s.points.push_front(p);
+        if n == 0 {
+            return 0;
         }
-        if let Some(&(t, _)) = older.first().filter(|_| n > 0)
+        // Rare (a reload lengthened a window): the window is rebuilt, older points first.
+        s.points = Window::from_points(older[..n].iter().copied().chain(s.points.iter()));
+        if let Some(&(t, _)) = older.first()
             && self.oldest.is_none_or(|o| t < o)
         {
             self.oldest = Some(t);
@@ -472,7 +530,7 @@ impl Store {
     /// expires as a series silent since then does.
     pub fn merge_history(&mut self, id: SeriesId, minutes: &[(Timestamp, f64)]) {
         let s = &mut self.series[id.0 as usize];
-        let h = s.history.get_or_insert_with(VecDeque::new);
+        let h = s.history.get_or_insert_with(History::default);
         let mut merged = Vec::with_capacity(h.len() + minutes.len());
         let (mut a, mut b) = (
             h.iter().copied().peekable(),
@@ -493,7 +551,7 @@ impl Store {
         merged.extend(a);
         merged.extend(b);
         merged.dedup_by_key(|p| p.0);
-        *h = merged.into();
+        **h = merged.into();
         if s.last_seen == Timestamp(i64::MIN)
             && let Some(&(m, _)) = minutes.last()
         {
@@ -515,11 +573,11 @@ impl Store {
 pub struct StoreMemory {
     /// The `Series` records themselves (the store's vector of them).
     pub records: usize,
-    /// Recent points: window capacity × 16 bytes.
+    /// Recent points: the compressed windows' capacity.
     pub points: usize,
     /// Per-minute history, where kept.
     pub history: usize,
-    /// Metric names and label pairs (the vectors and their strings).
+    /// Label pairs (per series) and the shared names and values (once each).
     pub labels: usize,
     /// Series texts kept as keys of the text map, canonical and other spellings.
     pub texts: usize,
@@ -529,171 +587,9 @@ pub struct StoreMemory {
     pub blocks: usize,
 }
 
-/// Makes room in a full window for the points `retention` will hold at the interval seen
-/// so far (plus three), instead of doubling: a `VecDeque` left to double puts 76 points
-/// in room for 128, and giving the excess back later leaves holes in the heap that the
-/// process keeps. At most doubles, so an interval that slows down later costs a few more
-/// steps, not a giant window.
-fn grow_window(points: &mut VecDeque<(Timestamp, f64)>, at: Timestamp, retention: DurationMs) {
-    let len = points.len();
-    let Some(&(first, _)) = points.front() else {
-        return;
-    };
-    let interval = (at.since(first).0 / len as i64).max(1);
-    let want = (retention.0 / interval).saturating_add(3).max(0) as usize;
-    let target = want.clamp(len + len / 8 + 1, 2 * len + 4);
-    points.reserve_exact(target - len);
-}
-
-/// Gives back the room a window grew into before it first reached its retention: a
-/// `VecDeque` doubles, so 76 points sit in room for 128 (2 KiB where 1.2 KiB is used).
-/// Once points are being trimmed the length is steady, so the room is cut to the length
-/// plus three (one copy per series, then again only after the length has grown by a
-/// quarter). With so little slack the ring's back, where a point is appended, sits a
-/// few slots before its front, where one is trimmed: one cache line, or two adjacent,
-/// serve both ends of the window.
-fn fit_window(points: &mut VecDeque<(Timestamp, f64)>) {
-    let len = points.len();
-    if points.capacity() > len + len / 4 + 4 {
-        points.shrink_to(len + 3);
-    }
-}
-
-/// The index of the first point after `t` (points are in strictly increasing time), as
-/// `partition_point(|p| p.0 <= t)` but starting at the index the window's first and last
-/// times predict: windows are nearly evenly spaced, so the guess is right or one off and
-/// the answer costs two or three cache lines, not a binary search's seven. Exact in any
-/// case: from the guess it gallops, then bisects.
-fn first_after(points: &VecDeque<(Timestamp, f64)>, t: Timestamp) -> usize {
-    let n = points.len();
-    let (Some(&(t0, _)), Some(&(t1, _))) = (points.front(), points.back()) else {
-        return 0;
-    };
-    if t < t0 {
-        return 0;
-    }
-    if t >= t1 {
-        return n;
-    }
-    // t0 <= t < t1, so n >= 2 and t1 > t0; the guess lies in [0, n - 1).
-    let guess = (i128::from(t.0) - i128::from(t0.0)) * (n as i128 - 1)
-        / (i128::from(t1.0) - i128::from(t0.0));
-    let guess = (guess.max(0) as usize).min(n - 2);
-    let bisect = |mut lo: usize, mut hi: usize| {
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if points[mid].0 <= t {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
-    };
-    if points[guess].0 <= t {
-        let (mut lo, mut step) = (guess + 1, 1);
-        loop {
-            let probe = lo + step - 1;
-            if probe >= n {
-                return bisect(lo, n);
-            }
-            if points[probe].0 > t {
-                return bisect(lo, probe);
-            }
-            lo = probe + 1;
-            step *= 2;
-        }
-    } else {
-        let (mut hi, mut step) = (guess, 1);
-        loop {
-            if hi < step {
-                return bisect(0, hi);
-            }
-            let probe = hi - step;
-            if points[probe].0 <= t {
-                return bisect(probe + 1, hi);
-            }
-            hi = probe;
-            step *= 2;
-        }
-    }
-}
-
-/// The increase of a counter over the points in (from, to], with the point at or before
-/// `from` as the starting value. A drop is a restart: the counter began again at 0 and the
-/// new value is all increase. Returns `None` when there is no point in the range or no
-/// starting value (the first sample of a series carries no increase).
-pub fn increase(
-    points: &VecDeque<(Timestamp, f64)>,
-    from: Timestamp,
-    to: Timestamp,
-) -> Option<Increase> {
-    let start = first_after(points, from);
-    if start == 0 {
-        return None;
-    }
-    let mut prev = points[start - 1].1;
-    let mut total = 0.0;
-    let mut resets = 0;
-    // The end is found by walking: the points in range are read for the sum anyway.
-    let mut end = start;
-    for &(t, v) in points.range(start..) {
-        if t > to {
-            break;
-        }
-        end += 1;
-        if v.is_nan() {
-            continue;
-        }
-        if prev.is_nan() || v < prev {
-            if !prev.is_nan() {
-                resets += 1;
-            }
-            total += v;
-        } else {
-            total += v - prev;
-        }
-        prev = v;
-    }
-    if end == start {
-        return None;
-    }
-    Some(Increase {
-        value: total,
-        span: points[end - 1].0.since(points[start - 1].0),
-        resets,
-    })
-}
-
-/// A counter's increase over a range.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Increase {
-    /// How much it went up, restarts accounted for.
-    pub value: f64,
-    /// The time between the first and last point used: the exposure in series-time.
-    pub span: DurationMs,
-    /// Restarts seen.
-    pub resets: u32,
-}
-
-/// The mean of the non-NaN values in (from, to], or `None`.
-pub fn mean_in(points: &VecDeque<(Timestamp, f64)>, from: Timestamp, to: Timestamp) -> Option<f64> {
-    let start = first_after(points, from);
-    let (mut sum, mut n) = (0.0, 0usize);
-    for &(t, v) in points.range(start..) {
-        if t > to {
-            break;
-        }
-        if v.is_finite() {
-            sum += v;
-            n += 1;
-        }
-    }
-    (n > 0).then(|| sum / n as f64)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::read::first_after;
     use super::*;
 
     struct NoHistory;
@@ -820,7 +716,7 @@ mod tests {
             for q in lo..=hi {
                 let at = Timestamp(q);
                 assert_eq!(
-                    first_after(&p, at),
+                    first_after(p.len(), |i| p[i].0, at),
                     p.partition_point(|(t, _)| *t <= at),
                     "case {case} at {q}"
                 );
@@ -870,7 +766,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_are_sized_from_their_interval() {
+    fn windows_keep_their_retention_compressed() {
         let mut s = Store::new(DurationMs(740_000), DurationMs(0), 10);
         let id = s.intern("m", &mut NoHistory).unwrap();
         for t in 0..300 {
@@ -878,7 +774,39 @@ mod tests {
         }
         let p = &s.get(id).points;
         assert_eq!(p.len(), 76);
-        assert!(p.capacity() <= 80, "capacity {}", p.capacity());
+        assert_eq!(p.front().map(|q| q.0), Some(Timestamp(224 * 10_000)));
+        // 76 points and at most one chunk more, about 11 bits a point.
+        assert!(p.heap_bytes() <= 400, "{} bytes", p.heap_bytes());
+    }
+
+    #[test]
+    fn reads_agree_across_window_deque_and_slice() {
+        let v: Vec<(Timestamp, f64)> = (0..120)
+            .map(|i| {
+                let x = match i % 17 {
+                    5 => f64::NAN,
+                    11 => 3.0, // a restart
+                    _ => (i * i) as f64 / 3.0,
+                };
+                (Timestamp(i * 10_000 + (i % 3)), x)
+            })
+            .collect();
+        let w = Window::from_points(v.iter().copied());
+        let d: VecDeque<_> = v.iter().copied().collect();
+        for from in (-20_000..1_250_000).step_by(3_331) {
+            for len in [1, 9_999, 10_000, 60_000, 400_000] {
+                let (a, b) = (Timestamp(from), Timestamp(from + len));
+                let s = increase(v.as_slice(), a, b);
+                assert_eq!(
+                    increase(&w, a, b).map(|i| (i.value.to_bits(), i.span, i.resets)),
+                    s.map(|i| (i.value.to_bits(), i.span, i.resets))
+                );
+                assert_eq!(increase(&d, a, b), s);
+                let m = mean_in(v.as_slice(), a, b).map(f64::to_bits);
+                assert_eq!(mean_in(&w, a, b).map(f64::to_bits), m);
+                assert_eq!(mean_in(&d, a, b).map(f64::to_bits), m);
+            }
+        }
     }
 
     #[test]

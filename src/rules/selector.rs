@@ -167,12 +167,17 @@ impl Selector {
 
     /// Whether the series `name{labels}` is selected. `labels` need not be sorted.
     pub fn matches(&self, name: &str, labels: &[(String, String)]) -> bool {
+        self.matches_any(name, labels)
+    }
+
+    /// [`Selector::matches`] on labels of any string type (the store's shared ones).
+    pub fn matches_any<K: AsRef<str>, V: AsRef<str>>(&self, name: &str, labels: &[(K, V)]) -> bool {
         name == self.name
             && self.matchers.iter().all(|m| {
                 let v = labels
                     .iter()
-                    .find(|(k, _)| *k == m.label)
-                    .map_or("", |(_, v)| v.as_str());
+                    .find(|(k, _)| k.as_ref() == m.label)
+                    .map_or("", |(_, v)| v.as_ref());
                 m.matches(v)
             })
     }

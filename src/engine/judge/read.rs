@@ -27,22 +27,22 @@ impl RuleSeries {
         let labels = &series.labels;
         match &rule.kind {
             MetricKind::CounterRate | MetricKind::Gauge => {
-                if rule.selector.matches(name, labels) {
+                if rule.selector.matches_any(name, labels) {
                     self.main.push(id);
                 }
             }
             MetricKind::Ratio { denominator } => {
-                if rule.selector.matches(name, labels) {
+                if rule.selector.matches_any(name, labels) {
                     self.main.push(id);
                 }
-                if denominator.matches(name, labels) {
+                if denominator.matches_any(name, labels) {
                     self.denom.push(id);
                 }
             }
             MetricKind::Mean => {
                 let base = &rule.selector.name;
                 if let Some(suffix) = name.strip_prefix(base.as_str())
-                    && rule.selector.matches(base, labels)
+                    && rule.selector.matches_any(base, labels)
                 {
                     match suffix {
                         "_sum" => self.main.push(id),
@@ -54,12 +54,15 @@ impl RuleSeries {
             MetricKind::HistogramQuantile { .. } => {
                 let base = &rule.selector.name;
                 if name.strip_prefix(base.as_str()) == Some("_bucket") {
-                    let without_le: Vec<(String, String)> =
-                        labels.iter().filter(|(k, _)| k != "le").cloned().collect();
-                    if rule.selector.matches(base, &without_le)
+                    let without_le: Vec<(&str, &str)> = labels
+                        .iter()
+                        .filter(|(k, _)| &**k != "le")
+                        .map(|(k, v)| (&**k, &**v))
+                        .collect();
+                    if rule.selector.matches_any(base, &without_le)
                         && let Some(le) = labels
                             .iter()
-                            .find(|(k, _)| k == "le")
+                            .find(|(k, _)| &**k == "le")
                             .and_then(|(_, v)| parse_le(v))
                     {
                         self.buckets.push((id, le));
@@ -113,14 +116,122 @@ impl Span {
         }
     }
 
-    fn points<'s>(
-        &self,
-        s: &'s Series,
-    ) -> Option<&'s std::collections::VecDeque<(Timestamp, f64)>> {
+    fn points<'s, S: Source + ?Sized>(&self, src: &'s S, id: SeriesId) -> Option<Points<'s>> {
+        let s = src.get(id);
         if self.history {
-            s.history.as_ref()
+            s.history.as_deref().map(Points::History)
         } else {
-            Some(&s.points)
+            Some(src.recent(id))
+        }
+    }
+}
+
+/// Where the readers find a series and its recent points: the store, or a walk's
+/// [`Decoded`] windows.
+pub trait Source {
+    /// The series `id`.
+    fn get(&self, id: SeriesId) -> &Series;
+    /// Its recent points.
+    fn recent(&self, id: SeriesId) -> Points<'_>;
+}
+
+impl Source for Store {
+    fn get(&self, id: SeriesId) -> &Series {
+        Store::get(self, id)
+    }
+
+    fn recent(&self, id: SeriesId) -> Points<'_> {
+        Points::Recent(&Store::get(self, id).points)
+    }
+}
+
+/// A block walk's windows, each decoded once over the walk's span: the walk reads every
+/// series at every block, and a compressed window would be decoded from a chunk's start
+/// at each read. Each slice holds the points the window's reads over the span can see
+/// (from the newest point at or before its start to the first point after its end), so
+/// a read of a block gives what the window gives.
+struct Decoded<'s> {
+    store: &'s Store,
+    at: HashMap<SeriesId, (usize, usize)>,
+    points: Vec<(Timestamp, f64)>,
+}
+
+impl<'s> Decoded<'s> {
+    fn new(ctx: &Ctx<'s>, from: Timestamp, to: Timestamp) -> Decoded<'s> {
+        let rs = ctx.rs;
+        let mut d = Decoded {
+            store: ctx.store,
+            at: HashMap::new(),
+            points: Vec::new(),
+        };
+        let ids = rs.main.iter().chain(&rs.denom).copied();
+        for id in ids.chain(rs.buckets.iter().map(|(id, _)| *id)) {
+            if d.at.contains_key(&id) {
+                continue;
+            }
+            let start = d.points.len();
+            let (prev, after) = ctx.store.get(id).points.seek(from);
+            d.points.extend(prev);
+            for p in after {
+                d.points.push(p);
+                if p.0 > to {
+                    break;
+                }
+            }
+            d.at.insert(id, (start, d.points.len()));
+        }
+        d
+    }
+}
+
+impl Source for Decoded<'_> {
+    fn get(&self, id: SeriesId) -> &Series {
+        self.store.get(id)
+    }
+
+    fn recent(&self, id: SeriesId) -> Points<'_> {
+        match self.at.get(&id) {
+            Some(&(a, b)) => Points::Slice(&self.points[a..b]),
+            None => Points::Recent(&self.store.get(id).points),
+        }
+    }
+}
+
+/// The points a span reads: a series' recent window or its per-minute history.
+#[derive(Clone, Copy)]
+pub enum Points<'s> {
+    /// A series' window.
+    Recent(&'s store::Window),
+    /// A series' per-minute history.
+    History(&'s std::collections::VecDeque<(Timestamp, f64)>),
+    /// Points decoded from a window for a walk.
+    Slice(&'s [(Timestamp, f64)]),
+}
+
+impl Points<'_> {
+    fn increase(self, from: Timestamp, to: Timestamp) -> Option<store::Increase> {
+        match self {
+            Points::Recent(w) => store::increase(w, from, to),
+            Points::History(h) => store::increase(h, from, to),
+            Points::Slice(p) => store::increase(p, from, to),
+        }
+    }
+
+    /// The time of the first point after `t`.
+    fn next_after(self, t: Timestamp) -> Option<Timestamp> {
+        let first = |p: Option<(Timestamp, f64)>| p.map(|(at, _)| at);
+        match self {
+            Points::Recent(w) => first(w.seek(t).1.next()),
+            Points::History(h) => first(store::Seek::seek(h, t).1.next()),
+            Points::Slice(p) => first(store::Seek::seek(p, t).1.next()),
+        }
+    }
+
+    fn mean_in(self, from: Timestamp, to: Timestamp) -> Option<f64> {
+        match self {
+            Points::Recent(w) => store::mean_in(w, from, to),
+            Points::History(h) => store::mean_in(h, from, to),
+            Points::Slice(p) => store::mean_in(p, from, to),
         }
     }
 }
@@ -139,8 +250,8 @@ pub struct CountAgg {
 }
 
 /// Sums counter increases of `rs` on one side over (from, to].
-pub fn count_agg(
-    store: &Store,
+pub fn count_agg<S: Source + ?Sized>(
+    store: &S,
     rule: &Rule,
     rs: &RuleSeries,
     side: &dyn SideFilter,
@@ -157,7 +268,7 @@ pub fn count_agg(
         if !side.includes(s) {
             continue;
         }
-        if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
+        if let Some(inc) = span.points(store, id).and_then(|p| p.increase(from, to)) {
             agg.events += inc.value;
             agg.integral &= inc.value.fract() == 0.0;
             let h = agg
@@ -178,7 +289,7 @@ pub fn count_agg(
             if !side.includes(s) {
                 continue;
             }
-            if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
+            if let Some(inc) = span.points(store, id).and_then(|p| p.increase(from, to)) {
                 agg.exposure += inc.value;
                 agg.hosts
                     .entry(s.label(&rule.host_label).to_string())
@@ -241,8 +352,8 @@ pub fn pearson_pairs(pairs: &[[f64; 4]]) -> (f64, f64) {
 
 /// A continuous value of one side over (from, to]: mean of gauges across hosts, pooled
 /// mean of `_sum`/`_count`, or the quantile of pooled histogram buckets.
-pub fn continuous_value(
-    store: &Store,
+pub fn continuous_value<S: Source + ?Sized>(
+    store: &S,
     rule: &Rule,
     rs: &RuleSeries,
     side: &dyn SideFilter,
@@ -255,7 +366,7 @@ pub fn continuous_value(
             for &id in &rs.main {
                 let s = store.get(id);
                 if side.includes(s)
-                    && let Some(m) = span.points(s).and_then(|p| store::mean_in(p, from, to))
+                    && let Some(m) = span.points(store, id).and_then(|p| p.mean_in(from, to))
                 {
                     sum += m;
                     n += 1;
@@ -267,10 +378,7 @@ pub fn continuous_value(
             let total = |ids: &[SeriesId]| {
                 ids.iter()
                     .filter(|id| side.includes(store.get(**id)))
-                    .filter_map(|id| {
-                        span.points(store.get(*id))
-                            .and_then(|p| store::increase(p, from, to))
-                    })
+                    .filter_map(|id| span.points(store, *id).and_then(|p| p.increase(from, to)))
                     .map(|inc| inc.value)
                     .sum::<f64>()
             };
@@ -284,7 +392,7 @@ pub fn continuous_value(
                 if !side.includes(s) {
                     continue;
                 }
-                if let Some(inc) = span.points(s).and_then(|p| store::increase(p, from, to)) {
+                if let Some(inc) = span.points(store, id).and_then(|p| p.increase(from, to)) {
                     match by_le.iter_mut().find(|(l, _)| *l == le) {
                         Some(b) => b.1 += inc.value,
                         None => by_le.push((le, inc.value)),
@@ -302,18 +410,17 @@ pub fn continuous_value(
 }
 
 /// The first point of any series the rule reads (either side) after `t`.
-pub(super) fn next_point_after(ctx: &Ctx<'_>, t: Timestamp) -> Option<Timestamp> {
-    let rs = ctx.rs;
+fn next_point_after<S: Source + ?Sized>(
+    src: &S,
+    rs: &RuleSeries,
+    t: Timestamp,
+) -> Option<Timestamp> {
     rs.main
         .iter()
         .chain(&rs.denom)
         .copied()
         .chain(rs.buckets.iter().map(|(id, _)| *id))
-        .filter_map(|id| {
-            let p = &ctx.store.get(id).points;
-            let i = p.partition_point(|(at, _)| *at <= t);
-            p.get(i).map(|(at, _)| *at)
-        })
+        .filter_map(|id| src.recent(id).next_after(t))
         .min()
 }
 
@@ -328,8 +435,30 @@ pub(super) fn first_block_with_data(
     block: DurationMs,
     k: i64,
 ) -> Option<i64> {
-    let (start, _) = block_at(from, block, k);
-    let p = next_point_after(ctx, start)?;
+    first_block_in(ctx.store, ctx.rs, from, block, k)
+}
+
+/// [`first_block_with_data`] reading from `src`.
+fn first_block_in<S: Source + ?Sized>(
+    src: &S,
+    rs: &RuleSeries,
+    from: Timestamp,
+    block: DurationMs,
+    k: i64,
+) -> Option<i64> {
+    let (start, end) = block_at(from, block, k);
+    // A point inside block k settles it (the earliest point after its start lies in it
+    // too): stop at the first series that has one instead of seeking every window.
+    let mut ids = rs
+        .main
+        .iter()
+        .chain(&rs.denom)
+        .copied()
+        .chain(rs.buckets.iter().map(|(id, _)| *id));
+    if ids.any(|id| src.recent(id).next_after(start).is_some_and(|p| p <= end)) {
+        return Some(k);
+    }
+    let p = next_point_after(src, rs, start)?;
     let b = i128::from(block.0.max(1));
     // p lies in block idx when from + idx·b < p <= from + (idx+1)·b.
     let idx = (i128::from(p.0) - i128::from(from.0) - 1).div_euclid(b);
@@ -343,17 +472,24 @@ pub(super) fn complete_blocks(from: Timestamp, to: Timestamp, block: DurationMs)
 }
 
 /// Calls `f` with every complete block over `(from, to]` that holds data, in order, and
-/// returns how many it visited.
-fn walk(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp, mut f: impl FnMut(Span)) -> u64 {
+/// returns how many it visited. The rule's windows are decoded once for the walk, and `f`
+/// reads them from the [`Decoded`] it is given.
+fn walk(
+    ctx: &Ctx<'_>,
+    from: Timestamp,
+    to: Timestamp,
+    mut f: impl FnMut(&Decoded<'_>, Span),
+) -> u64 {
     let end = complete_blocks(from, to, ctx.block);
+    let decoded = Decoded::new(ctx, from, to);
     let mut k = 0;
     let mut read = 0;
-    while let Some(next) = first_block_with_data(ctx, from, ctx.block, k)
+    while let Some(next) = first_block_in(&decoded, ctx.rs, from, ctx.block, k)
         && next < end
     {
         let (s, e) = block_at(from, ctx.block, next);
         read += 1;
-        f(Span::recent(s, e));
+        f(&decoded, Span::recent(s, e));
         k = next + 1;
     }
     read
@@ -374,8 +510,8 @@ pub(super) fn block_values(
     to: Timestamp,
 ) -> (Vec<f64>, u64) {
     let mut out = Vec::new();
-    let read = walk(ctx, from, to, |span| {
-        if let Some(v) = continuous_value(ctx.store, ctx.rule, ctx.rs, side, span) {
+    let read = walk(ctx, from, to, |d, span| {
+        if let Some(v) = continuous_value(d, ctx.rule, ctx.rs, side, span) {
             out.push(v);
         }
     });
@@ -386,9 +522,9 @@ pub(super) fn block_values(
 /// skipping stretches without data. Returns the differences and how many blocks were read.
 pub(super) fn block_diffs(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> (Vec<f64>, u64) {
     let mut out = Vec::new();
-    let read = walk(ctx, from, to, |span| {
-        let a = continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.treatment, span);
-        let b = continuous_value(ctx.store, ctx.rule, ctx.rs, ctx.control, span);
+    let read = walk(ctx, from, to, |d, span| {
+        let a = continuous_value(d, ctx.rule, ctx.rs, ctx.treatment, span);
+        let b = continuous_value(d, ctx.rule, ctx.rs, ctx.control, span);
         if let Some(d) = a
             .zip(b)
             .and_then(|(a, b)| change(ctx.rule, a, b))
@@ -405,9 +541,9 @@ pub(super) fn block_diffs(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> (Vec
 /// both sides had exposure. Returns the blocks and how many were read.
 pub(super) fn block_counts(ctx: &Ctx<'_>, from: Timestamp, to: Timestamp) -> (Vec<[f64; 4]>, u64) {
     let mut out = Vec::new();
-    let read = walk(ctx, from, to, |span| {
-        let t = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.treatment, span);
-        let c = count_agg(ctx.store, ctx.rule, ctx.rs, ctx.control, span);
+    let read = walk(ctx, from, to, |d, span| {
+        let t = count_agg(d, ctx.rule, ctx.rs, ctx.treatment, span);
+        let c = count_agg(d, ctx.rule, ctx.rs, ctx.control, span);
         if t.exposure > 0.0 && c.exposure > 0.0 {
             out.push([t.events, c.events, t.exposure, c.exposure]);
         }
@@ -424,8 +560,8 @@ pub(super) fn block_side_counts(
     to: Timestamp,
 ) -> (Vec<(f64, f64)>, u64) {
     let mut out = Vec::new();
-    let read = walk(ctx, from, to, |span| {
-        let a = count_agg(ctx.store, ctx.rule, ctx.rs, side, span);
+    let read = walk(ctx, from, to, |d, span| {
+        let a = count_agg(d, ctx.rule, ctx.rs, side, span);
         if a.exposure > 0.0 {
             out.push((a.events, a.exposure));
         }

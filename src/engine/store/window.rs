@@ -1,0 +1,610 @@
+//! A series' window of recent points, stored compressed the way Gorilla stores its
+//! blocks (Pelkonen et al., "Gorilla: A Fast, Scalable, In-Memory Time Series Database",
+//! VLDB 2015, section 4.1): timestamps as delta-of-deltas, values XOR-ed with the previous
+//! value and written as their meaningful bits only, in chunks of [`CHUNK`] points of which
+//! the newest is open (still being appended to).
+//!
+//! Why: a window held as `VecDeque<(Timestamp, f64)>` costs 16 bytes a point; the default
+//! windows keep about 195 points at 10 s (3.1 KB a series), three times issue 13's 1 KiB
+//! per series. A counter scraped regularly costs about 1 to 3 bytes a point here.
+//!
+//! Exactly the points of the old window: the store trimmed a window after each push,
+//! dropping its front while the second point was older than the retention horizon. That
+//! front is a function of the largest horizon seen (the newest point older than it), so
+//! the window keeps that horizon and every read starts at the same front the old window
+//! had; whole chunks are dropped once a newer chunk starts before the horizon. So a window
+//! holds at most one chunk more than the retention, never less, and every read sees the
+//! same points, values bit for bit, in the same order.
+//!
+//! Layout: one `Vec<u64>`; each chunk is a header of three words (first time, first
+//! value's bits, and the chunk's point count and bit length) followed by its bit stream,
+//! most significant bit first, starting on a word boundary so a chunk decodes on its own.
+
+use crate::model::Timestamp;
+
+/// Points per closed chunk. A read decodes from a chunk's start; 32 keeps that short (16
+/// points on average) while the three-word header costs under a byte a point.
+pub const CHUNK: u32 = 32;
+
+/// Words of a chunk's header: first time, first value, meta (count << 32 | stream bits).
+const HEAD: usize = 3;
+
+/// "No meaningful-bit window yet" (no XOR since the chunk started).
+const NO_WINDOW: u8 = u8::MAX;
+
+/// A window of points in strictly increasing time, compressed (see the module docs).
+///
+/// The open chunk's count and bit length live here, not in its header (written when it
+/// closes), and so do the two newest points: an append touches only the word it writes,
+/// and a read of the newest interval (every tick's) decodes nothing.
+#[derive(Clone, Debug)]
+pub struct Window {
+    /// The chunks, the open one last and ending where the words end (so where it starts
+    /// follows from its length: see [`Window::open`]).
+    words: Vec<u64>,
+    /// Bits of the open chunk's stream.
+    open_bits: u16,
+    /// Points in the open chunk.
+    open_count: u8,
+    /// Leading and trailing zeros of the newest XOR's meaningful bits.
+    lead: u8,
+    trail: u8,
+    /// The newest point (the open chunk's encoder state, with the point before it).
+    last_t: i64,
+    last_v: u64,
+    /// The point before the newest (when there are two).
+    prev_t: i64,
+    prev_v: u64,
+    /// The open chunk's last stream word as written: an append stores the word whole
+    /// instead of or-ing into it, so it never waits to read it from memory.
+    tail: u64,
+    /// The largest trim horizon seen: the window starts at its newest point older than
+    /// this (or at its first point when none is).
+    horizon: i64,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window::new()
+    }
+}
+
+impl Window {
+    /// An empty window.
+    pub const fn new() -> Window {
+        Window {
+            words: Vec::new(),
+            open_bits: 0,
+            open_count: 0,
+            lead: NO_WINDOW,
+            trail: 0,
+            last_t: 0,
+            last_v: 0,
+            prev_t: 0,
+            prev_v: 0,
+            tail: 0,
+            horizon: i64::MIN,
+        }
+    }
+
+    /// A window holding `points` (strictly increasing in time).
+    pub fn from_points(points: impl IntoIterator<Item = (Timestamp, f64)>) -> Window {
+        let mut w = Window::new();
+        for (t, v) in points {
+            w.push(t, v);
+        }
+        w.fit();
+        w
+    }
+
+    /// True when the window holds no point.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// Bytes asked of the allocator.
+    pub fn heap_bytes(&self) -> usize {
+        self.words.capacity() * std::mem::size_of::<u64>()
+    }
+
+    /// Appends a point; `t` must be after the newest point (the store checks).
+    pub fn push(&mut self, t: Timestamp, v: f64) {
+        let (t, bits) = (t.0, v.to_bits());
+        // The delta before: between the two newest points when both are in this chunk.
+        let last_delta = if self.open_count > 1 {
+            self.last_t.wrapping_sub(self.prev_t)
+        } else {
+            0
+        };
+        (self.prev_t, self.prev_v) = (self.last_t, self.last_v);
+        if self.words.is_empty() || u32::from(self.open_count) >= CHUNK {
+            self.start_chunk(t, bits);
+            return;
+        }
+        let delta = t.wrapping_sub(self.last_t);
+        let dod = delta.wrapping_sub(last_delta);
+        // The point's code, most significant bit first: the delta-of-delta, the XOR's
+        // header, the XOR's meaningful bits. `dn` 0: a delta-of-delta past 32 bits.
+        let (dcode, dn): (u64, u32) = match dod {
+            0 => (0, 1),
+            -63..=64 => ((0b10 << 7) | (dod + 63) as u64, 9),
+            -255..=256 => ((0b110 << 9) | (dod + 255) as u64, 12),
+            -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
+            -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
+            _ => (0, 0),
+        };
+        let x = bits ^ self.last_v;
+        let (vcode, vn, body, len) = if x == 0 {
+            (0, 1, 0, 0)
+        } else {
+            let lead = x.leading_zeros().min(31) as u8;
+            let trail = x.trailing_zeros() as u8;
+            if self.lead != NO_WINDOW && lead >= self.lead && trail >= self.trail {
+                let len = 64 - u32::from(self.lead) - u32::from(self.trail);
+                (0b10, 2, x >> self.trail, len)
+            } else {
+                let len = 64 - u32::from(lead) - u32::from(trail);
+                self.lead = lead;
+                self.trail = trail;
+                let head = (0b11 << 11) | (u64::from(lead) << 6) | u64::from(len - 1);
+                (head, 13, x >> trail, len)
+            }
+        };
+        let used = u32::from(self.open_bits);
+        let total = if dn == 0 { 69 } else { dn } + vn + len;
+        let base = self.open() + HEAD;
+        let need = base + (used as usize + total as usize).div_ceil(64);
+        if need > self.words.len() {
+            self.grow(need);
+        }
+        let mut at = used;
+        let (mut head, mut n) = if dn == 0 {
+            self.emit64(base, at, 0b11111, 5);
+            self.emit64(base, at + 5, dod as u64, 64);
+            at += 69;
+            (vcode, vn)
+        } else {
+            ((dcode << vn) | vcode, dn + vn)
+        };
+        // `head` holds at most 50 bits and at least one.
+        if len > 0 && n + len <= 64 {
+            head = (head << len) | body;
+            n += len;
+            self.emit64(base, at, head, n);
+        } else {
+            self.emit64(base, at, head, n);
+            if len > 0 {
+                self.emit64(base, at + n, body, len);
+            }
+        }
+        self.open_bits += total as u16;
+        self.open_count += 1;
+        self.last_t = t;
+        self.last_v = bits;
+    }
+
+    /// Writes `v`, of `n` bits (1 to 64, none above), at bit `at` of the open chunk's
+    /// stream at `base`, the stream's end; the words are there. The word being filled is
+    /// `tail`, so words are stored, never read.
+    #[inline(always)]
+    fn emit64(&mut self, base: usize, at: u32, v: u64, n: u32) {
+        let w = base + (at / 64) as usize;
+        let free = 64 - at % 64;
+        let cur = if free == 64 { 0 } else { self.tail };
+        if n <= free {
+            let word = cur | (v << (free - n));
+            self.words[w] = word;
+            self.tail = word;
+        } else {
+            self.words[w] = cur | (v >> (n - free));
+            let next = v << (64 - (n - free));
+            self.words[w + 1] = next;
+            self.tail = next;
+        }
+    }
+
+    /// Moves the window's start on: from now on it starts at its newest point older than
+    /// `horizon` (as a window trimmed "while the second point is older than the horizon"
+    /// does). Never moves the start back.
+    pub fn trim(&mut self, horizon: Timestamp) {
+        self.horizon = self.horizon.max(horizon.0);
+    }
+
+    /// Gives back spare capacity (after building a window at once).
+    fn fit(&mut self) {
+        self.words.shrink_to_fit();
+    }
+
+    fn start_chunk(&mut self, t: i64, bits: u64) {
+        if !self.words.is_empty() {
+            // Close the open chunk: its header gets its count and length.
+            let m = self.open() + 2;
+            self.words[m] = (u64::from(self.open_count) << 32) | u64::from(self.open_bits);
+        }
+        self.drop_stale_chunks();
+        self.reserve(HEAD);
+        self.words.extend_from_slice(&[t as u64, bits, 0]);
+        self.open_bits = 0;
+        self.open_count = 1;
+        self.tail = 0;
+        self.last_t = t;
+        self.last_v = bits;
+        self.lead = NO_WINDOW;
+        self.trail = 0;
+    }
+
+    /// Drops leading chunks that hold only points before the window's start (the chunk
+    /// after them starts before the horizon, so the start lies there or later).
+    fn drop_stale_chunks(&mut self) {
+        let mut cut = 0;
+        loop {
+            let next = next_chunk(&self.words, cut);
+            if next > self.open() || next >= self.words.len() {
+                break;
+            }
+            if (self.words[next] as i64) < self.horizon {
+                cut = next;
+            } else {
+                break;
+            }
+        }
+        if cut > 0 {
+            self.words.drain(..cut);
+        }
+    }
+
+    /// Room for `more` words.
+    fn reserve(&mut self, more: usize) {
+        let need = self.words.len() + more;
+        if self.words.capacity() < need {
+            self.grow_capacity(need);
+        }
+    }
+
+    /// Lengthens the words to `need` (zeros), growing the room as [`Window::grow_capacity`].
+    fn grow(&mut self, need: usize) {
+        if self.words.capacity() < need {
+            self.grow_capacity(need);
+        }
+        self.words.resize(need, 0);
+    }
+
+    /// Room for at least `need` words: by half while small (a window filling up), then
+    /// by an eighth, so a full window's capacity stays near its length.
+    fn grow_capacity(&mut self, need: usize) {
+        let len = self.words.len();
+        let target = if len < 32 {
+            (len + len / 2).max(12)
+        } else {
+            len + len / 8
+        };
+        self.words.reserve_exact(target.max(need) - len);
+    }
+
+    /// The newest point.
+    pub fn back(&self) -> Option<(Timestamp, f64)> {
+        (!self.is_empty()).then(|| (Timestamp(self.last_t), f64::from_bits(self.last_v)))
+    }
+
+    /// The oldest point of the window.
+    pub fn front(&self) -> Option<(Timestamp, f64)> {
+        self.iter().next()
+    }
+
+    /// The window's points, oldest first.
+    pub fn iter(&self) -> Iter<'_> {
+        self.read_from_chunk(0)
+    }
+
+    /// How many points the window holds (decodes up to the start: not for hot paths).
+    pub fn len(&self) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let mut chunks = 0usize;
+        let mut c = 0;
+        while c < self.open() {
+            chunks += 1;
+            c = next_chunk(&self.words, c);
+        }
+        let physical = chunks * CHUNK as usize + usize::from(self.open_count);
+        let mut raw = self.cursor(0);
+        let mut stale = 0;
+        // Points before the start: each whose successor is still older than the horizon.
+        let mut prev = raw.next();
+        while let (Some(_), Some(p)) = (prev, raw.next()) {
+            if p.0 >= self.horizon {
+                break;
+            }
+            stale += 1;
+            prev = Some(p);
+        }
+        physical - stale
+    }
+
+    /// The newest point at or before `t` (`None` when the window's first point is after
+    /// `t`), and the points after `t`, oldest first.
+    pub fn seek(&self, t: Timestamp) -> (Option<(Timestamp, f64)>, Iter<'_>) {
+        // The newest interval, read at every tick, from the two points kept aside.
+        if !self.is_empty() && t.0 >= self.prev_t && (self.open_count > 1 || self.open() > 0) {
+            let end = Iter {
+                cursor: self.cursor(self.words.len()),
+                head: None,
+            };
+            return if t.0 >= self.last_t {
+                (
+                    Some((Timestamp(self.last_t), f64::from_bits(self.last_v))),
+                    end,
+                )
+            } else {
+                let prev = (Timestamp(self.prev_t), f64::from_bits(self.prev_v));
+                (
+                    Some(prev),
+                    Iter {
+                        head: Some((self.last_t, self.last_v)),
+                        ..end
+                    },
+                )
+            };
+        }
+        let mut it = self.read_from_chunk(self.chunk_at(t.0));
+        let mut prev = None;
+        while let Some(p) = it.head
+            && p.0 <= t.0
+        {
+            prev = Some(p);
+            it.advance();
+        }
+        (prev.map(point), it)
+    }
+
+    /// The points from the start of a chunk leaving at least `n` points to the end (all
+    /// points when fewer), oldest first: the newest `n` are its last `n`.
+    pub fn tail(&self, n: usize) -> Iter<'_> {
+        if self.is_empty() {
+            return self.read_from_chunk(0);
+        }
+        let open = self.open();
+        let in_open = usize::from(self.open_count);
+        if n <= in_open {
+            return self.read_from_chunk(open);
+        }
+        let mut starts = Vec::new();
+        let mut c = 0;
+        while c < open {
+            starts.push(c);
+            c = next_chunk(&self.words, c);
+        }
+        let back = (n - in_open).div_ceil(CHUNK as usize);
+        let at = starts.len().saturating_sub(back);
+        self.read_from_chunk(starts.get(at).copied().unwrap_or(open))
+    }
+
+    /// The last chunk starting at or before `t` (the first when none does).
+    fn chunk_at(&self, t: i64) -> usize {
+        let open = self.open();
+        match self.words.get(open) {
+            None => return 0,
+            Some(&t0) if t0 as i64 <= t => return open,
+            _ => {}
+        }
+        let mut c = 0;
+        loop {
+            let next = next_chunk(&self.words, c);
+            if next < open && (self.words[next] as i64) <= t {
+                c = next;
+            } else {
+                return c;
+            }
+        }
+    }
+
+    /// Points from chunk `c` on, starting no earlier than the window's start.
+    fn read_from_chunk(&self, c: usize) -> Iter<'_> {
+        let mut cursor = self.cursor(c);
+        let mut head = cursor.next();
+        // Skip points before the start: a point older than the horizon whose successor is
+        // also older than it.
+        while let Some(p) = head
+            && p.0 < self.horizon
+        {
+            let mut ahead = cursor.clone();
+            match ahead.next() {
+                Some(q) if q.0 < self.horizon => {
+                    head = Some(q);
+                    cursor = ahead;
+                }
+                _ => break,
+            }
+        }
+        Iter { cursor, head }
+    }
+}
+
+impl Window {
+    /// Word where the open (newest) chunk's header starts: it ends where the words end.
+    fn open(&self) -> usize {
+        let len = HEAD + usize::from(self.open_bits).div_ceil(64);
+        self.words.len().saturating_sub(len)
+    }
+
+    /// A cursor whose first point is the first of the chunk at word `c`.
+    fn cursor(&self, c: usize) -> Cursor<'_> {
+        Cursor {
+            words: &self.words,
+            open: self.open(),
+            open_count: u32::from(self.open_count),
+            chunk: c,
+            left: 0,
+            pos: 0,
+            t: 0,
+            delta: 0,
+            v: 0,
+            lead: 0,
+            trail: 0,
+        }
+    }
+}
+
+fn point((t, v): (i64, u64)) -> (Timestamp, f64) {
+    (Timestamp(t), f64::from_bits(v))
+}
+
+fn meta(words: &[u64], chunk: usize) -> u64 {
+    words.get(chunk + 2).copied().unwrap_or(0)
+}
+
+fn count(meta: u64) -> u32 {
+    (meta >> 32) as u32
+}
+
+/// Where the chunk after the closed one at `chunk` starts.
+fn next_chunk(words: &[u64], chunk: usize) -> usize {
+    let bits = meta(words, chunk) as u32 as usize;
+    chunk + HEAD + bits.div_ceil(64)
+}
+
+/// Decodes points in order from a chunk's start, across chunks.
+#[derive(Clone, Debug)]
+struct Cursor<'a> {
+    words: &'a [u64],
+    /// The open chunk (its header has no count yet) and its count.
+    open: usize,
+    open_count: u32,
+    /// The current chunk's header word.
+    chunk: usize,
+    /// Points of the current chunk not yet decoded.
+    left: u32,
+    /// Next bit to read (absolute).
+    pos: usize,
+    t: i64,
+    delta: i64,
+    v: u64,
+    lead: u32,
+    trail: u32,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next `n` bits (1 to 64); zeros past the end.
+    #[inline]
+    fn read(&mut self, n: u32) -> u64 {
+        let x = self.peek();
+        self.pos += n as usize;
+        x.checked_shr(64 - n).unwrap_or(0)
+    }
+
+    /// The next 64 bits of the stream, without moving on; zeros past the end.
+    #[inline]
+    fn peek(&self) -> u64 {
+        let w = self.pos >> 6;
+        let off = (self.pos & 63) as u32;
+        let a = self.words.get(w).copied().unwrap_or(0);
+        if off == 0 {
+            a
+        } else {
+            (a << off) | (self.words.get(w + 1).copied().unwrap_or(0) >> (64 - off))
+        }
+    }
+
+    fn next(&mut self) -> Option<(i64, u64)> {
+        if self.left == 0 {
+            // The next chunk: the first one, or the one after the current.
+            if self.pos != 0 {
+                if self.chunk >= self.open {
+                    return None;
+                }
+                self.chunk = next_chunk(self.words, self.chunk);
+            }
+            if self.chunk > self.open {
+                return None;
+            }
+            let h = self.words.get(self.chunk..self.chunk + HEAD)?;
+            self.t = h[0] as i64;
+            self.v = h[1];
+            self.delta = 0;
+            let count = if self.chunk == self.open {
+                self.open_count
+            } else {
+                count(h[2])
+            };
+            self.left = count.saturating_sub(1);
+            self.pos = (self.chunk + HEAD) * 64;
+            return Some((self.t, self.v));
+        }
+        self.left -= 1;
+        // Prefixes are read from one 64-bit look at the stream: the count of leading ones
+        // says the delta-of-delta's size, the next bits the XOR's.
+        let x = self.peek();
+        let dod = match x.leading_ones() {
+            0 => {
+                self.pos += 1;
+                0
+            }
+            1 => {
+                self.pos += 9;
+                ((x << 2) >> 57) as i64 - 63
+            }
+            2 => {
+                self.pos += 12;
+                ((x << 3) >> 55) as i64 - 255
+            }
+            3 => {
+                self.pos += 16;
+                ((x << 4) >> 52) as i64 - 2047
+            }
+            4 => {
+                self.pos += 5;
+                self.read(32) as i64 - 2_147_483_647
+            }
+            _ => {
+                self.pos += 5;
+                self.read(64) as i64
+            }
+        };
+        self.delta = self.delta.wrapping_add(dod);
+        self.t = self.t.wrapping_add(self.delta);
+        let y = self.peek();
+        if y >> 63 != 0 {
+            if (y >> 62) & 1 == 0 {
+                self.pos += 2;
+            } else {
+                let lead = ((y >> 57) & 31) as u32;
+                let len = ((y >> 51) & 63) as u32 + 1;
+                self.pos += 13;
+                self.lead = lead;
+                self.trail = 64u32.saturating_sub(lead + len);
+            }
+            let len = 64u32.saturating_sub(self.lead + self.trail).max(1);
+            self.v ^= self.read(len).checked_shl(self.trail).unwrap_or(0);
+        } else {
+            self.pos += 1;
+        }
+        Some((self.t, self.v))
+    }
+}
+
+/// A window's points in time order, decoded as they are read.
+#[derive(Clone, Debug)]
+pub struct Iter<'a> {
+    cursor: Cursor<'a>,
+    head: Option<(i64, u64)>,
+}
+
+impl Iter<'_> {
+    fn advance(&mut self) {
+        self.head = self.cursor.next();
+    }
+}
+
+impl Iterator for Iter<'_> {
+    type Item = (Timestamp, f64);
+
+    fn next(&mut self) -> Option<(Timestamp, f64)> {
+        let p = self.head?;
+        self.advance();
+        Some(point(p))
+    }
+}
+
+#[cfg(test)]
+mod tests;
