@@ -196,9 +196,9 @@ pub fn cases(deploys: usize) -> Vec<FieldCase> {
 /// Seconds of fleet history before the canary event: an agent that runs all the time holds
 /// at least the control calibration window ([`crate::engine::judge::CONTROL_CALIBRATION`]),
 /// so the benchmark gives it that much.
-pub const HISTORY_S: i64 = 30 * 60;
+pub const HISTORY_S: i64 = crate::engine::judge::CONTROL_CALIBRATION.0 / 1000;
 
-/// The fleet and plan of a case: 30 minutes of history (what a running agent holds, and
+/// The fleet and plan of a case: an hour of history (what a running agent holds, and
 /// the control calibration window), the canary phase, 10 minutes of
 /// full rollout.
 pub fn plan_of(c: &FieldCase) -> (FleetConfig, DeployPlan) {

@@ -5,7 +5,7 @@
 //! post-deploy blocks against the pre-deploy blocks with the variance unknown, so no plug-in
 //! variance and no floor of blocks stands between a clear regression and its verdict.
 //! - Against the control, each block's value is the canary's relative difference from the
-//!   control, and the pre-deploy blocks ([`CONTROL_CALIBRATION`]) hold the canary hosts'
+//!   control, and the pre-deploy blocks ([`CONTINUOUS_CALIBRATION`]) hold the canary hosts'
 //!   own offset: the two-sample test is a difference in differences, and the offset's
 //!   estimation error is inside the test (its n1 in n_δ and ν), not paid with extra alpha.
 //!   CUPED-style adjustment by pre-period values (Deng et al., WSDM 2013) in the
@@ -38,7 +38,7 @@ use super::read::continuous_value;
 use super::read::{
     block_at, block_diffs, block_values, complete_blocks, coverage, first_block_with_data,
 };
-use super::{CONTROL_CALIBRATION, Ctx, MIN_CALIBRATION_BLOCKS, Outcome, Span, Verdict};
+use super::{CONTINUOUS_CALIBRATION, Ctx, MIN_CALIBRATION_BLOCKS, Outcome, Span, Verdict};
 use crate::model::DurationMs;
 use crate::rules::{Baseline, Direction};
 use crate::stats::grid::GridEProcess;
@@ -125,7 +125,7 @@ impl Continuous {
             Baseline::Control => {
                 let (d, n) = block_diffs(
                     &bctx,
-                    ctx.deploy_start.sub(CONTROL_CALIBRATION),
+                    ctx.deploy_start.sub(CONTINUOUS_CALIBRATION),
                     ctx.deploy_start,
                 );
                 blocks_read += n;

@@ -6,7 +6,7 @@
 //! a surge). Hosts differ, so before the deploy the canary already holds some share of the
 //! events that is not its share of the exposure. Difference in differences: the null rate
 //! ratio θ0 is the canary's own pre-deploy ratio to the control, measured over
-//! [`CONTROL_CALIBRATION`] before the deploy, moved to its confidence bound on the harmless
+//! [`COUNT_CALIBRATION`] before the deploy, moved to its confidence bound on the harmless
 //! side. The bound costs half of the rule's alpha ([`BOUND_SHARE`]), the e-process gets the
 //! rest, so P(false fail) ≤ α/2 (bound misses) + α/2 (Ville). This is the count analogue of
 //! regression adjustment on pre-period values (CUPED, Deng et al., WSDM 2013; anytime-valid
@@ -24,12 +24,20 @@ use super::evidence::{
     Evidence, dispersion, ev_json, events_to_decide, merge, more, round, verdict, waiting, z_for,
 };
 use super::read::{block_counts, count_agg, pearson, pearson_pairs};
-use super::{CONTROL_CALIBRATION, Ctx, MIN_CALIBRATION_BLOCKS, Outcome, Span};
+use super::{COUNT_CALIBRATION, Ctx, MIN_CALIBRATION_BLOCKS, Outcome, Span};
 use crate::rules::Direction;
 use serde_json::{Value, json};
 
 /// The share of the rule's alpha that pays for the pre-deploy ratio's confidence bound.
 pub const BOUND_SHARE: f64 = 0.5;
+
+/// The median of a half-normal of scale 1 (Φ⁻¹(3/4)). The DiD mixture's prior on the
+/// regression has its median at `min_effect`: the rule's smallest effect worth a rollback
+/// is the lower half of what it expects, since bad deploys mostly do more (a prior whose
+/// scale is `min_effect` itself puts 68 % of its mass below it and pays about 1.5 nats
+/// for a doubling at +50 %; errors x2 in the canary, with the hour's calibration: 90.7 %
+/// → 92.6 %, median time 1.29x → 1.14x the oracle's, BENCHMARKS.md §3 round 4).
+const HALF_NORMAL_MEDIAN: f64 = 0.674_489_750_196_081_7;
 
 /// Events (both sides) the pre-deploy window must hold for the adjustment.
 const MIN_PRE_EVENTS: f64 = 10.0;
@@ -100,7 +108,7 @@ impl CountControl {
     /// the adjusted or the unadjusted test.
     pub(super) fn start(ctx: &Ctx<'_>) -> Option<CountControl> {
         let rule = ctx.rule;
-        let from = ctx.deploy_start.sub(CONTROL_CALIBRATION);
+        let from = ctx.deploy_start.sub(COUNT_CALIBRATION);
         let (blocks, blocks_read) = block_counts(ctx, from, ctx.deploy_start);
         let (x1, x0, e1, e0) = blocks.iter().fold((0.0, 0.0, 0.0, 0.0), |a, p| {
             (a.0 + p[0], a.1 + p[1], a.2 + p[2], a.3 + p[3])
@@ -265,8 +273,10 @@ impl CountControl {
             };
             let x = info * (post - p.ratio.ln()) * sign;
             let tau = match ctx.rule.min_effect {
-                crate::rules::Effect::Relative(r) => (1.0 + r.abs()).ln().max(0.05),
-                _ => 0.4,
+                crate::rules::Effect::Relative(r) => {
+                    (1.0 + r.abs()).ln().max(0.05) / HALF_NORMAL_MEDIAN
+                }
+                _ => 0.4 / HALF_NORMAL_MEDIAN,
             };
             let log_e = did_log_e(x, info, p.var, tau);
             if log_e.is_finite() {
