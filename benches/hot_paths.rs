@@ -3,7 +3,7 @@
 //! shipped rules. `cargo bench --bench hot_paths`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use immune::engine::store::{Series, SeriesId, SeriesObserver, Store};
+use immune::engine::store::{Series, SeriesId, SeriesNeeds, SeriesObserver, Store};
 use immune::engine::{Engine, EngineConfig};
 use immune::model::{DeployEvent, DeployEventKind, DurationMs, Sample, Timestamp};
 use immune::sim::{DeployPlan, Fleet, FleetConfig, Scenario};
@@ -40,8 +40,8 @@ fn ingest_existing(c: &mut Criterion) {
 
 struct NoHistory;
 impl SeriesObserver for NoHistory {
-    fn on_new_series(&mut self, _: SeriesId, _: &Series) -> bool {
-        false
+    fn on_new_series(&mut self, _: SeriesId, _: &Series) -> SeriesNeeds {
+        SeriesNeeds::default()
     }
 }
 

@@ -92,9 +92,9 @@ pub fn run(args: PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
             "replay" => replay(&args, out)?,
             "live" => live(&args, out)?,
             "memory" => memory(&args, out)?,
-            "memory-one" => {
+            "memory-one" | "memory-one-count" => {
                 for n in &args.series {
-                    memory_one(*n, out)?;
+                    memory_one(*n, part == "memory-one-count", out)?;
                 }
             }
             "latency" => latency(&args, out)?,
@@ -459,22 +459,21 @@ fn memory(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         out,
         "\n### Memory per active series (default windows filled: points at 10 s for the \
          engine's retention and six more, so every window trims)\n\n\
-         | series | points each | RSS before MiB | RSS after MiB | bytes per series | ingest s \
+         | series | read by | points each | RSS before MiB | RSS after MiB | bytes per series | ingest s \
          | of which, per series: points | names and labels | series texts | text map \
          | records | heap blocks |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     let exe = std::env::current_exe()?;
-    for n in &args.series {
+    // Series no count-against-control rule reads keep the short retention; the counts
+    // such a rule reads keep the hour its calibration needs (see `Store::set_long`).
+    for (n, part) in args
+        .series
+        .iter()
+        .flat_map(|n| [(n, "memory-one"), (n, "memory-one-count")])
+    {
         let output = Command::new(&exe)
-            .args([
-                "bench",
-                "perf",
-                "--parts",
-                "memory-one",
-                "--series",
-                &n.to_string(),
-            ])
+            .args(["bench", "perf", "--parts", part, "--series", &n.to_string()])
             .arg("--dir")
             .arg(&args.dir)
             .output()?;
@@ -493,13 +492,19 @@ fn memory(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
 /// The interval of the memory part's points.
 const MEMORY_INTERVAL_MS: i64 = 10_000;
 
-fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
+fn memory_one(n: usize, count: bool, out: &mut dyn Write) -> Result<(), BenchError> {
     let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
-    // Series texts are built first so they do not count.
+    // Series texts are built first so they do not count. `php_errors_total{job="web"}` is
+    // what the shipped `php_error_ratio` judges against the control.
+    let (metric, job, read_by) = if count {
+        ("php_errors_total", "web", "a count against the control")
+    } else {
+        ("bench_requests_total", "bench", "no such rule")
+    };
     let names: Vec<String> = (0..n)
         .map(|i| {
             format!(
-                "bench_requests_total{{instance=\"h-{}\",job=\"bench\",path=\"/p{}\"}}",
+                "{metric}{{instance=\"h-{}\",job=\"{job}\",path=\"/p{}\"}}",
                 i / 100,
                 i % 100
             )
@@ -515,8 +520,14 @@ fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
         },
     );
     // Enough points to fill the default windows (the longest pre-deploy baseline and the
-    // control calibration, plus blocks and ticks: 30 min and more) and trim them.
-    let points = engine.store().retention().0 / MEMORY_INTERVAL_MS + 6;
+    // continuous calibration, plus blocks and ticks: 32 min; an hour and two minutes for
+    // counts against the control) and trim them.
+    let retention = if count {
+        engine.store().long_retention()
+    } else {
+        engine.store().retention()
+    };
+    let points = retention.0 / MEMORY_INTERVAL_MS + 6;
     for k in 0..points {
         let at = Timestamp(1_700_000_000_000 + k * MEMORY_INTERVAL_MS);
         for name in &names {
@@ -531,7 +542,7 @@ fn memory_one(n: usize, out: &mut dyn Write) -> Result<(), BenchError> {
     let each = |b: usize| b as f64 / n.max(1) as f64;
     writeln!(
         out,
-        "| {n} | {points} | {:.0} | {:.0} | {per:.0} | {secs:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
+        "| {n} | {read_by} | {points} | {:.0} | {:.0} | {per:.0} | {secs:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         each(m.points + m.history),

@@ -35,7 +35,7 @@ use judge::{Method, Outcome, RuleSeries, SideFilter};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
-use store::{Series, SeriesId, SeriesObserver, Store, StoreError};
+use store::{Series, SeriesId, SeriesNeeds, SeriesObserver, Store, StoreError};
 
 /// Engine settings; the defaults suit 10-second scrapes.
 #[derive(Clone, Debug)]
@@ -320,16 +320,32 @@ struct Index<'a> {
 }
 
 impl SeriesObserver for Index<'_> {
-    fn on_new_series(&mut self, id: SeriesId, series: &Series) -> bool {
-        let mut history = false;
-        for (rule, rs) in self.rules.iter().zip(self.series.iter_mut()) {
-            let before = rs.main.len() + rs.denom.len() + rs.buckets.len();
-            rs.offer(rule, id, series);
-            let matched = rs.main.len() + rs.denom.len() + rs.buckets.len() > before;
-            history |= matched && matches!(rule.baseline, Baseline::Seasonal { .. });
-        }
-        history && self.history
+    fn on_new_series(&mut self, id: SeriesId, series: &Series) -> SeriesNeeds {
+        let mut needs = offer_all(self.rules, self.series, id, series);
+        needs.history &= self.history;
+        needs
     }
+}
+
+/// Offers a series to every rule's index and says what the rules that took it need kept:
+/// per-minute history for a seasonal rule, the long retention for a count judged against
+/// the control (its calibration reads [`judge::COUNT_CALIBRATION`] before the deploy).
+fn offer_all(
+    rules: &[Rule],
+    index: &mut [RuleSeries],
+    id: SeriesId,
+    series: &Series,
+) -> SeriesNeeds {
+    let mut needs = SeriesNeeds::default();
+    for (rule, rs) in rules.iter().zip(index.iter_mut()) {
+        let before = rs.main.len() + rs.denom.len() + rs.buckets.len();
+        rs.offer(rule, id, series);
+        if rs.main.len() + rs.denom.len() + rs.buckets.len() > before {
+            needs.history |= matches!(rule.baseline, Baseline::Seasonal { .. });
+            needs.long |= rule.counts_events() && rule.baseline == Baseline::Control;
+        }
+    }
+    needs
 }
 
 /// The engine.
@@ -356,8 +372,11 @@ pub struct Engine {
 /// force, so they are computed at start and again at every reload (a reload that adds a
 /// longer `baseline_window` or `seasonal_offset` must not find its window already cut).
 struct Horizons {
-    /// Recent points per series: the longest pre-deploy window or control calibration.
+    /// Recent points per series: the longest pre-deploy window or the continuous
+    /// calibration.
     retention: DurationMs,
+    /// Recent points per series a count-against-control rule reads: also its calibration.
+    long_retention: DurationMs,
     /// Per-minute history for seasonal rules: the longest season plus 6 h.
     history: DurationMs,
     expire_after: DurationMs,
@@ -374,7 +393,7 @@ impl Horizons {
             })
             .max()
             .unwrap_or_default()
-            .max(judge::CONTROL_CALIBRATION);
+            .max(judge::CONTINUOUS_CALIBRATION);
         let longest_season = rules
             .iter()
             .filter_map(|r| match r.baseline {
@@ -383,16 +402,24 @@ impl Horizons {
             })
             .max()
             .unwrap_or_default();
-        let retention = DurationMs(
+        let slack = cfg
+            .block
+            .0
+            .saturating_mul(2)
+            .saturating_add(cfg.eval_interval.0.saturating_mul(2));
+        let retention = DurationMs(longest_pre.0.saturating_add(slack));
+        let long_retention = DurationMs(
             longest_pre
+                .max(judge::COUNT_CALIBRATION)
                 .0
-                .saturating_add(cfg.block.0.saturating_mul(2))
-                .saturating_add(cfg.eval_interval.0.saturating_mul(2)),
+                .saturating_add(slack),
         );
         let history = DurationMs(longest_season.0.saturating_add(6 * 3_600_000));
-        let (expire_after, history_expire_after) = expiry(rules, cfg, retention, history);
+        // Expiry follows the longest anything reads, whichever retention a series keeps.
+        let (expire_after, history_expire_after) = expiry(rules, cfg, long_retention, history);
         Horizons {
             retention,
+            long_retention,
             history,
             expire_after,
             history_expire_after,
@@ -450,7 +477,11 @@ impl Engine {
         Engine {
             expire_after: h.expire_after,
             history_expire_after: h.history_expire_after,
-            store: Store::new(h.retention, h.history, cfg.max_series),
+            store: {
+                let mut store = Store::new(h.retention, h.history, cfg.max_series);
+                store.set_long_retention(h.long_retention);
+                store
+            },
             rule_series: vec![RuleSeries::default(); rules.rules.len()],
             rules: rules.rules,
             cfg,
@@ -471,15 +502,14 @@ impl Engine {
         self.rules = rules.rules;
         let h = Horizons::of(&self.rules, &self.cfg);
         self.store.set_retention(h.retention, h.history);
+        self.store.set_long_retention(h.long_retention);
         self.expire_after = h.expire_after;
         self.history_expire_after = h.history_expire_after;
         self.rule_series = vec![RuleSeries::default(); self.rules.len()];
         let ids: Vec<SeriesId> = self.store.iter().map(|(id, _)| id).collect();
         for id in ids {
-            let s = self.store.get(id);
-            for (rule, rs) in self.rules.iter().zip(self.rule_series.iter_mut()) {
-                rs.offer(rule, id, s);
-            }
+            let needs = offer_all(&self.rules, &mut self.rule_series, id, self.store.get(id));
+            self.store.set_long(id, needs.long);
         }
         let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
         for a in self.analyses.values_mut() {
@@ -694,14 +724,56 @@ mod tests {
         t.sub(DurationMs::from_secs(10)).since(first)
     }
 
+    /// A count a rule judges against the control keeps the hour its calibration reads;
+    /// a gauge no such rule reads keeps the short retention; a reload that drops the
+    /// control rule takes the counter back to the short one as its next points arrive.
+    #[test]
+    fn only_counts_against_the_control_keep_the_calibration_hour() {
+        let text = "rules:\n  - name: errors\n    metric: {kind: ratio, selector: 'e_total', denominator: 'r_total'}\n    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n  - name: lat\n    metric: {kind: gauge, selector: 'lat'}\n    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n";
+        let rules = crate::rules::load::load_str("r.yaml", text).expect("rules load");
+        let mut e = Engine::new(rules, EngineConfig::default());
+        let t0 = Timestamp(1_764_201_600_000);
+        let mut t = t0;
+        while t.0 <= t0.0 + 7_200_000 {
+            for name in ["e_total", "r_total", "lat", "other"] {
+                e.ingest_text(&format!("{name}{{instance=\"a\"}}"), 1.0, t)
+                    .expect("ingest");
+            }
+            t = t.add(DurationMs::from_secs(10));
+        }
+        let newest = t.sub(DurationMs::from_secs(10));
+        let kept = |e: &Engine, name: &str| {
+            let (_, s) = e
+                .store()
+                .iter()
+                .find(|(_, s)| &*s.name == name)
+                .expect("series");
+            newest.since(s.points.front().expect("points").0)
+        };
+        for name in ["e_total", "r_total"] {
+            assert!(kept(&e, name) >= judge::COUNT_CALIBRATION, "{name}");
+        }
+        for name in ["lat", "other"] {
+            let k = kept(&e, name);
+            assert!(k >= judge::CONTINUOUS_CALIBRATION, "{name} {k:?}");
+            assert!(k < judge::COUNT_CALIBRATION, "{name} {k:?}");
+        }
+        let only_gauge = "rules:\n  - name: lat\n    metric: {kind: gauge, selector: 'lat'}\n    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n";
+        e.set_rules(crate::rules::load::load_str("r.yaml", only_gauge).expect("rules load"));
+        e.ingest_text("e_total{instance=\"a\"}", 1.0, t)
+            .expect("ingest");
+        assert!(kept(&e, "e_total") < judge::COUNT_CALIBRATION);
+    }
+
     #[test]
     fn a_reload_with_a_longer_window_keeps_that_much() {
         let t0 = Timestamp(1_764_201_600_000);
         let mut e = Engine::new(rules("10m"), EngineConfig::default());
-        // A 10-minute window keeps what the control calibration reads, and not much more.
+        // A 10-minute window keeps what the continuous calibration reads, and not much
+        // more (no rule judges this counter against the control).
         let short = kept_after_two_hours(&mut e, t0);
-        assert!(short >= judge::CONTROL_CALIBRATION, "{short:?}");
-        assert!(short < DurationMs::from_secs(90 * 60), "{short:?}");
+        assert!(short >= judge::CONTINUOUS_CALIBRATION, "{short:?}");
+        assert!(short < judge::COUNT_CALIBRATION, "{short:?}");
         e.set_rules(rules("100m"));
         let long = kept_after_two_hours(&mut e, t0.add(DurationMs::from_secs(7210)));
         assert!(long >= DurationMs::from_secs(100 * 60), "{long:?}");

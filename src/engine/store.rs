@@ -45,6 +45,9 @@ pub struct Series {
     pub history: Option<History>,
     /// When the newest point arrived (sample time).
     pub last_seen: Timestamp,
+    /// Keeps the store's long retention (a count a rule judges against the control, whose
+    /// calibration reads an hour before the deploy) instead of the short one.
+    pub long: bool,
 }
 
 impl Series {
@@ -110,10 +113,19 @@ pub enum StoreError {
     },
 }
 
-/// What a new series needs from the rules: whether to keep long history.
+/// What a new series needs from the rules that read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeriesNeeds {
+    /// Per-minute history (a seasonal rule reads it).
+    pub history: bool,
+    /// The long retention of recent points (see [`Store::set_long_retention`]).
+    pub long: bool,
+}
+
+/// What a new series needs from the rules: how much of its past to keep.
 pub trait SeriesObserver {
-    /// Called once per new series; returns true if it needs per-minute history.
-    fn on_new_series(&mut self, id: SeriesId, series: &Series) -> bool;
+    /// Called once per new series.
+    fn on_new_series(&mut self, id: SeriesId, series: &Series) -> SeriesNeeds;
 }
 
 /// All series.
@@ -124,6 +136,8 @@ pub struct Store {
     by_text: HashMap<Box<str>, SeriesId, TextHasher>,
     series: Vec<Series>,
     retention: DurationMs,
+    /// Retention of the series marked `long` (at least `retention`).
+    long_retention: DurationMs,
     history_retention: DurationMs,
     max_series: usize,
     scratch: String,
@@ -159,7 +173,21 @@ impl Store {
     /// shorter ones trim each series as its next point arrives.
     pub fn set_retention(&mut self, retention: DurationMs, history_retention: DurationMs) {
         self.retention = retention;
+        self.long_retention = self.long_retention.max(retention);
         self.history_retention = history_retention;
+    }
+
+    /// How much the series marked `long` keep (never less than the short retention).
+    /// Every series pays for the points it keeps, so only the series a rule reads that far
+    /// back keep that much: a fleet's other series stay at the short retention.
+    pub fn set_long_retention(&mut self, long_retention: DurationMs) {
+        self.long_retention = long_retention.max(self.retention);
+    }
+
+    /// Marks series `id` as keeping the long retention or not (a reload re-marks every
+    /// series); a series that becomes long keeps what arrives from now on.
+    pub fn set_long(&mut self, id: SeriesId, long: bool) {
+        self.series[id.0 as usize].long = long;
     }
 
     /// A store keeping `retention` of recent points per series, `history_retention` of
@@ -169,6 +197,7 @@ impl Store {
             by_text: HashMap::default(),
             series: Vec::new(),
             retention,
+            long_retention: retention,
             history_retention,
             max_series,
             scratch: String::new(),
@@ -193,9 +222,14 @@ impl Store {
         self.oldest
     }
 
-    /// How much of recent points each series keeps.
+    /// How much of recent points a series keeps (the short retention).
     pub fn retention(&self) -> DurationMs {
         self.retention
+    }
+
+    /// How much of recent points the series marked `long` keep.
+    pub fn long_retention(&self) -> DurationMs {
+        self.long_retention
     }
 
     /// The newest sample time stored.
@@ -434,6 +468,7 @@ impl Store {
             points: Window::new(),
             history: None,
             last_seen: Timestamp(i64::MIN),
+            long: false,
         };
         let id = match self.free.pop() {
             Some(i) => {
@@ -447,9 +482,11 @@ impl Store {
                 SeriesId(self.series.len() as u32 - 1)
             }
         };
-        if observer.on_new_series(id, &self.series[id.0 as usize]) {
+        let needs = observer.on_new_series(id, &self.series[id.0 as usize]);
+        if needs.history {
             self.series[id.0 as usize].history = Some(History::default());
         }
+        self.series[id.0 as usize].long = needs.long;
         if canonical != text {
             self.by_text.insert(text.into(), id);
             self.aliases.entry(id.0).or_default().push(text.into());
@@ -461,9 +498,13 @@ impl Store {
     /// Appends a point. Points at or before the series' newest are dropped and counted.
     /// NaN values are stored: they mean "no value" (Prometheus staleness markers).
     pub fn push(&mut self, id: SeriesId, at: Timestamp, value: f64) {
-        let retention = self.retention;
         let history_retention = self.history_retention;
         let s = &mut self.series[id.0 as usize];
+        let retention = if s.long {
+            self.long_retention
+        } else {
+            self.retention
+        };
         // The newest point's time is `last_seen` (kept beside the window's header), so the
         // order check does not read the window's back: that read was a cache miss per
         // sample on a large store.
@@ -594,8 +635,8 @@ mod tests {
 
     struct NoHistory;
     impl SeriesObserver for NoHistory {
-        fn on_new_series(&mut self, _: SeriesId, _: &Series) -> bool {
-            false
+        fn on_new_series(&mut self, _: SeriesId, _: &Series) -> SeriesNeeds {
+            SeriesNeeds::default()
         }
     }
 

@@ -2,13 +2,13 @@
 //! start far before the data costs a handful of blocks, not one per minute of the gap.
 
 use super::*;
-use crate::engine::store::{Series, SeriesId, SeriesObserver, Store};
+use crate::engine::store::{Series, SeriesId, SeriesNeeds, SeriesObserver, Store};
 use crate::model::{DurationMs, Timestamp};
 
 struct NoHistory;
 impl SeriesObserver for NoHistory {
-    fn on_new_series(&mut self, _: SeriesId, _: &Series) -> bool {
-        false
+    fn on_new_series(&mut self, _: SeriesId, _: &Series) -> SeriesNeeds {
+        SeriesNeeds::default()
     }
 }
 
