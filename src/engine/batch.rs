@@ -381,7 +381,10 @@ mod tests {
         let dump = |e: &Engine| {
             e.store()
                 .iter()
-                .map(|(id, s)| (id, s.name.to_string(), s.labels.clone(), s.points.clone()))
+                .map(|(id, s)| {
+                    let points: Vec<_> = s.points.iter().map(|(t, v)| (t, v.to_bits())).collect();
+                    (id, s.name.to_string(), s.labels.clone(), points)
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(dump(&by_batch), dump(&by_sample));
