@@ -312,8 +312,9 @@ pub fn run(
             series_cache
                 .predicted(engine.store())
                 .and_then(|(text, _)| {
-                    let rest = std::str::from_utf8(bytes.strip_prefix(text)?).ok()?;
-                    let (value, at) = parser.parse_after_series(rest.trim_end_matches('\n'))?;
+                    let rest = bytes.strip_prefix(text)?;
+                    let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
+                    let (value, at) = parser.parse_after_series(rest)?;
                     Some((text.len(), value, at?))
                 })
         } else {

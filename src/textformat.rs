@@ -106,13 +106,65 @@ impl Parser {
     /// without the newline). The same values [`Parser::parse`] gives for the whole line;
     /// `None` where it would give an error (the caller then parses the whole line, to
     /// report the error with its column).
-    pub fn parse_after_series(&mut self, rest: &str) -> Option<(f64, Option<Timestamp>)> {
+    ///
+    /// Bytes, not text: nearly every line is `value timestamp` in plain decimals, read in
+    /// one pass by [`plain_fields`] with no UTF-8 check (a line it cannot read plainly,
+    /// such as one with `NaN` or an exemplar, is checked and read by [`fields`]). The
+    /// check, the field splitting and the float parsing were half of replay's
+    /// instructions per line.
+    pub fn parse_after_series(&mut self, rest: &[u8]) -> Option<(f64, Option<Timestamp>)> {
+        if let Some(plain) = plain_fields(rest, self.unit, &mut self.cache) {
+            return Some(plain);
+        }
+        let rest = std::str::from_utf8(rest).ok()?;
         let rest = rest.strip_suffix('\r').unwrap_or(rest);
         if !rest.as_bytes().first()?.is_ascii_whitespace() {
             return None;
         }
         fields(rest, 0, self.unit, &mut self.cache).ok()
     }
+}
+
+/// `rest` (see [`Parser::parse_after_series`]) when it is whitespace, a plain decimal
+/// value, and optionally whitespace and a plain decimal timestamp, then only whitespace:
+/// the value and timestamp [`fields`] reads from the same text, bit for bit, since both go
+/// through [`plain_decimal`]. `None` for anything else, which [`fields`] then reads.
+///
+/// The text after the value is looked up in `cache` first: a file's lines come in rounds
+/// sharing one timestamp, so most lines compare it instead of reading it.
+fn plain_fields(
+    rest: &[u8],
+    unit: TimestampUnit,
+    cache: &mut TimestampCache,
+) -> Option<(f64, Option<Timestamp>)> {
+    if !rest.first()?.is_ascii_whitespace() {
+        return None;
+    }
+    let (value, end) = plain_decimal(rest, skip_whitespace(rest, 1))?;
+    let at = skip_whitespace(rest, end);
+    let Some(tail) = rest.get(at..).filter(|t| !t.is_empty()) else {
+        return Some((value, None));
+    };
+    if let Some(known) = cache.get(tail) {
+        return Some((value, Some(known)));
+    }
+    let (secs, end) = plain_decimal(tail, 0)?;
+    if skip_whitespace(tail, end) != tail.len() {
+        return None;
+    }
+    let known = timestamp_of(secs, unit)?;
+    cache.put(tail, known);
+    Some((value, Some(known)))
+}
+
+/// The index of the first byte at or after `from` that is not ASCII whitespace.
+#[inline]
+fn skip_whitespace(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
 }
 
 /// The last timestamp text (up to 32 bytes) and what it parsed to.
@@ -125,16 +177,27 @@ struct TimestampCache {
 
 impl TimestampCache {
     fn parse(&mut self, text: &str, unit: TimestampUnit) -> Option<Timestamp> {
-        if self.at.is_some() && self.text.get(..self.len) == Some(text.as_bytes()) {
-            return self.at;
+        if let Some(at) = self.get(text.as_bytes()) {
+            return Some(at);
         }
-        let at = parse_timestamp(text, unit);
-        if let (Some(at), Some(slot)) = (at, self.text.get_mut(..text.len())) {
-            slot.copy_from_slice(text.as_bytes());
+        let at = parse_timestamp(text, unit)?;
+        self.put(text.as_bytes(), at);
+        Some(at)
+    }
+
+    /// What `text` parsed to last time, if it is the text kept.
+    #[inline]
+    fn get(&self, text: &[u8]) -> Option<Timestamp> {
+        self.at.filter(|_| self.text.get(..self.len) == Some(text))
+    }
+
+    /// Keeps `text` (when it fits) as parsing to `at`.
+    fn put(&mut self, text: &[u8], at: Timestamp) {
+        if let Some(slot) = self.text.get_mut(..text.len()) {
+            slot.copy_from_slice(text);
             self.len = text.len();
             self.at = Some(at);
         }
-        at
     }
 }
 
@@ -320,38 +383,56 @@ const POW10: [f64; 23] = [
 /// parser also takes first). Anything else (exponents, more digits, `inf`) goes to the
 /// standard library.
 fn parse_f64(text: &str) -> Option<f64> {
-    let bytes = text.as_bytes();
-    let (negative, digits) = match bytes.first() {
-        Some(b'-') => (true, &bytes[1..]),
-        _ => (false, bytes),
-    };
+    match plain_decimal(text.as_bytes(), 0) {
+        Some((value, end)) if end == text.len() => Some(value),
+        _ => text.parse().ok(),
+    }
+}
+
+/// The plain decimal (`-?digits[.digits]`, 1 to 15 digits) starting at byte `from` of
+/// `bytes` and ending at the first ASCII whitespace or the end, with that end; `None` when
+/// the field is anything else. See [`parse_f64`] for why the result is correctly rounded.
+#[inline]
+fn plain_decimal(bytes: &[u8], from: usize) -> Option<(f64, usize)> {
+    let negative = bytes.get(from) == Some(&b'-');
+    let start = from + usize::from(negative);
+    // Wrapping: past 15 digits the mantissa is thrown away below, so it may overflow.
     let mut mantissa: u64 = 0;
-    let mut count = 0usize;
-    let mut fraction: Option<usize> = None;
-    for (n, &b) in digits.iter().enumerate() {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                count += 1;
-                if count > 15 {
-                    return text.parse().ok();
-                }
-            }
-            b'.' if fraction.is_none() => fraction = Some(n + 1),
-            _ => return text.parse().ok(),
+    let digits = |mut i: usize, mantissa: &mut u64| {
+        while let Some(d) = bytes
+            .get(i)
+            .map(|b| b.wrapping_sub(b'0'))
+            .filter(|d| *d <= 9)
+        {
+            *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+            i += 1;
         }
+        i
+    };
+    let mut end = digits(start, &mut mantissa);
+    let mut count = end - start;
+    // Digits after the point.
+    let mut scale = 0;
+    if bytes.get(end) == Some(&b'.') {
+        let after = end + 1;
+        end = digits(after, &mut mantissa);
+        scale = end - after;
+        count += scale;
     }
-    if count == 0 {
-        return text.parse().ok();
+    if count == 0 || count > 15 || bytes.get(end).is_some_and(|b| !b.is_ascii_whitespace()) {
+        return None;
     }
-    let scale = fraction.map_or(0, |start| digits.len() - start);
     // `scale` <= `count` <= 15, inside the table.
     let value = mantissa as f64 / POW10[scale];
-    Some(if negative { -value } else { value })
+    Some((if negative { -value } else { value }, end))
 }
 
 fn parse_timestamp(text: &str, unit: TimestampUnit) -> Option<Timestamp> {
-    let v: f64 = parse_f64(text)?;
+    timestamp_of(parse_f64(text)?, unit)
+}
+
+/// A timestamp field's number read in `unit`.
+fn timestamp_of(v: f64, unit: TimestampUnit) -> Option<Timestamp> {
     let secs = match unit {
         TimestampUnit::Seconds => v,
         TimestampUnit::Milliseconds => v / 1000.0,
@@ -647,6 +728,19 @@ mod tests {
             "x 1 2",
             "{c=\"1\"} 1 2",
             "_total 1 2",
+            " 1. 2.",
+            " .5 -0",
+            " -0 1700000000 ",
+            " 1\t\t2\r",
+            " 1234567890123456 1",
+            " 1 1234567890123456",
+            " 1e3 5",
+            " 1 2 3",
+            " - 1",
+            " 1..2 3",
+            " 1 1700000000\u{e9}",
+            " 4 1700000000 ",
+            " 4 1700000000",
         ];
         for unit in [TimestampUnit::Seconds, TimestampUnit::Auto] {
             let mut fast = Parser::new(unit);
@@ -657,7 +751,7 @@ mod tests {
                     Ok(Line::Sample(s)) if s.series == series => Some((s.value, s.at)),
                     _ => None,
                 };
-                let got = fast.parse_after_series(rest);
+                let got = fast.parse_after_series(rest.as_bytes());
                 assert_eq!(
                     got.map(|(v, at)| (v.to_bits(), at)),
                     want.map(|(v, at)| (v.to_bits(), at)),
@@ -665,6 +759,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_plain_fast_path_reads_what_the_field_splitter_reads() {
+        // Random short texts over the bytes that matter (digits, point, sign, whitespace,
+        // letters, non-ASCII): wherever the one-pass reader answers, it must answer as
+        // `fields` does, bit for bit; it may decline anything. One cache per unit across
+        // them all, as in a replay.
+        let alphabet: &[&str] = &[
+            "0", "1", "9", ".", "-", " ", "\t", "\r", "e", "N", "#", "\u{e9}",
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut answered = 0;
+        let mut caches: [TimestampCache; 3] = Default::default();
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut rest = String::from(" ");
+            let mut y = x;
+            for _ in 0..(x % 24) {
+                y = y.rotate_left(7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                rest.push_str(alphabet[(y >> 59) as usize % alphabet.len()]);
+            }
+            let units = [
+                TimestampUnit::Seconds,
+                TimestampUnit::Milliseconds,
+                TimestampUnit::Auto,
+            ];
+            for (unit, cache) in units.into_iter().zip(caches.iter_mut()) {
+                if let Some((v, at)) = plain_fields(rest.as_bytes(), unit, cache) {
+                    answered += 1;
+                    let want = fields(
+                        rest.trim_end_matches('\r'),
+                        0,
+                        unit,
+                        &mut TimestampCache::default(),
+                    );
+                    assert_eq!(
+                        Ok((v.to_bits(), at)),
+                        want.map(|(v, at)| (v.to_bits(), at)),
+                        "{rest:?}"
+                    );
+                }
+            }
+        }
+        assert!(
+            answered > 1000,
+            "the fast path answered only {answered} times"
+        );
     }
 
     #[test]
