@@ -11,8 +11,8 @@
 use super::decide::{action_kind, action_rank, annotate, decision, summary_of};
 use super::deploy::phase_alpha;
 use super::{
-    Analysis, Engine, EngineConfig, RuleState, SUSPECT_WINDOW, Side, alive_since, is_canary,
-    silence,
+    Analysis, CanaryMembers, Engine, EngineConfig, RuleState, SUSPECT_WINDOW, Side, alive_since,
+    is_canary, silence,
 };
 use crate::engine::judge::{Ctx, Method, RuleSeries, SideFilter, Verdict};
 use crate::engine::store::{Series, SeriesId, Store};
@@ -95,6 +95,7 @@ impl Engine {
         let phase = a.phase;
         let mut family: Vec<(usize, f64, f64)> = Vec::new(); // (state index, p, alpha)
         let mut missing: Vec<(usize, MissingAction, Value)> = Vec::new();
+        let members = CanaryMembers::new(&self.store);
         for (si, st) in a.states.iter_mut().enumerate() {
             let rule = &self.rules[st.rule];
             let rs = &self.rule_series[st.rule];
@@ -122,7 +123,8 @@ impl Engine {
                     let usable =
                         !(rule.baseline == Baseline::Control && (fleet_wide || !in_canary));
                     if usable {
-                        let (treatment, control) = Side::pair(&a.canary, fleet_wide || !in_canary);
+                        let (treatment, control) =
+                            Side::pair(&a.canary, fleet_wide || !in_canary, &members);
                         st.method = Method::start(&Ctx {
                             store: &self.store,
                             rule,
@@ -154,10 +156,10 @@ impl Engine {
             let fleet_wide = if st.bound {
                 st.fleet_wide
             } else {
-                !has_canary(rs, &self.store, &a.canary)
+                !has_canary(rs, &self.store, &a.canary, &members)
             };
             let everything = fleet_wide || phase != Phase::Canary;
-            let (treatment, control) = Side::pair(&a.canary, everything);
+            let (treatment, control) = Side::pair(&a.canary, everything, &members);
             let from = if std::mem::take(&mut st.fresh) {
                 phase_start.min(a.last_eval)
             } else {
@@ -183,8 +185,8 @@ impl Engine {
             {
                 let live: Vec<&Series> = rs
                     .liveness()
+                    .filter(|id| treatment.includes(*id, self.store.get(*id)))
                     .map(|id| self.store.get(id))
-                    .filter(|s| treatment.includes(s))
                     .collect();
                 let newest = live.iter().map(|s| s.last_seen).max();
                 let silence = silence::group_stale_at(live.iter().copied(), m.stale_after);
@@ -461,8 +463,14 @@ pub(super) fn bind_grace(cfg: &EngineConfig) -> DurationMs {
     DurationMs(cfg.block.0.max(cfg.eval_interval.0.saturating_mul(3)))
 }
 
-pub(super) fn has_canary(rs: &RuleSeries, store: &Store, canary: &CanarySelector) -> bool {
-    rs.liveness().any(|id| is_canary(canary, store.get(id)))
+pub(super) fn has_canary(
+    rs: &RuleSeries,
+    store: &Store,
+    canary: &CanarySelector,
+    members: &CanaryMembers,
+) -> bool {
+    rs.liveness()
+        .any(|id| members.is_canary(canary, id, store.get(id)))
 }
 
 /// Which side a rule's series are on, once they exist: `Some(true)` when none carries the

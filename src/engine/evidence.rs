@@ -5,7 +5,7 @@
 //! pre-deploy baseline) must not end `pass` as if it had been judged healthy. This module
 //! tells, at a deploy's end, which rules had data and why the others had none.
 
-use super::{Analysis, Engine, NoEvidence, Side, sides_of};
+use super::{Analysis, CanaryMembers, Engine, NoEvidence, Side, sides_of};
 use crate::model::Phase;
 use crate::rules::{Action, Baseline};
 use serde_json::{Value, json};
@@ -148,7 +148,8 @@ impl Engine {
                 } else {
                     sides_of(rs, &self.store, &a.canary, false).unwrap_or(false)
                 };
-                let (side, _) = Side::pair(&a.canary, fleet_wide || !in_canary);
+                let members = CanaryMembers::new(&self.store);
+                let (side, _) = Side::pair(&a.canary, fleet_wide || !in_canary, &members);
                 let r = self.why_no_data(st.rule, &side, a.started);
                 match r {
                     None => {
@@ -181,7 +182,7 @@ impl Engine {
         let mut fresh = false;
         for id in rs.liveness() {
             let s = self.store.get(id);
-            if side.includes(s) {
+            if side.includes(id, s) {
                 on_side = true;
                 if s.last_seen > started {
                     fresh = true;

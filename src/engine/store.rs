@@ -51,6 +51,15 @@ pub struct Series {
 }
 
 impl Series {
+    /// The value of label `name` as the store's shared text, or `None` when absent: a
+    /// key that costs a reference count, not a copy.
+    pub fn label_shared(&self, name: &str) -> Option<&Arc<str>> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v)
+    }
+
     /// The value of label `name`, or "" when absent (PromQL's convention).
     pub fn label(&self, name: &str) -> &str {
         self.labels

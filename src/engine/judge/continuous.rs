@@ -96,8 +96,8 @@ fn scrape_interval(ctx: &Ctx<'_>) -> Option<DurationMs> {
         .chain(&ctx.rs.denom)
         .copied()
         .chain(ctx.rs.buckets.iter().map(|(id, _)| *id))
+        .filter(|id| ctx.treatment.includes(*id, ctx.store.get(*id)))
         .map(|id| ctx.store.get(id))
-        .filter(|s| ctx.treatment.includes(s))
         .filter_map(|s| {
             let (a, b) = (s.points.front()?, s.points.back()?);
             let n = s.points.len() as i64;

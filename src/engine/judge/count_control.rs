@@ -213,7 +213,7 @@ impl CountControl {
             self.treatment.1 += t.exposure;
             self.control.0 += c.events;
             self.control.1 += c.exposure;
-            let (chi, df) = pearson(&c.hosts);
+            let (chi, df) = pearson(c.hosts.values());
             self.host_chi2.0 += chi;
             self.host_chi2.1 += df;
             self.pairs

@@ -23,7 +23,6 @@ use super::{Ctx, Outcome, Span, Verdict};
 use crate::model::{DurationMs, Timestamp};
 use crate::rules::{Baseline, Direction, Rule};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 
 /// The seasonal history's grain: one point per minute.
 const MINUTE: DurationMs = DurationMs::from_secs(60);
@@ -81,12 +80,7 @@ impl CountPast {
         // Time dispersion of the baseline: per-block counts of the same side.
         let (per_block, blocks_read) =
             block_side_counts(ctx, ctx.treatment, from, ctx.deploy_start);
-        let per: HashMap<String, (f64, f64)> = per_block
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| (i.to_string(), c))
-            .collect();
-        let chi2 = pearson(&per);
+        let chi2 = pearson(per_block.iter());
         let seen = coverage(ctx, ctx.treatment, window);
         let minutes = |d: DurationMs| round(d.as_secs_f64() / 60.0);
         let unusable = if (seen.0 as f64) < MIN_COVERAGE * window.0 as f64 {

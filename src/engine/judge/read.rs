@@ -8,6 +8,7 @@ use crate::engine::store::{self, Series, SeriesId, Store};
 use crate::model::{DurationMs, Timestamp};
 use crate::rules::{MetricKind, Rule};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Which series a rule reads, found once per new series.
 #[derive(Clone, Debug, Default)]
@@ -90,8 +91,8 @@ pub(super) fn parse_le(v: &str) -> Option<f64> {
 
 /// Which series are on a side of the comparison.
 pub trait SideFilter {
-    /// True when the series is on this side.
-    fn includes(&self, series: &Series) -> bool;
+    /// True when the series (`id` in the store) is on this side.
+    fn includes(&self, id: SeriesId, series: &Series) -> bool;
 }
 
 /// A span of time to read: (from, to] of the recent points, or of the per-minute history
@@ -236,6 +237,19 @@ impl Points<'_> {
     }
 }
 
+/// Events and exposure per host, keyed by the store's shared text of the host label's
+/// value: a tick reads every series of a large fleet, and a `String` key and SipHash per
+/// series were a tenth of a replay's instructions.
+pub type PerHost = HashMap<Arc<str>, (f64, f64), foldhash::fast::RandomState>;
+
+/// The key of series without the host label (PromQL's "" for an absent label).
+static NO_HOST: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
+/// `s`'s host, as a [`PerHost`] key.
+fn host_of(s: &Series, label: &str) -> Arc<str> {
+    s.label_shared(label).unwrap_or(&NO_HOST).clone()
+}
+
 /// What a rule reads from one side over one span of time.
 #[derive(Clone, Debug, Default)]
 pub struct CountAgg {
@@ -244,7 +258,7 @@ pub struct CountAgg {
     /// Exposure (denominator increase, or series-seconds).
     pub exposure: f64,
     /// The same per host, for the dispersion.
-    pub hosts: HashMap<String, (f64, f64)>,
+    pub hosts: PerHost,
     /// Whether every event increase was a whole number (true counts).
     pub integral: bool,
 }
@@ -265,16 +279,13 @@ pub fn count_agg<S: Source + ?Sized>(
     let ratio = matches!(rule.kind, MetricKind::Ratio { .. });
     for &id in &rs.main {
         let s = store.get(id);
-        if !side.includes(s) {
+        if !side.includes(id, s) {
             continue;
         }
         if let Some(inc) = span.points(store, id).and_then(|p| p.increase(from, to)) {
             agg.events += inc.value;
             agg.integral &= inc.value.fract() == 0.0;
-            let h = agg
-                .hosts
-                .entry(s.label(&rule.host_label).to_string())
-                .or_default();
+            let h = agg.hosts.entry(host_of(s, &rule.host_label)).or_default();
             h.0 += inc.value;
             if !ratio {
                 let secs = inc.span.as_secs_f64();
@@ -286,26 +297,24 @@ pub fn count_agg<S: Source + ?Sized>(
     if ratio {
         for &id in &rs.denom {
             let s = store.get(id);
-            if !side.includes(s) {
+            if !side.includes(id, s) {
                 continue;
             }
             if let Some(inc) = span.points(store, id).and_then(|p| p.increase(from, to)) {
                 agg.exposure += inc.value;
-                agg.hosts
-                    .entry(s.label(&rule.host_label).to_string())
-                    .or_default()
-                    .1 += inc.value;
+                agg.hosts.entry(host_of(s, &rule.host_label)).or_default().1 += inc.value;
             }
         }
     }
     agg
 }
 
-/// Pearson χ² of per-host counts around their pooled rate, and its degrees of freedom.
-/// Their ratio estimates the dispersion φ (1 for Poisson counts).
-pub fn pearson(hosts: &HashMap<String, (f64, f64)>) -> (f64, f64) {
-    let (x, e): (f64, f64) = hosts
-        .values()
+/// Pearson χ² of per-host (or per-block) counts and exposures around their pooled rate,
+/// and its degrees of freedom. Their ratio estimates the dispersion φ (1 for Poisson
+/// counts).
+pub fn pearson<'a>(cells: impl Iterator<Item = &'a (f64, f64)> + Clone) -> (f64, f64) {
+    let (x, e): (f64, f64) = cells
+        .clone()
         .filter(|(_, e)| *e > 0.0)
         .fold((0.0, 0.0), |a, (x, e)| (a.0 + x, a.1 + e));
     if x <= 0.0 || e <= 0.0 {
@@ -314,7 +323,7 @@ pub fn pearson(hosts: &HashMap<String, (f64, f64)>) -> (f64, f64) {
     let rate = x / e;
     let mut chi2 = 0.0;
     let mut n: f64 = 0.0;
-    for (xh, eh) in hosts.values() {
+    for (xh, eh) in cells {
         if *eh > 0.0 {
             let expected = rate * eh;
             chi2 += (xh - expected).powi(2) / expected;
@@ -365,7 +374,7 @@ pub fn continuous_value<S: Source + ?Sized>(
             let (mut sum, mut n) = (0.0, 0usize);
             for &id in &rs.main {
                 let s = store.get(id);
-                if side.includes(s)
+                if side.includes(id, s)
                     && let Some(m) = span.points(store, id).and_then(|p| p.mean_in(from, to))
                 {
                     sum += m;
@@ -377,7 +386,7 @@ pub fn continuous_value<S: Source + ?Sized>(
         MetricKind::Mean => {
             let total = |ids: &[SeriesId]| {
                 ids.iter()
-                    .filter(|id| side.includes(store.get(**id)))
+                    .filter(|id| side.includes(**id, store.get(**id)))
                     .filter_map(|id| span.points(store, *id).and_then(|p| p.increase(from, to)))
                     .map(|inc| inc.value)
                     .sum::<f64>()
@@ -389,7 +398,7 @@ pub fn continuous_value<S: Source + ?Sized>(
             let mut by_le: Vec<(f64, f64)> = Vec::new();
             for &(id, le) in &rs.buckets {
                 let s = store.get(id);
-                if !side.includes(s) {
+                if !side.includes(id, s) {
                     continue;
                 }
                 if let Some(inc) = span.points(store, id).and_then(|p| p.increase(from, to)) {
@@ -580,9 +589,8 @@ pub(super) fn coverage(ctx: &Ctx<'_>, side: &dyn SideFilter, window: DurationMs)
         .chain(&rs.denom)
         .copied()
         .chain(rs.buckets.iter().map(|(id, _)| *id))
-        .map(|id| ctx.store.get(id))
-        .filter(|s| side.includes(s))
-        .filter_map(|s| s.points.front().map(|p| p.0))
+        .filter(|id| side.includes(*id, ctx.store.get(*id)))
+        .filter_map(|id| ctx.store.get(id).points.front().map(|p| p.0))
         .filter(|t| *t < ctx.deploy_start)
         .min();
     match oldest {

@@ -14,7 +14,7 @@ impl SeriesObserver for NoHistory {
 
 struct Instance(&'static str);
 impl SideFilter for Instance {
-    fn includes(&self, s: &Series) -> bool {
+    fn includes(&self, _: SeriesId, s: &Series) -> bool {
         s.label("instance") == self.0
     }
 }
