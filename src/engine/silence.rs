@@ -97,7 +97,6 @@ mod tests {
             points: Window::from_points(times.iter().map(|t| (Timestamp(*t), 1.0))),
             history: None,
             last_seen: times.last().map_or(Timestamp(i64::MIN), |t| Timestamp(*t)),
-            long: false,
         }
     }
 

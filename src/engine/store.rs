@@ -27,6 +27,12 @@ use std::sync::Arc;
 /// an outside sender cheap to survive.
 type TextHasher = foldhash::fast::RandomState;
 
+/// A [`Store`] slot's flag: the series expired and its slot waits for a new one.
+const DEAD: u8 = 1;
+/// A [`Store`] slot's flag: the series keeps the long retention (a count a rule judges
+/// against the control, whose calibration reads an hour before the deploy).
+const LONG: u8 = 2;
+
 /// A series' index in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesId(pub u32);
@@ -45,9 +51,6 @@ pub struct Series {
     pub history: Option<History>,
     /// When the newest point arrived (sample time).
     pub last_seen: Timestamp,
-    /// Keeps the store's long retention (a count a rule judges against the control, whose
-    /// calibration reads an hour before the deploy) instead of the short one.
-    pub long: bool,
 }
 
 impl Series {
@@ -170,7 +173,9 @@ pub struct Store {
     generation: u64,
     /// Slots of expired series, reused by new ones.
     free: Vec<u32>,
-    dead: Vec<bool>,
+    /// Per series slot, [`DEAD`] and [`LONG`]: kept beside the records rather than in
+    /// them, where a flag would pad every record by 8 bytes (issue 13's 1 KiB a series).
+    flags: Vec<u8>,
     /// Where the expiry sweep continues.
     cursor: usize,
     /// Series dropped for silence.
@@ -196,7 +201,14 @@ impl Store {
     /// Marks series `id` as keeping the long retention or not (a reload re-marks every
     /// series); a series that becomes long keeps what arrives from now on.
     pub fn set_long(&mut self, id: SeriesId, long: bool) {
-        self.series[id.0 as usize].long = long;
+        if let Some(f) = self.flags.get_mut(id.0 as usize) {
+            *f = if long { *f | LONG } else { *f & !LONG };
+        }
+    }
+
+    /// Whether series `id` keeps the long retention (see [`Store::set_long`]).
+    pub fn is_long(&self, id: SeriesId) -> bool {
+        self.flags.get(id.0 as usize).is_some_and(|f| f & LONG != 0)
     }
 
     /// A store keeping `retention` of recent points per series, `history_retention` of
@@ -218,7 +230,7 @@ impl Store {
             aliases: HashMap::new(),
             strings: HashSet::default(),
             free: Vec::new(),
-            dead: Vec::new(),
+            flags: Vec::new(),
             cursor: 0,
             expired_series: 0,
             generation: 0,
@@ -276,7 +288,7 @@ impl Store {
         for _ in 0..budget.min(n) {
             let i = self.cursor % n;
             self.cursor = (i + 1) % n;
-            if self.dead[i] {
+            if self.flags[i] & DEAD != 0 {
                 continue;
             }
             let s = &self.series[i];
@@ -306,7 +318,7 @@ impl Store {
                     self.strings.remove(text);
                 }
             }
-            self.dead[i] = true;
+            self.flags[i] = DEAD;
             self.free.push(i as u32);
             self.expired_series += 1;
             out.push(SeriesId(i as u32));
@@ -324,7 +336,7 @@ impl Store {
         self.series
             .iter()
             .enumerate()
-            .filter(|(i, _)| !self.dead[*i])
+            .filter(|(i, _)| self.flags[*i] & DEAD == 0)
             .map(|(i, s)| (SeriesId(i as u32), s))
     }
 
@@ -379,7 +391,7 @@ impl Store {
         let buckets = (self.by_text.capacity() * 8 / 7).next_power_of_two();
         m.index = buckets * (size_of::<(Box<str>, SeriesId)>() + 1)
             + self.aliases.capacity() * (size_of::<(u32, Vec<Box<str>>)>() + 1)
-            + self.dead.capacity()
+            + self.flags.capacity()
             + self.free.capacity() * size_of::<u32>();
         m.blocks += 4;
         for a in self.aliases.values() {
@@ -477,17 +489,16 @@ impl Store {
             points: Window::new(),
             history: None,
             last_seen: Timestamp(i64::MIN),
-            long: false,
         };
         let id = match self.free.pop() {
             Some(i) => {
                 self.series[i as usize] = series;
-                self.dead[i as usize] = false;
+                self.flags[i as usize] = 0;
                 SeriesId(i)
             }
             None => {
                 self.series.push(series);
-                self.dead.push(false);
+                self.flags.push(0);
                 SeriesId(self.series.len() as u32 - 1)
             }
         };
@@ -495,7 +506,7 @@ impl Store {
         if needs.history {
             self.series[id.0 as usize].history = Some(History::default());
         }
-        self.series[id.0 as usize].long = needs.long;
+        self.set_long(id, needs.long);
         if canonical != text {
             self.by_text.insert(text.into(), id);
             self.aliases.entry(id.0).or_default().push(text.into());
@@ -508,12 +519,12 @@ impl Store {
     /// NaN values are stored: they mean "no value" (Prometheus staleness markers).
     pub fn push(&mut self, id: SeriesId, at: Timestamp, value: f64) {
         let history_retention = self.history_retention;
-        let s = &mut self.series[id.0 as usize];
-        let retention = if s.long {
+        let retention = if self.is_long(id) {
             self.long_retention
         } else {
             self.retention
         };
+        let s = &mut self.series[id.0 as usize];
         // The newest point's time is `last_seen` (kept beside the window's header), so the
         // order check does not read the window's back: that read was a cache miss per
         // sample on a large store.
@@ -647,6 +658,17 @@ mod tests {
         fn on_new_series(&mut self, _: SeriesId, _: &Series) -> SeriesNeeds {
             SeriesNeeds::default()
         }
+    }
+
+    #[test]
+    fn a_series_record_is_two_cache_lines() {
+        // Every active series pays for its record (issue 13's 1 KiB a series): a flag
+        // added to `Series` pads it by 8 bytes; per-slot flags live in `Store::flags`.
+        assert!(
+            size_of::<Series>() <= 128,
+            "a series record is {} bytes",
+            size_of::<Series>()
+        );
     }
 
     fn pts(v: &[(i64, f64)]) -> VecDeque<(Timestamp, f64)> {
