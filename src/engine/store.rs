@@ -10,6 +10,7 @@
 
 mod cache;
 mod read;
+mod texts;
 mod window;
 
 pub use cache::SeriesCache;
@@ -144,8 +145,8 @@ pub trait SeriesObserver {
 #[derive(Debug)]
 pub struct Store {
     /// Every text a live series is known by: its canonical text (`name{labels}`, labels
-    /// sorted) and any other spelling it arrived as. One map, one copy of each text.
-    by_text: HashMap<Box<str>, SeriesId, TextHasher>,
+    /// sorted) and any other spelling it arrived as.
+    by_text: texts::TextIndex,
     series: Vec<Series>,
     retention: DurationMs,
     /// Retention of the series marked `long` (at least `retention`).
@@ -215,7 +216,7 @@ impl Store {
     /// per-minute history where asked, and at most `max_series` series.
     pub fn new(retention: DurationMs, history_retention: DurationMs, max_series: usize) -> Store {
         Store {
-            by_text: HashMap::default(),
+            by_text: texts::TextIndex::default(),
             series: Vec::new(),
             retention,
             long_retention: retention,
@@ -301,11 +302,9 @@ impl Store {
                 continue;
             }
             for text in self.aliases.remove(&(i as u32)).unwrap_or_default() {
-                self.by_text.remove(&text);
+                self.by_text.remove_alias(&text);
             }
-            let mut canonical = String::new();
-            textformat::format_series(&s.name, &s.labels, &mut canonical);
-            self.by_text.remove(canonical.as_str());
+            self.by_text.remove(SeriesId(i as u32));
             self.generation += 1;
             let s = &mut self.series[i];
             s.points = Window::new();
@@ -347,7 +346,7 @@ impl Store {
         observer: &mut dyn SeriesObserver,
     ) -> Result<SeriesId, StoreError> {
         if let Some(id) = self.by_text.get(text) {
-            return Ok(*id);
+            return Ok(id);
         }
         let (name, labels) = textformat::parse_series(text).map_err(|e| StoreError::BadSeries {
             series: text.to_string(),
@@ -382,14 +381,10 @@ impl Store {
         }
         m.labels +=
             (self.strings.capacity() * 8 / 7).next_power_of_two() * (size_of::<Arc<str>>() + 1);
-        for text in self.by_text.keys() {
-            m.texts += text.len();
-            m.blocks += 1;
-        }
-        // hashbrown: one entry and one control byte per bucket, plus a group of control
-        // bytes; buckets are the capacity rounded up to a power of two over 7/8.
-        let buckets = (self.by_text.capacity() * 8 / 7).next_power_of_two();
-        m.index = buckets * (size_of::<(Box<str>, SeriesId)>() + 1)
+        let t = self.by_text.memory();
+        m.texts += t.texts;
+        m.blocks += t.blocks;
+        m.index = t.index
             + self.aliases.capacity() * (size_of::<(u32, Vec<Box<str>>)>() + 1)
             + self.flags.capacity()
             + self.free.capacity() * size_of::<u32>();
@@ -450,7 +445,7 @@ impl Store {
             std::borrow::Cow::Owned(v)
         };
         textformat::format_series(name, &sorted, &mut text);
-        let found = self.by_text.get(text.as_str()).copied();
+        let found = self.by_text.get(text.as_str());
         let result = match found {
             Some(id) => Ok(id),
             None => self.intern_parsed(&text, name.to_string(), sorted.into_owned(), observer),
@@ -468,9 +463,9 @@ impl Store {
     ) -> Result<SeriesId, StoreError> {
         let mut canonical = String::with_capacity(text.len());
         textformat::format_series(&name, &labels, &mut canonical);
-        if let Some(id) = self.by_text.get(canonical.as_str()).copied() {
+        if let Some(id) = self.by_text.get(canonical.as_str()) {
             // Another spelling of a known series (the text itself missed the map).
-            self.by_text.insert(text.into(), id);
+            self.by_text.insert_alias(text.into(), id);
             self.aliases.entry(id.0).or_default().push(text.into());
             return Ok(id);
         }
@@ -508,10 +503,10 @@ impl Store {
         }
         self.set_long(id, needs.long);
         if canonical != text {
-            self.by_text.insert(text.into(), id);
+            self.by_text.insert_alias(text.into(), id);
             self.aliases.entry(id.0).or_default().push(text.into());
         }
-        self.by_text.insert(canonical.into_boxed_str(), id);
+        self.by_text.insert(id, canonical.into_boxed_str());
         Ok(id)
     }
 
