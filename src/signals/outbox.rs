@@ -11,6 +11,11 @@
 //!   once `record` returns, and SQLite's recovery after power loss or `kill -9` is among the
 //!   most tested code there is. redb is a fine store too, but younger and opaque to ops.
 //!
+//! The WAL is checkpointed by a thread of the outbox's own, every `CHECKPOINT_EVERY`
+//! commits, never by a commit: a decision's write is one synced append to the WAL, and
+//! once checkpointed the WAL is rewritten from its start rather than grown (see
+//! `Checkpointer`).
+//!
 //! Tables: `signals` (one row per decision and sink, the delivery state), `decisions` (the
 //! log of every decision, matched by a sink or not), `deploys` (each deploy's canary/full
 //! events until it ends), `lines` (each blocked line's blocking decision), `history` (each
