@@ -79,8 +79,8 @@ pub struct PerfArgs {
     /// `max_samples_per_send` default).
     #[arg(long, default_value_t = 2000)]
     pub fleet_batch: usize,
-    /// Deploys per scenario for the latency part.
-    #[arg(long, default_value_t = 30)]
+    /// Deploys per scenario for the latency part (each runs twice: fresh and steady).
+    #[arg(long, default_value_t = 120)]
     pub latency_deploys: u64,
 }
 
@@ -568,88 +568,100 @@ pub(super) fn pctl(sorted: &[f64], q: f64) -> f64 {
 fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
     let db = args.dir.join("latency-outbox.sqlite");
-    let _ = std::fs::remove_file(&db);
+    for f in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(args.dir.join(format!("latency-outbox.sqlite{f}")));
+    }
     let mut outbox =
         crate::signals::outbox::Outbox::open(&db).map_err(|e| BenchError::Agent(e.to_string()))?;
-    let mut all_ticks: Vec<f64> = Vec::new();
-    let mut deciding: Vec<f64> = Vec::new();
-    let mut record_only: Vec<f64> = Vec::new();
     // One fsync of the same disk beside every outbox write: 4 KiB written over the start of
     // a file in the same directory, then fdatasync.
-    let mut fsync_only: Vec<f64> = Vec::new();
     let mut probe = std::fs::File::create(args.dir.join("latency-fsync.probe"))?;
     let block = [0x5au8; 4096];
     let mut failures: Vec<String> = Vec::new();
-    for scenario in [Scenario::ErrorRate(2.0), Scenario::Healthy] {
-        for seed in 0..args.latency_deploys {
-            let case = Case {
-                hosts: 40,
-                canary: 2,
-                scenario,
-                seed: 20_000 + seed,
-            };
-            let mut on_tick = |took: Duration, active: bool, ds: &[Decision]| {
-                let t = took.as_secs_f64() * 1e3;
-                if active {
-                    all_ticks.push(t);
-                }
-                if !ds.is_empty() {
-                    let started = Instant::now();
-                    if let Err(e) = outbox.record(ds, &[], "http://127.0.0.1:9977") {
-                        failures.push(e.to_string());
-                    }
-                    let r = started.elapsed().as_secs_f64() * 1e3;
-                    record_only.push(r);
-                    deciding.push(t + r);
-                    let started = Instant::now();
-                    if let Err(e) = fsync_probe(&mut probe, &block) {
-                        failures.push(format!("fsync probe: {e}"));
-                    }
-                    fsync_only.push(started.elapsed().as_secs_f64() * 1e3);
-                }
-            };
-            super::detect::simulate_with(&case, &rules, &mut on_tick)?;
-        }
-    }
-    for v in [
-        &mut all_ticks,
-        &mut deciding,
-        &mut record_only,
-        &mut fsync_only,
-    ] {
-        v.sort_by(f64::total_cmp);
-    }
     writeln!(
         out,
-        "\n### Decision latency (40 hosts, shipped rules; {} deploys)\n\n\
-         | what | n | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|",
+        "\n### Decision latency (40 hosts, shipped rules; {} deploys, twice)\n\n\
+         The same deploys run twice on one outbox: first on a new file (fresh: the WAL grows \
+         to its size), then again on the outbox the first pass left (steady state, as in an \
+         agent that has been running).\n\n\
+         | outbox | what | n | p50 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|",
         2 * args.latency_deploys
     )?;
-    for (name, v) in [
-        ("tick while a deploy is active", &all_ticks),
-        (
-            "deciding tick + outbox write (WAL, synchronous=FULL)",
-            &deciding,
-        ),
-        ("outbox write alone", &record_only),
-        (
-            "4 KiB write + fdatasync, same directory (beside each outbox write)",
-            &fsync_only,
-        ),
-    ] {
-        writeln!(
-            out,
-            "| {name} | {} | {:.2} | {:.2} | {:.2} |",
-            v.len(),
-            pctl(v, 0.5),
-            pctl(v, 0.99),
-            v.last().copied().unwrap_or(f64::NAN)
-        )?;
+    let mut ratios = Vec::new();
+    for pass in ["fresh", "steady"] {
+        let mut all_ticks: Vec<f64> = Vec::new();
+        let mut deciding: Vec<f64> = Vec::new();
+        let mut record_only: Vec<f64> = Vec::new();
+        let mut fsync_only: Vec<f64> = Vec::new();
+        for scenario in [Scenario::ErrorRate(2.0), Scenario::Healthy] {
+            for seed in 0..args.latency_deploys {
+                let case = Case {
+                    hosts: 40,
+                    canary: 2,
+                    scenario,
+                    seed: 20_000 + seed,
+                };
+                let mut on_tick = |took: Duration, active: bool, ds: &[Decision]| {
+                    let t = took.as_secs_f64() * 1e3;
+                    if active {
+                        all_ticks.push(t);
+                    }
+                    if !ds.is_empty() {
+                        let started = Instant::now();
+                        if let Err(e) = outbox.record(ds, &[], "http://127.0.0.1:9977") {
+                            failures.push(e.to_string());
+                        }
+                        let r = started.elapsed().as_secs_f64() * 1e3;
+                        record_only.push(r);
+                        deciding.push(t + r);
+                        let started = Instant::now();
+                        if let Err(e) = fsync_probe(&mut probe, &block) {
+                            failures.push(format!("fsync probe: {e}"));
+                        }
+                        fsync_only.push(started.elapsed().as_secs_f64() * 1e3);
+                    }
+                };
+                super::detect::simulate_with(&case, &rules, &mut on_tick)?;
+            }
+        }
+        for v in [
+            &mut all_ticks,
+            &mut deciding,
+            &mut record_only,
+            &mut fsync_only,
+        ] {
+            v.sort_by(f64::total_cmp);
+        }
+        for (name, v) in [
+            ("tick while a deploy is active", &all_ticks),
+            (
+                "deciding tick + outbox write (WAL, synchronous=FULL)",
+                &deciding,
+            ),
+            ("outbox write alone", &record_only),
+            (
+                "4 KiB write + fdatasync, same directory (beside each outbox write)",
+                &fsync_only,
+            ),
+        ] {
+            writeln!(
+                out,
+                "| {pass} | {name} | {} | {:.2} | {:.2} | {:.2} |",
+                v.len(),
+                pctl(v, 0.5),
+                pctl(v, 0.99),
+                v.last().copied().unwrap_or(f64::NAN)
+            )?;
+        }
+        ratios.push(format!(
+            "{pass} {:.2}x",
+            pctl(&deciding, 0.99) / pctl(&fsync_only, 0.99)
+        ));
     }
     writeln!(
         out,
-        "\np99 of the deciding tick with its outbox write / p99 of one fsync: {:.2}x",
-        pctl(&deciding, 0.99) / pctl(&fsync_only, 0.99)
+        "\np99 of the deciding tick with its outbox write / p99 of one fsync: {}",
+        ratios.join(", ")
     )?;
     if !failures.is_empty() {
         writeln!(out, "\noutbox errors: {}", failures.join("; "))?;

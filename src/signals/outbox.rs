@@ -11,6 +11,11 @@
 //!   once `record` returns, and SQLite's recovery after power loss or `kill -9` is among the
 //!   most tested code there is. redb is a fine store too, but younger and opaque to ops.
 //!
+//! The WAL is checkpointed by a thread of the outbox's own, every `CHECKPOINT_EVERY`
+//! commits, never by a commit: a decision's write is one synced append to the WAL, and
+//! once checkpointed the WAL is rewritten from its start rather than grown (see
+//! `Checkpointer`).
+//!
 //! Tables: `signals` (one row per decision and sink, the delivery state), `decisions` (the
 //! log of every decision, matched by a sink or not), `deploys` (each deploy's canary/full
 //! events until it ends), `lines` (each blocked line's blocking decision), `history` (each
@@ -31,6 +36,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// How long finished deploys and settled signal rows are kept for inspection.
 pub const KEEP_MS: i64 = 30 * 86_400_000;
@@ -198,11 +204,162 @@ fn ms(at: f64) -> i64 {
 /// behind a mutex.
 pub struct Outbox {
     conn: Connection,
+    /// Checkpoints the WAL off the writer's path; `None` when its connection could not be
+    /// opened, and then the writer checkpoints itself (SQLite's default).
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Commits between two checkpoints of the WAL. A commit right after a checkpoint restarts
+/// the WAL and pays a second sync (SQLite syncs the new WAL header before the frames), so
+/// checkpoints are kept under 1 % of commits; the WAL then holds at most this many
+/// commits (about 11 MiB at the 11 pages of a decision with its deploy's history).
+const CHECKPOINT_EVERY: u64 = 256;
+
+/// What the writer and the checkpointing thread share.
+#[derive(Default)]
+struct CkptShared {
+    state: Mutex<CkptState>,
+    /// Signalled on a commit and on stop (to the thread), and after each checkpoint (to
+    /// whoever waits in [`Outbox::settle`]).
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct CkptState {
+    /// Commits made by the writer so far.
+    commits: u64,
+    /// Commits the thread's last finished checkpoint saw (it may have backfilled less, if a
+    /// reader held an older snapshot).
+    checkpointed: u64,
+    /// Checkpoints that backfilled the whole WAL.
+    complete: u64,
+    /// Checkpoint now, whatever the count ([`Outbox::settle`]).
+    now: bool,
+    stop: bool,
+}
+
+/// A thread with its own connection that runs a PASSIVE checkpoint soon after each commit
+/// (woken by commits, not by a clock). The writer's connection has auto-checkpoint off,
+/// so no commit pays for copying pages into the database file and syncing it; and since
+/// the WAL is fully backfilled between commits, the next commit restarts the WAL at its
+/// start and overwrites blocks the file already has, instead of growing the file (a sync
+/// of a growing file also journals its size and new blocks).
+struct Checkpointer {
+    every: u64,
+    shared: Arc<CkptShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock(m: &Mutex<CkptState>) -> MutexGuard<'_, CkptState> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Checkpointer {
+    fn start(path: &Path, every: u64) -> Result<Checkpointer, SignalsError> {
+        let every = every.max(1);
+        let conn = Connection::open(path)
+            .map_err(|e| SignalsError::Store(format!("{}: {e}", path.display())))?;
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        let shared = Arc::new(CkptShared::default());
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("outbox-checkpoint".into())
+            .spawn(move || checkpoint_loop(&conn, &theirs, every))
+            .map_err(|e| SignalsError::Store(format!("checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            every,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn committed(&self) {
+        let mut st = lock(&self.shared.state);
+        st.commits += 1;
+        let due = st.commits - st.checkpointed >= self.every;
+        drop(st);
+        if due {
+            self.shared.wake.notify_all();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        lock(&self.shared.state).stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("The outbox's checkpoint thread panicked.");
+        }
+    }
+}
+
+fn checkpoint_loop(conn: &Connection, shared: &CkptShared, every: u64) {
+    let mut failing = false;
+    loop {
+        let upto = {
+            let mut st = lock(&shared.state);
+            while !st.stop
+                && st.commits - st.checkpointed < every
+                && !(st.now && st.commits > st.checkpointed)
+            {
+                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.stop {
+                return;
+            }
+            st.now = false;
+            st.commits
+        };
+        // (busy, frames in the WAL, frames backfilled); PASSIVE never waits for a lock.
+        let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        let whole = match r {
+            Ok((busy, log, done)) => {
+                if failing {
+                    tracing::info!("The outbox's WAL is checkpointed again.");
+                    failing = false;
+                }
+                busy == 0 && log == done
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "The outbox's WAL checkpoint failed; retried after the next commit.");
+                    failing = true;
+                }
+                false
+            }
+        };
+        let mut st = lock(&shared.state);
+        st.checkpointed = upto;
+        if whole {
+            st.complete += 1;
+        }
+        tracing::trace!(
+            commits = upto,
+            whole_checkpoints = st.complete,
+            "Outbox WAL checkpointed."
+        );
+        drop(st);
+        shared.wake.notify_all();
+    }
 }
 
 impl Outbox {
     /// Opens or creates the outbox at `path` (WAL, `synchronous=FULL`).
     pub fn open(path: &Path) -> Result<Outbox, SignalsError> {
+        Outbox::open_checkpointing(path, CHECKPOINT_EVERY)
+    }
+
+    /// [`Outbox::open`], the WAL checkpointed every `every` commits.
+    fn open_checkpointing(path: &Path, every: u64) -> Result<Outbox, SignalsError> {
         let conn = Connection::open(path)
             .map_err(|e| SignalsError::Store(format!("{}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -214,8 +371,43 @@ impl Outbox {
             )));
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Outbox { conn })
+        // One transaction for the whole schema: one sync on a fresh file, not one per table.
+        conn.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;"))?;
+        let checkpointer = match Checkpointer::start(path, every) {
+            Ok(c) => {
+                conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "The outbox checkpoints its WAL on the writing connection instead.");
+                None
+            }
+        };
+        Ok(Outbox { conn, checkpointer })
+    }
+
+    /// Wakes the checkpointer after a write (every write appends to the WAL).
+    fn wrote(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.committed();
+        }
+    }
+
+    /// Makes the checkpointer run now and waits (up to `within`) until it has run after
+    /// every commit so far; returns the number of checkpoints that backfilled the whole
+    /// WAL, or `None` without a checkpointer or on time-out.
+    #[cfg(test)]
+    fn settle(&self, within: std::time::Duration) -> Option<u64> {
+        let c = self.checkpointer.as_ref()?;
+        let mut st = lock(&c.shared.state);
+        st.now = true;
+        c.shared.wake.notify_all();
+        let (st, _) = c
+            .shared
+            .wake
+            .wait_timeout_while(st, within, |st| st.checkpointed < st.commits)
+            .unwrap_or_else(|e| e.into_inner());
+        (st.checkpointed == st.commits).then_some(st.complete)
     }
 
     /// Records a batch of decisions in one transaction; returns the sinks that got rows.
@@ -259,50 +451,47 @@ impl Outbox {
                 .map(|d| d.at)
                 .fold(f64::NEG_INFINITY, f64::max);
             let at = if at.is_finite() { at } else { 0.0 };
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO history (deploy, service, at, view) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(deploy) DO UPDATE SET service = excluded.service,
                     at = MAX(history.at, excluded.at), view = excluded.view",
-                params![deploy, service, at, v.to_string()],
-            )?;
+            )?
+            .execute(params![deploy, service, at, v.to_string()])?;
         }
         if !views.is_empty() {
             let newest = decisions.iter().map(|d| d.at).fold(0.0, f64::max);
-            tx.execute(
+            tx.prepare_cached(
                 "DELETE FROM history
                  WHERE (at < ?1 OR deploy NOT IN
                           (SELECT deploy FROM history ORDER BY at DESC LIMIT ?2))
                    AND deploy NOT IN
                           (SELECT json_extract(decision, '$.deploy') FROM lines)",
-                params![
-                    newest - retention.max_age_ms as f64 / 1000.0,
-                    retention.keep as i64
-                ],
-            )?;
+            )?
+            .execute(params![
+                newest - retention.max_age_ms as f64 / 1000.0,
+                retention.keep as i64
+            ])?;
         }
         for d in decisions {
             let body_json =
                 serde_json::to_string(d).map_err(|e| SignalsError::Store(e.to_string()))?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO decisions (at, deploy, service, decision, rule, final, shadow, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    d.at,
-                    d.deploy,
-                    d.service,
-                    d.decision.as_str(),
-                    d.rule,
-                    d.r#final,
-                    d.shadow,
-                    body_json
-                ],
-            )?;
+            )?
+            .execute(params![
+                d.at,
+                d.deploy,
+                d.service,
+                d.decision.as_str(),
+                d.rule,
+                d.r#final,
+                d.shadow,
+                body_json
+            ])?;
             let canary: Option<DeployEvent> = tx
-                .query_row(
-                    "SELECT canary FROM deploys WHERE deploy = ?1",
-                    [&d.deploy],
-                    |r| r.get::<_, Option<String>>(0),
-                )
+                .prepare_cached("SELECT canary FROM deploys WHERE deploy = ?1")?
+                .query_row([&d.deploy], |r| r.get::<_, Option<String>>(0))
                 .optional()?
                 .flatten()
                 .and_then(|c| serde_json::from_str::<DeployEvent>(&c).ok());
@@ -321,12 +510,10 @@ impl Outbox {
             for sink in sinks.iter().filter(|s| s.filter.matches(d)) {
                 let id = signal_id(d, &sink.name);
                 let body = super::webhook::body(&id, d, cx, public_url);
-                let n = tx.execute(
-                    "INSERT OR IGNORE INTO signals
+                let n = tx.prepare_cached("INSERT OR IGNORE INTO signals
                        (id, sink, kind, service, deploy, decision, rule, blocking, after_id, body,
                         created_ms, state, attempts, next_ms)
-                     VALUES (?1, ?2, 'decision', ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, 'pending', 0, 0)",
-                    params![
+                     VALUES (?1, ?2, 'decision', ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, 'pending', 0, 0)")?.execute(params![
                         id,
                         sink.name,
                         d.service,
@@ -345,26 +532,23 @@ impl Outbox {
             // The engine blocks a line on a rule's final rollback/block; a deploy refused
             // because the line was already blocked does not replace the original blocker.
             if blocking && d.rule != "line_blocked" {
-                tx.execute(
-                    "INSERT INTO lines (service, decision, at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(service) DO UPDATE SET decision = excluded.decision, at = excluded.at",
-                    params![d.service, body_json, d.at],
+                tx.prepare_cached("INSERT INTO lines (service, decision, at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(service) DO UPDATE SET decision = excluded.decision, at = excluded.at")?.execute(params![d.service, body_json, d.at],
                 )?;
             }
             if d.r#final {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO deploys (deploy, service, canary, full, started, done, done_at)
                      VALUES (?1, ?2, NULL, NULL, ?3, 1, ?3)
                      ON CONFLICT(deploy) DO UPDATE SET done = 1, done_at = excluded.done_at",
-                    params![d.deploy, d.service, d.at],
-                )?;
-                tx.execute(
-                    "DELETE FROM deploys WHERE done = 1 AND done_at < ?1",
-                    [d.at - KEEP_MS as f64 / 1000.0],
-                )?;
+                )?
+                .execute(params![d.deploy, d.service, d.at])?;
+                tx.prepare_cached("DELETE FROM deploys WHERE done = 1 AND done_at < ?1")?
+                    .execute([d.at - KEEP_MS as f64 / 1000.0])?;
             }
         }
         tx.commit()?;
+        self.wrote();
         Ok(touched)
     }
 
@@ -416,6 +600,7 @@ impl Outbox {
             }
         }
         tx.commit()?;
+        self.wrote();
         Ok(touched)
     }
 
@@ -453,6 +638,7 @@ impl Outbox {
             }
             DeployEventKind::Unblock => {}
         }
+        self.wrote();
         Ok(())
     }
 
@@ -524,6 +710,7 @@ impl Outbox {
             }
         }
         tx.commit()?;
+        self.wrote();
         Ok(touched)
     }
 
@@ -552,6 +739,7 @@ impl Outbox {
              ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
             [now_ms],
         )?;
+        self.wrote();
         Ok(())
     }
 
@@ -572,6 +760,7 @@ impl Outbox {
             "UPDATE deploys SET done = 1, done_at = ?2 WHERE deploy = ?1",
             params![deploy, at],
         )?;
+        self.wrote();
         Ok(())
     }
 
@@ -692,6 +881,7 @@ impl Outbox {
                last_error = NULL WHERE id = ?1",
             params![id, now_ms],
         )?;
+        self.wrote();
         Ok(())
     }
 
@@ -701,6 +891,7 @@ impl Outbox {
             "UPDATE signals SET attempts = attempts + 1, next_ms = ?2, last_error = ?3 WHERE id = ?1",
             params![id, next_ms, error],
         )?;
+        self.wrote();
         Ok(())
     }
 
@@ -710,16 +901,21 @@ impl Outbox {
             "UPDATE signals SET state = 'expired', settled_ms = ?2 WHERE id = ?1",
             params![id, now_ms],
         )?;
+        self.wrote();
         Ok(())
     }
 
     /// Deletes settled rows older than [`KEEP_MS`] (the decision log is kept).
     pub fn prune(&self, now_ms: i64) -> Result<usize, SignalsError> {
-        Ok(self.conn.execute(
+        let n = self.conn.execute(
             "DELETE FROM signals WHERE state != 'pending' AND settled_ms < ?1
                AND NOT EXISTS (SELECT 1 FROM signals r WHERE r.after_id = signals.id AND r.state = 'pending')",
             [now_ms - KEEP_MS],
-        )?)
+        )?;
+        if n > 0 {
+            self.wrote();
+        }
+        Ok(n)
     }
 
     /// Signal rows, newest first.
@@ -751,5 +947,119 @@ impl Outbox {
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DecisionKind, Phase};
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn decision(i: u64) -> Decision {
+        Decision {
+            at: 1_764_201_600.0 + i as f64,
+            deploy: format!("d{i:06}"),
+            service: "web".into(),
+            version: None,
+            decision: DecisionKind::Promote,
+            phase: Phase::Full,
+            rule: "all_clear".into(),
+            r#final: true,
+            shadow: false,
+            evidence: json!({"summary": "nothing got worse"}),
+        }
+    }
+
+    impl Outbox {
+        /// Waits (up to `within`) until the checkpointer has run on its own after `commits`.
+        fn checkpointed(&self, commits: u64, within: Duration) -> bool {
+            let Some(c) = &self.checkpointer else {
+                return false;
+            };
+            let st = lock(&c.shared.state);
+            let (st, _) = c
+                .shared
+                .wake
+                .wait_timeout_while(st, within, |st| st.checkpointed < commits)
+                .unwrap_or_else(|e| e.into_inner());
+            st.checkpointed >= commits
+        }
+    }
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("immune-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn wal_len(db: &Path) -> u64 {
+        std::fs::metadata(db.with_extension("sqlite-wal")).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn commits_leave_checkpoints_to_the_thread_and_the_wal_stays_bounded() {
+        let d = dir("outbox-ckpt");
+        let db = d.join("o.sqlite");
+        let k = 16;
+        let mut o = Outbox::open_checkpointing(&db, k).unwrap();
+        // The writer never checkpoints inside a commit.
+        let auto: i64 = o
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0);
+        let mut lens = Vec::new();
+        for round in 0..4 {
+            for i in 0..k {
+                o.record(&[decision(round * k + i)], &[], "http://i")
+                    .unwrap();
+            }
+            // Woken by the commits alone (nothing forces it here).
+            assert!(o.checkpointed((round + 1) * k, WAIT), "round {round}");
+            lens.push(wal_len(&db));
+        }
+        // Each round after the first rewrites the WAL from its start instead of growing it.
+        assert!(lens[0] > 0, "{lens:?}");
+        assert!(lens[3] <= lens[0] + 4 * 4096, "{lens:?}");
+        // The thread backfilled everything: a forced checkpoint now has nothing left to do,
+        // and every checkpoint so far was whole.
+        assert_eq!(o.settle(WAIT), Some(4));
+        drop(o);
+
+        let o = Outbox::open(&db).unwrap();
+        for i in [0, k, 4 * k - 1] {
+            let ds = o.decisions_of(&format!("d{i:06}")).unwrap();
+            assert_eq!(ds.len(), 1, "d{i:06}");
+            assert_eq!(ds[0].at, decision(i).at);
+        }
+        let n: i64 = o
+            .conn
+            .query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4 * k as i64);
+        drop(o);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_write_survives_a_reopen_before_any_checkpoint() {
+        let d = dir("outbox-nockpt");
+        let db = d.join("o.sqlite");
+        let mut o = Outbox::open(&db).unwrap();
+        o.record(&[decision(7)], &[], "http://i").unwrap();
+        // Fewer commits than a checkpoint waits for: the decision is only in the WAL.
+        assert!(wal_len(&db) > 0);
+        let other = Outbox::open(&db).unwrap();
+        assert_eq!(other.decisions_of("d000007").unwrap().len(), 1);
+        drop(other);
+        drop(o);
+        let o = Outbox::open(&db).unwrap();
+        assert_eq!(o.decisions_of("d000007").unwrap().len(), 1);
+        drop(o);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
