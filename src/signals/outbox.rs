@@ -238,12 +238,12 @@ struct CkptState {
     stop: bool,
 }
 
-/// A thread with its own connection that runs a PASSIVE checkpoint soon after each commit
-/// (woken by commits, not by a clock). The writer's connection has auto-checkpoint off,
-/// so no commit pays for copying pages into the database file and syncing it; and since
-/// the WAL is fully backfilled between commits, the next commit restarts the WAL at its
-/// start and overwrites blocks the file already has, instead of growing the file (a sync
-/// of a growing file also journals its size and new blocks).
+/// A thread with its own connection that runs a PASSIVE checkpoint every `every` commits
+/// (counted by the writer, not a clock). The writer's connection has auto-checkpoint off,
+/// so no commit pays for copying pages into the database file and syncing it; and once a
+/// checkpoint has backfilled the whole WAL, the next commit restarts the WAL at its start
+/// and overwrites blocks the file already has, instead of growing the file (a sync of a
+/// growing file also journals its size and new blocks).
 struct Checkpointer {
     every: u64,
     shared: Arc<CkptShared>,
