@@ -100,7 +100,10 @@ impl TextIndex {
                 + buckets(self.aliases.capacity()) * (size_of::<(Box<str>, SeriesId)>() + 1),
             blocks: 3,
         };
-        for text in self.canonical_texts().chain(self.aliases.keys().map(|t| &**t)) {
+        for text in self
+            .canonical_texts()
+            .chain(self.aliases.keys().map(|t| &**t))
+        {
             m.texts += text.len();
             m.blocks += 1;
         }
