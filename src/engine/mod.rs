@@ -284,7 +284,7 @@ struct Side<'a> {
 
 /// Which series carry a deploy's canary labels, worked out once per series per
 /// evaluation: a tick asks it of every series of every rule, on both sides and in every
-/// block of a walk, and the answer (label lookups and string compares) was a tenth of a
+/// block of a walk, and the answer (label lookups and string compares) was 4 % of a
 /// large replay's instructions. Built per evaluation, so no series id changes under it.
 struct CanaryMembers {
     /// Per series id: 0 not yet asked, 1 canary, 2 not.
