@@ -106,6 +106,7 @@ impl Engine {
             unmatched: Vec::new(),
         };
         let mut seen: Vec<usize> = Vec::new();
+        let members = CanaryMembers::new(&self.store);
         for st in &a.states {
             if seen.contains(&st.rule) {
                 continue;
@@ -148,7 +149,6 @@ impl Engine {
                 } else {
                     sides_of(rs, &self.store, &a.canary, false).unwrap_or(false)
                 };
-                let members = CanaryMembers::new(&self.store);
                 let (side, _) = Side::pair(&a.canary, fleet_wide || !in_canary, &members);
                 let r = self.why_no_data(st.rule, &side, a.started);
                 match r {

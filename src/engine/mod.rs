@@ -24,6 +24,7 @@ pub mod handle;
 pub mod judge;
 mod resume;
 pub mod season;
+mod side;
 pub mod silence;
 pub mod store;
 mod view;
@@ -31,9 +32,10 @@ mod view;
 use crate::model::{CanarySelector, Decision, DecisionKind, DurationMs, Phase, Timestamp};
 use crate::rules::{Baseline, Rule, RuleSet};
 use evaluate::sides_of;
-use judge::{Method, Outcome, RuleSeries, SideFilter};
+use judge::{Method, Outcome, RuleSeries};
 use serde::Serialize;
 use serde_json::{Value, json};
+use side::{CanaryMembers, Side, is_canary};
 use std::collections::{BTreeMap, VecDeque};
 use store::{Series, SeriesId, SeriesNeeds, SeriesObserver, Store, StoreError};
 
@@ -272,82 +274,6 @@ struct Analysis {
     done: bool,
     /// Seasonal rules whose season comes from the TSDB, by rule name (see `season.rs`).
     seasons: BTreeMap<String, season::Season>,
-}
-
-/// Series on one side of a comparison for one deploy.
-struct Side<'a> {
-    canary: &'a CanarySelector,
-    want_canary: bool,
-    everything: bool,
-    members: &'a CanaryMembers,
-}
-
-/// Which series carry a deploy's canary labels, worked out once per series per
-/// evaluation: a tick asks it of every series of every rule, on both sides and in every
-/// block of a walk, and the answer (label lookups and string compares) was 4 % of a
-/// large replay's instructions. Built per evaluation, so no series id changes under it.
-struct CanaryMembers {
-    /// Per series id: 0 not yet asked, 1 canary, 2 not.
-    known: Vec<std::cell::Cell<u8>>,
-}
-
-impl CanaryMembers {
-    fn new(store: &Store) -> CanaryMembers {
-        CanaryMembers {
-            known: vec![std::cell::Cell::new(0); store.len()],
-        }
-    }
-
-    fn is_canary(&self, sel: &CanarySelector, id: SeriesId, s: &Series) -> bool {
-        let Some(slot) = self.known.get(id.0 as usize) else {
-            return is_canary(sel, s);
-        };
-        match slot.get() {
-            1 => true,
-            2 => false,
-            _ => {
-                let yes = is_canary(sel, s);
-                slot.set(if yes { 1 } else { 2 });
-                yes
-            }
-        }
-    }
-}
-
-fn is_canary(sel: &CanarySelector, s: &Series) -> bool {
-    sel.iter()
-        .any(|(label, values)| values.values().contains(&s.label(label)))
-}
-
-impl<'a> Side<'a> {
-    /// The deploy's side (canary series, or every series when `everything`) and the
-    /// control (the non-canary series).
-    fn pair(
-        canary: &'a CanarySelector,
-        everything: bool,
-        members: &'a CanaryMembers,
-    ) -> (Side<'a>, Side<'a>) {
-        (
-            Side {
-                canary,
-                want_canary: true,
-                everything,
-                members,
-            },
-            Side {
-                canary,
-                want_canary: false,
-                everything: false,
-                members,
-            },
-        )
-    }
-}
-
-impl SideFilter for Side<'_> {
-    fn includes(&self, id: SeriesId, s: &Series) -> bool {
-        self.everything || self.members.is_canary(self.canary, id, s) == self.want_canary
-    }
 }
 
 struct Index<'a> {

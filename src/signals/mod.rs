@@ -31,6 +31,7 @@
 //! [`Signals::spawn_delivery`]; [`Signals::register_metrics`]; mount [`gates_router`].
 
 pub mod alertmanager;
+mod checkpoint;
 pub mod deliver;
 pub mod drive;
 pub mod exec;

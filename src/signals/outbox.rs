@@ -14,7 +14,7 @@
 //! The WAL is checkpointed by a thread of the outbox's own, every `CHECKPOINT_EVERY`
 //! commits, never by a commit: a decision's write is one synced append to the WAL, and
 //! once checkpointed the WAL is rewritten from its start rather than grown (see
-//! `Checkpointer`).
+//! `signals::checkpoint`).
 //!
 //! Tables: `signals` (one row per decision and sink, the delivery state), `decisions` (the
 //! log of every decision, matched by a sink or not), `deploys` (each deploy's canary/full
@@ -29,6 +29,7 @@
 //! twice (a retried batch) yields the same rows, and ids are safe in HTTP headers whatever
 //! characters the deploy id has. A resolve signal's id is derived from the id it resolves.
 
+use super::checkpoint::{CHECKPOINT_EVERY, Checkpointer};
 use super::{SignalsError, Sink};
 use crate::model::{Decision, DeployEvent, DeployEventKind};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -36,7 +37,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// How long finished deploys and settled signal rows are kept for inspection.
 pub const KEEP_MS: i64 = 30 * 86_400_000;
@@ -209,149 +209,6 @@ pub struct Outbox {
     checkpointer: Option<Checkpointer>,
 }
 
-/// Commits between two checkpoints of the WAL. A commit right after a checkpoint restarts
-/// the WAL and pays a second sync (SQLite syncs the new WAL header before the frames), so
-/// checkpoints are kept under 1 % of commits; the WAL then holds at most this many
-/// commits (about 11 MiB at the 11 pages of a decision with its deploy's history).
-const CHECKPOINT_EVERY: u64 = 256;
-
-/// What the writer and the checkpointing thread share.
-#[derive(Default)]
-struct CkptShared {
-    state: Mutex<CkptState>,
-    /// Signalled on a commit and on stop (to the thread), and after each checkpoint (to
-    /// whoever waits in [`Outbox::settle`]).
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct CkptState {
-    /// Commits made by the writer so far.
-    commits: u64,
-    /// Commits the thread's last finished checkpoint saw (it may have backfilled less, if a
-    /// reader held an older snapshot).
-    checkpointed: u64,
-    /// Checkpoints that backfilled the whole WAL.
-    complete: u64,
-    /// Checkpoint now, whatever the count ([`Outbox::settle`]).
-    now: bool,
-    stop: bool,
-}
-
-/// A thread with its own connection that runs a PASSIVE checkpoint every `every` commits
-/// (counted by the writer, not a clock). The writer's connection has auto-checkpoint off,
-/// so no commit pays for copying pages into the database file and syncing it; and once a
-/// checkpoint has backfilled the whole WAL, the next commit restarts the WAL at its start
-/// and overwrites blocks the file already has, instead of growing the file (a sync of a
-/// growing file also journals its size and new blocks).
-struct Checkpointer {
-    every: u64,
-    shared: Arc<CkptShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn lock(m: &Mutex<CkptState>) -> MutexGuard<'_, CkptState> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Checkpointer {
-    fn start(path: &Path, every: u64) -> Result<Checkpointer, SignalsError> {
-        let every = every.max(1);
-        let conn = Connection::open(path)
-            .map_err(|e| SignalsError::Store(format!("{}: {e}", path.display())))?;
-        conn.execute_batch("PRAGMA synchronous=FULL;")?;
-        let shared = Arc::new(CkptShared::default());
-        let theirs = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("outbox-checkpoint".into())
-            .spawn(move || checkpoint_loop(&conn, &theirs, every))
-            .map_err(|e| SignalsError::Store(format!("checkpoint thread: {e}")))?;
-        Ok(Checkpointer {
-            every,
-            shared,
-            thread: Some(thread),
-        })
-    }
-
-    fn committed(&self) {
-        let mut st = lock(&self.shared.state);
-        st.commits += 1;
-        let due = st.commits - st.checkpointed >= self.every;
-        drop(st);
-        if due {
-            self.shared.wake.notify_all();
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        lock(&self.shared.state).stop = true;
-        self.shared.wake.notify_all();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("The outbox's checkpoint thread panicked.");
-        }
-    }
-}
-
-fn checkpoint_loop(conn: &Connection, shared: &CkptShared, every: u64) {
-    let mut failing = false;
-    loop {
-        let upto = {
-            let mut st = lock(&shared.state);
-            while !st.stop
-                && st.commits - st.checkpointed < every
-                && !(st.now && st.commits > st.checkpointed)
-            {
-                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            if st.stop {
-                return;
-            }
-            st.now = false;
-            st.commits
-        };
-        // (busy, frames in the WAL, frames backfilled); PASSIVE never waits for a lock.
-        let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        });
-        let whole = match r {
-            Ok((busy, log, done)) => {
-                if failing {
-                    tracing::info!("The outbox's WAL is checkpointed again.");
-                    failing = false;
-                }
-                busy == 0 && log == done
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "The outbox's WAL checkpoint failed; retried after the next commit.");
-                    failing = true;
-                }
-                false
-            }
-        };
-        let mut st = lock(&shared.state);
-        st.checkpointed = upto;
-        if whole {
-            st.complete += 1;
-        }
-        tracing::trace!(
-            commits = upto,
-            whole_checkpoints = st.complete,
-            "Outbox WAL checkpointed."
-        );
-        drop(st);
-        shared.wake.notify_all();
-    }
-}
-
 impl Outbox {
     /// Opens or creates the outbox at `path` (WAL, `synchronous=FULL`).
     pub fn open(path: &Path) -> Result<Outbox, SignalsError> {
@@ -393,21 +250,10 @@ impl Outbox {
         }
     }
 
-    /// Makes the checkpointer run now and waits (up to `within`) until it has run after
-    /// every commit so far; returns the number of checkpoints that backfilled the whole
-    /// WAL, or `None` without a checkpointer or on time-out.
+    /// See [`Checkpointer::settle`]; `None` without a checkpointer.
     #[cfg(test)]
     fn settle(&self, within: std::time::Duration) -> Option<u64> {
-        let c = self.checkpointer.as_ref()?;
-        let mut st = lock(&c.shared.state);
-        st.now = true;
-        c.shared.wake.notify_all();
-        let (st, _) = c
-            .shared
-            .wake
-            .wait_timeout_while(st, within, |st| st.checkpointed < st.commits)
-            .unwrap_or_else(|e| e.into_inner());
-        (st.checkpointed == st.commits).then_some(st.complete)
+        self.checkpointer.as_ref()?.settle(within)
     }
 
     /// Records a batch of decisions in one transaction; returns the sinks that got rows.
@@ -951,115 +797,4 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{DecisionKind, Phase};
-    use std::time::Duration;
-
-    const WAIT: Duration = Duration::from_secs(30);
-
-    fn decision(i: u64) -> Decision {
-        Decision {
-            at: 1_764_201_600.0 + i as f64,
-            deploy: format!("d{i:06}"),
-            service: "web".into(),
-            version: None,
-            decision: DecisionKind::Promote,
-            phase: Phase::Full,
-            rule: "all_clear".into(),
-            r#final: true,
-            shadow: false,
-            evidence: json!({"summary": "nothing got worse"}),
-        }
-    }
-
-    impl Outbox {
-        /// Waits (up to `within`) until the checkpointer has run on its own after `commits`.
-        fn checkpointed(&self, commits: u64, within: Duration) -> bool {
-            let Some(c) = &self.checkpointer else {
-                return false;
-            };
-            let st = lock(&c.shared.state);
-            let (st, _) = c
-                .shared
-                .wake
-                .wait_timeout_while(st, within, |st| st.checkpointed < commits)
-                .unwrap_or_else(|e| e.into_inner());
-            st.checkpointed >= commits
-        }
-    }
-
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("immune-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn wal_len(db: &Path) -> u64 {
-        std::fs::metadata(db.with_extension("sqlite-wal")).map_or(0, |m| m.len())
-    }
-
-    #[test]
-    fn commits_leave_checkpoints_to_the_thread_and_the_wal_stays_bounded() {
-        let d = dir("outbox-ckpt");
-        let db = d.join("o.sqlite");
-        let k = 16;
-        let mut o = Outbox::open_checkpointing(&db, k).unwrap();
-        // The writer never checkpoints inside a commit.
-        let auto: i64 = o
-            .conn
-            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(auto, 0);
-        let mut lens = Vec::new();
-        for round in 0..4 {
-            for i in 0..k {
-                o.record(&[decision(round * k + i)], &[], "http://i")
-                    .unwrap();
-            }
-            // Woken by the commits alone (nothing forces it here).
-            assert!(o.checkpointed((round + 1) * k, WAIT), "round {round}");
-            lens.push(wal_len(&db));
-        }
-        // Each round after the first rewrites the WAL from its start instead of growing it.
-        assert!(lens[0] > 0, "{lens:?}");
-        assert!(lens[3] <= lens[0] + 4 * 4096, "{lens:?}");
-        // The thread backfilled everything: a forced checkpoint now has nothing left to do,
-        // and every checkpoint so far was whole.
-        assert_eq!(o.settle(WAIT), Some(4));
-        drop(o);
-
-        let o = Outbox::open(&db).unwrap();
-        for i in [0, k, 4 * k - 1] {
-            let ds = o.decisions_of(&format!("d{i:06}")).unwrap();
-            assert_eq!(ds.len(), 1, "d{i:06}");
-            assert_eq!(ds[0].at, decision(i).at);
-        }
-        let n: i64 = o
-            .conn
-            .query_row("SELECT COUNT(*) FROM decisions", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 4 * k as i64);
-        drop(o);
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn a_write_survives_a_reopen_before_any_checkpoint() {
-        let d = dir("outbox-nockpt");
-        let db = d.join("o.sqlite");
-        let mut o = Outbox::open(&db).unwrap();
-        o.record(&[decision(7)], &[], "http://i").unwrap();
-        // Fewer commits than a checkpoint waits for: the decision is only in the WAL.
-        assert!(wal_len(&db) > 0);
-        let other = Outbox::open(&db).unwrap();
-        assert_eq!(other.decisions_of("d000007").unwrap().len(), 1);
-        drop(other);
-        drop(o);
-        let o = Outbox::open(&db).unwrap();
-        assert_eq!(o.decisions_of("d000007").unwrap().len(), 1);
-        drop(o);
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-}
+mod tests;

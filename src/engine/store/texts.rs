@@ -47,8 +47,10 @@ impl TextIndex {
             .or_else(|| self.aliases.get(text).copied())
     }
 
-    /// Files series `id` under its canonical text (the slot must be free).
+    /// Files series `id` under its canonical text (the text a reused slot had is
+    /// forgotten first, so no stale entry stays behind).
     pub fn insert(&mut self, id: SeriesId, canonical: Box<str>) {
+        self.remove(id);
         let slot = id.0 as usize;
         if self.canonical.len() <= slot {
             self.canonical.resize(slot + 1, None);
@@ -145,5 +147,10 @@ mod tests {
         assert_eq!(ix.get("n"), Some(SeriesId(4)));
         assert_eq!(ix.get("m{i=\"4\"}"), None);
         assert_eq!(ix.canonical_texts().count(), 501);
+        // Filing a live slot again replaces its text rather than leaving a stale entry.
+        ix.insert(SeriesId(5), "o".into());
+        assert_eq!(ix.get("o"), Some(SeriesId(5)));
+        assert_eq!(ix.get("m{i=\"5\"}"), None);
+        assert_eq!(ix.table.len(), 501);
     }
 }
