@@ -24,7 +24,7 @@ fn judged() -> Value {
             let case = draw(seed, *class);
             let (cfg, plan) = plan_of(&case);
             let canary_at = plan.canary_at.as_secs_f64();
-            let sim = simulate_fleet(cfg, plan, &rules, &mut |_, _, _| {}).expect("simulates");
+            let sim = simulate_fleet(cfg, plan, &rules, &mut |_, _, _, _| {}).expect("simulates");
             let decisions: Vec<Value> = sim
                 .decisions
                 .iter()

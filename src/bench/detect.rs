@@ -270,15 +270,19 @@ pub struct Simulated {
 
 /// Simulates one case and runs immune over it.
 pub fn simulate(case: &Case, rules: &RuleSet) -> Result<Simulated, BenchError> {
-    simulate_with(case, rules, &mut |_, _, _| {})
+    simulate_with(case, rules, &mut |_, _, _, _| {})
 }
 
-/// [`simulate`], calling `on_tick(time the tick took, whether a deploy was active, its
-/// decisions)` after every tick (the performance benchmark's decision latency).
+/// Called after every tick with the time it took, whether a deploy was active, its
+/// decisions and the engine (for the deploys' views).
+pub type OnTick<'a> = dyn FnMut(std::time::Duration, bool, &[Decision], &Engine) + 'a;
+
+/// [`simulate`], calling `on_tick` after every tick (the performance benchmark's decision
+/// latency).
 pub fn simulate_with(
     case: &Case,
     rules: &RuleSet,
-    on_tick: &mut dyn FnMut(std::time::Duration, bool, &[Decision]),
+    on_tick: &mut OnTick<'_>,
 ) -> Result<Simulated, BenchError> {
     let (cfg, plan) = plan_of(case);
     simulate_fleet(cfg, plan, rules, on_tick)
@@ -290,7 +294,7 @@ pub fn simulate_fleet(
     cfg: FleetConfig,
     plan: DeployPlan,
     rules: &RuleSet,
-    on_tick: &mut dyn FnMut(std::time::Duration, bool, &[Decision]),
+    on_tick: &mut OnTick<'_>,
 ) -> Result<Simulated, BenchError> {
     let until = plan.end_at.add(DurationMs::from_secs(60));
     let mut fleet = Fleet::new(cfg.clone(), vec![plan.clone()]);
@@ -326,7 +330,7 @@ pub fn simulate_fleet(
             let active = engine.active_deploys() > 0;
             let started = std::time::Instant::now();
             let ds = engine.tick(now);
-            on_tick(started.elapsed(), active, &ds);
+            on_tick(started.elapsed(), active, &ds, &engine);
             decisions.extend(ds);
         }
         now = now.add(step);

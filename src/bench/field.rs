@@ -248,7 +248,7 @@ pub struct FieldResult {
 /// Judges one drawn deploy with every method.
 pub fn run_case(c: &FieldCase, rules: &RuleSet) -> Result<FieldResult, BenchError> {
     let (cfg, plan) = plan_of(c);
-    let sim = simulate_fleet(cfg, plan, rules, &mut |_, _, _| {})?;
+    let sim = simulate_fleet(cfg, plan, rules, &mut |_, _, _, _| {})?;
     let w = Window {
         canary_at: sim.plan.canary_at,
         full_at: sim.plan.full_at,

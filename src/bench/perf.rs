@@ -10,7 +10,8 @@
 //! - `memory`: resident bytes per active series with the default windows, each size in a
 //!   fresh child process (`--parts memory-one`) so allocator state does not carry over.
 //! - `latency`: the time from the deciding sample being in the engine to the decision
-//!   being in the SQLite outbox: `Engine::tick` plus the outbox transaction.
+//!   being durable (`Engine::tick` and the deploys' views, then the decision journal's
+//!   append and sync) and to its rows being in the SQLite outbox, ready to deliver.
 
 use super::BenchError;
 use super::agent::{Agent, cpu_seconds, ingested, rss_kib_of};
@@ -566,24 +567,30 @@ pub(super) fn pctl(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
+    use crate::signals::outbox::{HistoryRetention, Outbox, journal_path};
     let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
     let db = args.dir.join("latency-outbox.sqlite");
     for f in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(args.dir.join(format!("latency-outbox.sqlite{f}")));
     }
-    let mut outbox =
-        crate::signals::outbox::Outbox::open(&db).map_err(|e| BenchError::Agent(e.to_string()))?;
+    let _ = std::fs::remove_file(journal_path(&db));
+    let mut outbox = Outbox::open(&db).map_err(|e| BenchError::Agent(e.to_string()))?;
     // One fsync of the same disk beside every outbox write: 4 KiB written over the start of
     // a file in the same directory, then fdatasync.
     let mut probe = std::fs::File::create(args.dir.join("latency-fsync.probe"))?;
     let block = [0x5au8; 4096];
+    let url = "http://127.0.0.1:9977";
+    let retention = HistoryRetention::default();
     let mut failures: Vec<String> = Vec::new();
     writeln!(
         out,
         "\n### Decision latency (40 hosts, shipped rules; {} deploys, twice)\n\n\
          The same deploys run twice on one outbox: first on a new file (fresh: the WAL grows \
          to its size), then again on the outbox the first pass left (steady state, as in an \
-         agent that has been running).\n\n\
+         agent that has been running). A deciding tick is `Engine::tick` and the views of \
+         its deploys (`Engine::deploy_view`, as the agent's engine thread does); the durable \
+         write is the batch (decisions and views) appended to the decision journal and \
+         synced; applying it is the SQLite transaction after it, without a sync.\n\n\
          | outbox | what | n | p50 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|",
         2 * args.latency_deploys
     )?;
@@ -591,7 +598,10 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
     for pass in ["fresh", "steady"] {
         let mut all_ticks: Vec<f64> = Vec::new();
         let mut deciding: Vec<f64> = Vec::new();
-        let mut record_only: Vec<f64> = Vec::new();
+        let mut durable: Vec<f64> = Vec::new();
+        let mut deliverable: Vec<f64> = Vec::new();
+        let mut journal_only: Vec<f64> = Vec::new();
+        let mut apply_only: Vec<f64> = Vec::new();
         let mut fsync_only: Vec<f64> = Vec::new();
         for scenario in [Scenario::ErrorRate(2.0), Scenario::Healthy] {
             for seed in 0..args.latency_deploys {
@@ -601,25 +611,40 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                     scenario,
                     seed: 20_000 + seed,
                 };
-                let mut on_tick = |took: Duration, active: bool, ds: &[Decision]| {
-                    let t = took.as_secs_f64() * 1e3;
-                    if active {
-                        all_ticks.push(t);
-                    }
-                    if !ds.is_empty() {
-                        let started = Instant::now();
-                        if let Err(e) = outbox.record(ds, &[], "http://127.0.0.1:9977") {
-                            failures.push(e.to_string());
+                let mut on_tick = |took: Duration, active: bool, ds: &[Decision], e: &Engine| {
+                    if ds.is_empty() {
+                        if active {
+                            all_ticks.push(took.as_secs_f64() * 1e3);
                         }
-                        let r = started.elapsed().as_secs_f64() * 1e3;
-                        record_only.push(r);
-                        deciding.push(t + r);
-                        let started = Instant::now();
-                        if let Err(e) = fsync_probe(&mut probe, &block) {
-                            failures.push(format!("fsync probe: {e}"));
-                        }
-                        fsync_only.push(started.elapsed().as_secs_f64() * 1e3);
+                        return;
                     }
+                    let started = Instant::now();
+                    let mut ids: Vec<&str> = ds.iter().map(|d| d.deploy.as_str()).collect();
+                    ids.dedup();
+                    let views: Vec<serde_json::Value> =
+                        ids.iter().filter_map(|id| e.deploy_view(id)).collect();
+                    let tick = (took + started.elapsed()).as_secs_f64() * 1e3;
+                    all_ticks.push(tick);
+                    deciding.push(tick);
+                    let started = Instant::now();
+                    let journaled = outbox.journal(ds, &views, &[], url, retention);
+                    let j = started.elapsed().as_secs_f64() * 1e3;
+                    let started = Instant::now();
+                    let applied =
+                        journaled.and_then(|jd| outbox.apply(&jd, ds, &views, url, retention));
+                    let a = started.elapsed().as_secs_f64() * 1e3;
+                    if let Err(e) = applied {
+                        failures.push(e.to_string());
+                    }
+                    journal_only.push(j);
+                    apply_only.push(a);
+                    durable.push(tick + j);
+                    deliverable.push(tick + j + a);
+                    let started = Instant::now();
+                    if let Err(e) = fsync_probe(&mut probe, &block) {
+                        failures.push(format!("fsync probe: {e}"));
+                    }
+                    fsync_only.push(started.elapsed().as_secs_f64() * 1e3);
                 };
                 super::detect::simulate_with(&case, &rules, &mut on_tick)?;
             }
@@ -627,18 +652,27 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         for v in [
             &mut all_ticks,
             &mut deciding,
-            &mut record_only,
+            &mut durable,
+            &mut deliverable,
+            &mut journal_only,
+            &mut apply_only,
             &mut fsync_only,
         ] {
             v.sort_by(f64::total_cmp);
         }
         for (name, v) in [
             ("tick while a deploy is active", &all_ticks),
+            ("deciding tick (with its deploys' views)", &deciding),
             (
-                "deciding tick + outbox write (WAL, synchronous=FULL)",
-                &deciding,
+                "deciding tick + durable write (journal append + fdatasync)",
+                &durable,
             ),
-            ("outbox write alone", &record_only),
+            (
+                "deciding tick + durable write + SQLite rows (ready to deliver)",
+                &deliverable,
+            ),
+            ("journal append + fdatasync alone", &journal_only),
+            ("SQLite transaction alone (synchronous=NORMAL)", &apply_only),
             (
                 "4 KiB write + fdatasync, same directory (beside each outbox write)",
                 &fsync_only,
@@ -655,12 +689,12 @@ fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
         }
         ratios.push(format!(
             "{pass} {:.2}x",
-            pctl(&deciding, 0.99) / pctl(&fsync_only, 0.99)
+            pctl(&durable, 0.99) / pctl(&fsync_only, 0.99)
         ));
     }
     writeln!(
         out,
-        "\np99 of the deciding tick with its outbox write / p99 of one fsync: {}",
+        "\np99 of the deciding tick with its durable write / p99 of one fsync: {}",
         ratios.join(", ")
     )?;
     if !failures.is_empty() {

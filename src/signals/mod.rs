@@ -37,6 +37,7 @@ pub mod drive;
 pub mod exec;
 pub mod gate;
 pub mod gates;
+mod journal;
 pub mod outbox;
 pub mod webhook;
 
@@ -336,6 +337,9 @@ impl Sink {
 struct Unrecorded {
     decisions: Vec<Decision>,
     views: Vec<serde_json::Value>,
+    /// Set once the batch is in the decision journal: then only applying it is retried
+    /// (journaling it again would log its decisions twice).
+    journaled: Option<outbox::Journaled>,
 }
 
 pub(crate) struct Inner {
@@ -439,9 +443,10 @@ impl Signals {
         }
     }
 
-    /// Writes decisions durably (called on the engine thread before anything else): in one
-    /// transaction, the decision log, one signal row per (decision, matching sink), the line
-    /// state and the deploy's end. Wakes delivery once committed.
+    /// Writes decisions durably (called on the engine thread before anything else): one
+    /// append to the decision journal, then in one transaction the decision log, one signal
+    /// row per (decision, matching sink), the line state and the deploy's end. Wakes
+    /// delivery once committed.
     ///
     /// When the write fails the batch is kept in memory and retried (see the module doc);
     /// the error is still returned so the caller can log it.
@@ -464,13 +469,14 @@ impl Signals {
         queue.push(Unrecorded {
             decisions: decisions.to_vec(),
             views: views.to_vec(),
+            journaled: None,
         });
         self.flush(&mut queue)
     }
 
     /// Writes the kept batches, oldest first, stopping at the first failure.
     fn flush(&self, queue: &mut Vec<Unrecorded>) -> Result<(), SignalsError> {
-        while let Some(batch) = queue.first() {
+        while let Some(batch) = queue.first_mut() {
             let written = if self
                 .inner
                 .fail_writes
@@ -481,13 +487,22 @@ impl Signals {
                 ))
             } else {
                 self.with_outbox(|ob| {
-                    ob.record_batch(
-                        &batch.decisions,
-                        &batch.views,
-                        &self.inner.sinks,
-                        &self.inner.public_url,
-                        self.inner.retention,
-                    )
+                    let (url, retention) = (&self.inner.public_url, self.inner.retention);
+                    let j = match &batch.journaled {
+                        Some(j) => j.clone(),
+                        None => {
+                            let j = ob.journal(
+                                &batch.decisions,
+                                &batch.views,
+                                &self.inner.sinks,
+                                url,
+                                retention,
+                            )?;
+                            batch.journaled = Some(j.clone());
+                            j
+                        }
+                    };
+                    ob.apply(&j, &batch.decisions, &batch.views, url, retention)
                 })
             };
             match written {

@@ -7,9 +7,15 @@
 //! - **inspectable**: an operator can answer "was the rollback for d42 delivered?" with
 //!   `sqlite3 data/signals.sqlite 'select sink,state,attempts,last_error from signals where deploy="d42"'`
 //!   during an incident, with no immune-specific tool;
-//! - **mature crash safety**: WAL mode with `synchronous=FULL` makes every commit durable
-//!   once `record` returns, and SQLite's recovery after power loss or `kill -9` is among the
+//! - **mature crash safety**: SQLite's recovery after power loss or `kill -9` is among the
 //!   most tested code there is. redb is a fine store too, but younger and opaque to ops.
+//!
+//! A decision batch is made durable by one append to the decision journal beside the
+//! database (`signals.journal`, see `signals::journal`), then applied to the tables in one
+//! transaction without a sync of its own (`outbox::record`); every other write (deploy
+//! events, delivery state, unblocks) is a commit with `synchronous=FULL`, and syncing
+//! SQLite's WAL also syncs every commit before it. On open, the journal's batches the
+//! tables do not have are applied.
 //!
 //! The WAL is checkpointed by a thread of the outbox's own, every `CHECKPOINT_EVERY`
 //! commits, never by a commit: a decision's write is one synced append to the WAL, and
@@ -30,6 +36,7 @@
 //! characters the deploy id has. A resolve signal's id is derived from the id it resolves.
 
 use super::checkpoint::{CHECKPOINT_EVERY, Checkpointer};
+use super::journal::Journal;
 use super::{SignalsError, Sink};
 use crate::model::{Decision, DeployEvent, DeployEventKind};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -37,6 +44,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::Path;
+
+mod record;
+pub(crate) use record::Journaled;
 
 /// How long finished deploys and settled signal rows are kept for inspection.
 pub const KEEP_MS: i64 = 30 * 86_400_000;
@@ -94,6 +104,12 @@ CREATE TABLE IF NOT EXISTS probe (
     id       INTEGER PRIMARY KEY,
     at_ms    INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    applied  INTEGER NOT NULL,            -- the last decision journal frame applied here
+    synced   INTEGER NOT NULL             -- the last one known synced (the journal rewound)
+);
+INSERT OR IGNORE INTO journal (id, applied, synced) VALUES (1, 0, 0);
 CREATE TABLE IF NOT EXISTS lines (
     service  TEXT PRIMARY KEY,
     decision TEXT NOT NULL,               -- the blocking decision (JSON)
@@ -200,6 +216,12 @@ fn ms(at: f64) -> i64 {
     (at * 1000.0).round() as i64
 }
 
+/// The decision journal beside the outbox at `path`: `signals.sqlite` has
+/// `signals.journal` (SQLite's own files are `signals.sqlite-wal`, `-shm`, `-journal`).
+pub fn journal_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("journal")
+}
+
 /// The SQLite outbox. Not shared across threads by itself: [`super::Signals`] holds it
 /// behind a mutex.
 pub struct Outbox {
@@ -207,10 +229,16 @@ pub struct Outbox {
     /// Checkpoints the WAL off the writer's path; `None` when its connection could not be
     /// opened, and then the writer checkpoints itself (SQLite's default).
     checkpointer: Option<Checkpointer>,
+    /// The decision journal (`signals::journal`): where a decision batch is first made
+    /// durable.
+    journal: Journal,
+    /// The last journal frame applied to the tables.
+    applied: u64,
 }
 
 impl Outbox {
-    /// Opens or creates the outbox at `path` (WAL, `synchronous=FULL`).
+    /// Opens or creates the outbox at `path` (WAL, `synchronous=FULL`) and its decision
+    /// journal, and applies what the journal holds that the tables do not.
     pub fn open(path: &Path) -> Result<Outbox, SignalsError> {
         Outbox::open_checkpointing(path, CHECKPOINT_EVERY)
     }
@@ -240,7 +268,19 @@ impl Outbox {
                 None
             }
         };
-        Ok(Outbox { conn, checkpointer })
+        let applied: i64 =
+            conn.query_row("SELECT applied FROM journal WHERE id = 1", [], |r| r.get(0))?;
+        let applied = u64::try_from(applied).unwrap_or(0);
+        let (journal, entries) = Journal::open(&journal_path(path), applied)
+            .map_err(|e| SignalsError::Store(e.to_string()))?;
+        let mut outbox = Outbox {
+            conn,
+            checkpointer,
+            journal,
+            applied,
+        };
+        outbox.recover(entries)?;
+        Ok(outbox)
     }
 
     /// Wakes the checkpointer after a write (every write appends to the WAL).
@@ -254,200 +294,6 @@ impl Outbox {
     #[cfg(test)]
     fn settle(&self, within: std::time::Duration) -> Option<u64> {
         self.checkpointer.as_ref()?.settle(within)
-    }
-
-    /// Records a batch of decisions in one transaction; returns the sinks that got rows.
-    pub(crate) fn record(
-        &mut self,
-        decisions: &[Decision],
-        sinks: &[std::sync::Arc<Sink>],
-        public_url: &str,
-    ) -> Result<Vec<String>, SignalsError> {
-        self.record_batch(
-            decisions,
-            &[],
-            sinks,
-            public_url,
-            HistoryRetention::default(),
-        )
-    }
-
-    /// [`Outbox::record`] with the deciding deploys' views, kept as their history in the
-    /// same transaction.
-    pub(crate) fn record_batch(
-        &mut self,
-        decisions: &[Decision],
-        views: &[Value],
-        sinks: &[std::sync::Arc<Sink>],
-        public_url: &str,
-        retention: HistoryRetention,
-    ) -> Result<Vec<String>, SignalsError> {
-        let mut touched = Vec::new();
-        let tx = self.conn.transaction()?;
-        for v in views {
-            let (Some(deploy), Some(service)) = (
-                v.get("deploy").and_then(Value::as_str),
-                v.get("service").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            let at = decisions
-                .iter()
-                .filter(|d| d.deploy == deploy)
-                .map(|d| d.at)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let at = if at.is_finite() { at } else { 0.0 };
-            tx.prepare_cached(
-                "INSERT INTO history (deploy, service, at, view) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(deploy) DO UPDATE SET service = excluded.service,
-                    at = MAX(history.at, excluded.at), view = excluded.view",
-            )?
-            .execute(params![deploy, service, at, v.to_string()])?;
-        }
-        if !views.is_empty() {
-            let newest = decisions.iter().map(|d| d.at).fold(0.0, f64::max);
-            tx.prepare_cached(
-                "DELETE FROM history
-                 WHERE (at < ?1 OR deploy NOT IN
-                          (SELECT deploy FROM history ORDER BY at DESC LIMIT ?2))
-                   AND deploy NOT IN
-                          (SELECT json_extract(decision, '$.deploy') FROM lines)",
-            )?
-            .execute(params![
-                newest - retention.max_age_ms as f64 / 1000.0,
-                retention.keep as i64
-            ])?;
-        }
-        for d in decisions {
-            let body_json =
-                serde_json::to_string(d).map_err(|e| SignalsError::Store(e.to_string()))?;
-            tx.prepare_cached(
-                "INSERT INTO decisions (at, deploy, service, decision, rule, final, shadow, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                d.at,
-                d.deploy,
-                d.service,
-                d.decision.as_str(),
-                d.rule,
-                d.r#final,
-                d.shadow,
-                body_json
-            ])?;
-            let canary: Option<DeployEvent> = tx
-                .prepare_cached("SELECT canary FROM deploys WHERE deploy = ?1")?
-                .query_row([&d.deploy], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten()
-                .and_then(|c| serde_json::from_str::<DeployEvent>(&c).ok());
-            let commits: Vec<String> = canary
-                .as_ref()
-                .map(|ev| ev.commits.clone())
-                .unwrap_or_default();
-            let cx = super::webhook::Context {
-                commits: &commits,
-                by: canary.as_ref().and_then(|ev| ev.by.as_deref()),
-                view: views
-                    .iter()
-                    .find(|v| v.get("deploy").and_then(Value::as_str) == Some(d.deploy.as_str())),
-            };
-            let blocking = d.r#final && d.decision.blocks_line() && !d.shadow;
-            for sink in sinks.iter().filter(|s| s.filter.matches(d)) {
-                let id = signal_id(d, &sink.name);
-                let body = super::webhook::body(&id, d, cx, public_url);
-                let n = tx.prepare_cached("INSERT OR IGNORE INTO signals
-                       (id, sink, kind, service, deploy, decision, rule, blocking, after_id, body,
-                        created_ms, state, attempts, next_ms)
-                     VALUES (?1, ?2, 'decision', ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, 'pending', 0, 0)")?.execute(params![
-                        id,
-                        sink.name,
-                        d.service,
-                        d.deploy,
-                        d.decision.as_str(),
-                        d.rule,
-                        blocking,
-                        body.to_string(),
-                        ms(d.at)
-                    ],
-                )?;
-                if n > 0 && !touched.contains(&sink.name) {
-                    touched.push(sink.name.clone());
-                }
-            }
-            // The engine blocks a line on a rule's final rollback/block; a deploy refused
-            // because the line was already blocked does not replace the original blocker.
-            if blocking && d.rule != "line_blocked" {
-                tx.prepare_cached("INSERT INTO lines (service, decision, at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(service) DO UPDATE SET decision = excluded.decision, at = excluded.at")?.execute(params![d.service, body_json, d.at],
-                )?;
-            }
-            if d.r#final {
-                tx.prepare_cached(
-                    "INSERT INTO deploys (deploy, service, canary, full, started, done, done_at)
-                     VALUES (?1, ?2, NULL, NULL, ?3, 1, ?3)
-                     ON CONFLICT(deploy) DO UPDATE SET done = 1, done_at = excluded.done_at",
-                )?
-                .execute(params![d.deploy, d.service, d.at])?;
-                tx.prepare_cached("DELETE FROM deploys WHERE done = 1 AND done_at < ?1")?
-                    .execute([d.at - KEEP_MS as f64 / 1000.0])?;
-            }
-        }
-        tx.commit()?;
-        self.wrote();
-        Ok(touched)
-    }
-
-    /// Records an experiment's `stop` or `close` ([`crate::experiment::signal`]): one
-    /// signal row per sink whose `decisions` list `kind` (the `services` filter does not
-    /// apply: an experiment has no service), never line-blocking. The id is derived from
-    /// `key` (experiment and start), the kind and the sink, so recording it again (after a
-    /// restart) adds nothing. Returns the sinks that got a new row.
-    pub(crate) fn record_experiment(
-        &mut self,
-        kind: crate::model::DecisionKind,
-        key: &str,
-        at: f64,
-        body: &Value,
-        sinks: &[std::sync::Arc<Sink>],
-    ) -> Result<Vec<String>, SignalsError> {
-        let experiment = body
-            .get("experiment")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let rule = body.get("rule").and_then(Value::as_str).unwrap_or_default();
-        let mut touched = Vec::new();
-        let tx = self.conn.transaction()?;
-        for sink in sinks.iter().filter(|s| s.filter.decisions.contains(&kind)) {
-            let id = hex::encode(
-                &Sha256::digest(
-                    format!("experiment\n{key}\n{}\n{}", kind.as_str(), sink.name).as_bytes(),
-                )[..16],
-            );
-            let mut b = body.clone();
-            b["signal_id"] = json!(id);
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO signals
-                   (id, sink, kind, service, deploy, decision, rule, blocking, after_id, body,
-                    created_ms, state, attempts, next_ms)
-                 VALUES (?1, ?2, 'decision', '', ?3, ?4, ?5, 0, NULL, ?6, ?7, 'pending', 0, 0)",
-                params![
-                    id,
-                    sink.name,
-                    format!("experiment:{experiment}"),
-                    kind.as_str(),
-                    rule,
-                    b.to_string(),
-                    ms(at)
-                ],
-            )?;
-            if n > 0 && !touched.contains(&sink.name) {
-                touched.push(sink.name.clone());
-            }
-        }
-        tx.commit()?;
-        self.wrote();
-        Ok(touched)
     }
 
     /// Remembers a canary/full/end/abort event (unblock goes through [`Outbox::record_unblock`]).

@@ -94,12 +94,107 @@ fn a_write_survives_a_reopen_before_any_checkpoint() {
     o.record(&[decision(7)], &[], "http://i").unwrap();
     // Fewer commits than a checkpoint waits for: the decision is only in the WAL.
     assert!(wal_len(&db) > 0);
-    let other = Outbox::open(&db).unwrap();
-    assert_eq!(other.decisions_of("d000007").unwrap().len(), 1);
+    // Another connection (an operator's sqlite3) sees it; a second outbox is refused.
+    let other = Connection::open(&db).unwrap();
+    let n: i64 = other
+        .query_row(
+            "SELECT count(*) FROM decisions WHERE deploy = 'd000007'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
     drop(other);
     drop(o);
     let o = Outbox::open(&db).unwrap();
     assert_eq!(o.decisions_of("d000007").unwrap().len(), 1);
     drop(o);
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+fn logged(o: &Outbox) -> i64 {
+    o.conn
+        .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_batch_journaled_but_not_applied_is_applied_on_open_once() {
+    let d = dir("outbox-journal-recover");
+    let db = d.join("o.sqlite");
+    let retention = HistoryRetention::default();
+    {
+        let mut o = Outbox::open(&db).unwrap();
+        o.record(&[decision(1)], &[], "http://i").unwrap();
+        // The crash comes after the durable append and before the tables have the rows.
+        o.journal(&[decision(2)], &[], &[], "http://i", retention)
+            .unwrap();
+        assert_eq!(logged(&o), 1);
+    }
+    let o = Outbox::open(&db).unwrap();
+    assert_eq!(logged(&o), 2);
+    assert_eq!(o.decisions_of("d000002").unwrap().len(), 1);
+    drop(o);
+    // Opening again applies nothing twice.
+    let o = Outbox::open(&db).unwrap();
+    assert_eq!(logged(&o), 2);
+}
+
+#[test]
+fn applying_a_journaled_batch_twice_logs_it_once() {
+    let d = dir("outbox-journal-twice");
+    let mut o = Outbox::open(&d.join("o.sqlite")).unwrap();
+    let retention = HistoryRetention::default();
+    let ds = [decision(3)];
+    let j = o.journal(&ds, &[], &[], "http://i", retention).unwrap();
+    o.apply(&j, &ds, &[], "http://i", retention).unwrap();
+    // A retry after an apply that reported a failure but committed.
+    o.apply(&j, &ds, &[], "http://i", retention).unwrap();
+    assert_eq!(logged(&o), 1);
+}
+
+#[test]
+fn the_journal_rewinds_once_its_frames_are_in_sqlite_and_keeps_its_size() {
+    let d = dir("outbox-journal-rewind");
+    let db = d.join("o.sqlite");
+    let mut o = Outbox::open(&db).unwrap();
+    // A batch of about 40 KiB that does not compress (hex of a hash chain): the journal
+    // passes three quarters of its size after about 20.
+    let big = |i: u64| {
+        let mut x = decision(i);
+        let mut h = Sha256::digest(i.to_le_bytes());
+        let mut noise = String::new();
+        while noise.len() < 40 << 10 {
+            noise.push_str(&hex::encode(h));
+            h = Sha256::digest(h);
+        }
+        x.evidence = json!({ "summary": noise });
+        x
+    };
+    let synced = |o: &Outbox| -> i64 {
+        o.conn
+            .query_row("SELECT synced FROM journal", [], |r| r.get(0))
+            .unwrap()
+    };
+    let at_open = synced(&o);
+    for i in 0..200 {
+        o.record(&[big(i)], &[], "http://i").unwrap();
+    }
+    assert!(synced(&o) > at_open, "never rewound");
+    assert_eq!(
+        std::fs::metadata(journal_path(&db)).unwrap().len(),
+        crate::signals::journal::CAPACITY
+    );
+    drop(o);
+    let o = Outbox::open(&db).unwrap();
+    assert_eq!(logged(&o), 200);
+}
+
+#[test]
+fn a_second_outbox_on_the_same_file_is_refused() {
+    let d = dir("outbox-journal-lock");
+    let db = d.join("o.sqlite");
+    let _o = Outbox::open(&db).unwrap();
+    let err = Outbox::open(&db).err().expect("a second writer");
+    assert!(err.to_string().contains("in use"), "{err}");
 }
