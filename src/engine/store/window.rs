@@ -32,6 +32,38 @@ const HEAD: usize = 3;
 /// "No meaningful-bit window yet" (no XOR since the chunk started).
 const NO_WINDOW: u8 = u8::MAX;
 
+/// Flag in a chunk's meta word: the chunk starts coding values as integers (its first
+/// value is one), delta-of-deltas of `i64` instead of XORs, until an escape code.
+const INT: u64 = 1 << 63;
+
+/// The value code that leaves integer coding for the rest of the chunk (six ones).
+const ESCAPE: u64 = 0b11_1111;
+
+/// The value as an integer when it is one that converts back bit for bit: every
+/// integer-valued f64 from -2^63 to 2^63 (so every one under 2^53, and the exact ones
+/// above), not -0.0, NaNs (stale markers among them) or infinities, which keep the XOR
+/// path and so their bits.
+#[inline(always)]
+fn as_int(bits: u64) -> Option<i64> {
+    let i = f64::from_bits(bits) as i64;
+    ((i as f64).to_bits() == bits).then_some(i)
+}
+
+/// The integer delta-of-delta's code, most significant bit first, and its length: `0`;
+/// `10` and 3 bits; `110` and 7; `1110` and 12; `11110` and 32; `111110` and 64 (length
+/// 0 here: the caller writes the prefix and the raw word). `111111` is [`ESCAPE`].
+#[inline(always)]
+fn int_code(dod: i64) -> (u64, u32) {
+    match dod {
+        0 => (0, 1),
+        -3..=4 => ((0b10 << 3) | (dod + 3) as u64, 5),
+        -63..=64 => ((0b110 << 7) | (dod + 63) as u64, 10),
+        -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
+        -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
+        _ => (0, 0),
+    }
+}
+
 /// A window of points in strictly increasing time, compressed (see the module docs).
 ///
 /// The open chunk's count and bit length live here, not in its header (written when it
@@ -46,6 +78,9 @@ pub struct Window {
     open_bits: u16,
     /// Points in the open chunk.
     open_count: u8,
+    /// The open chunk codes values as integers (see [`INT`]); false once a value that is
+    /// not one arrives, for the rest of the chunk.
+    open_int: bool,
     /// Leading and trailing zeros of the newest XOR's meaningful bits.
     lead: u8,
     trail: u8,
@@ -76,6 +111,7 @@ impl Window {
             words: Vec::new(),
             open_bits: 0,
             open_count: 0,
+            open_int: false,
             lead: NO_WINDOW,
             trail: 0,
             last_t: 0,
@@ -116,6 +152,7 @@ impl Window {
         } else {
             0
         };
+        let before = self.prev_v;
         (self.prev_t, self.prev_v) = (self.last_t, self.last_v);
         if self.words.is_empty() || u32::from(self.open_count) >= CHUNK {
             self.start_chunk(t, bits);
@@ -123,15 +160,77 @@ impl Window {
         }
         let delta = t.wrapping_sub(self.last_t);
         let dod = delta.wrapping_sub(last_delta);
+        if self.open_int {
+            // The chunk's points so far are all integers (it still codes them so).
+            let last = f64::from_bits(self.last_v) as i64;
+            let last_vdelta = if self.open_count > 1 {
+                last.wrapping_sub(f64::from_bits(before) as i64)
+            } else {
+                0
+            };
+            if let Some(i) = as_int(bits) {
+                let vdod = i.wrapping_sub(last).wrapping_sub(last_vdelta);
+                self.push_int(t, bits, dod, vdod);
+                return;
+            }
+            self.open_int = false;
+            self.push_code(t, bits, dod, true);
+            return;
+        }
+        self.push_code(t, bits, dod, false);
+    }
+
+    /// Appends a point whose value is coded as an integer delta-of-delta `vdod`.
+    #[inline(always)]
+    fn push_int(&mut self, t: i64, bits: u64, dod: i64, vdod: i64) {
+        let (dcode, dn) = time_code(dod);
+        let (vcode, vn) = int_code(vdod);
+        let total = if dn == 0 { 69 } else { dn } + if vn == 0 { 70 } else { vn };
+        let used = u32::from(self.open_bits);
+        let base = self.open() + HEAD;
+        let need = base + (used as usize + total as usize).div_ceil(64);
+        if need > self.words.len() {
+            self.grow(need);
+        }
+        if dn != 0 && vn != 0 && dn + vn <= 64 {
+            // Regular times and steady counters: one store.
+            self.emit64(base, used, (dcode << vn) | vcode, dn + vn);
+        } else {
+            let mut at = used;
+            if dn == 0 {
+                self.emit64(base, at, 0b11111, 5);
+                self.emit64(base, at + 5, dod as u64, 64);
+                at += 69;
+            } else {
+                self.emit64(base, at, dcode, dn);
+                at += dn;
+            }
+            if vn == 0 {
+                self.emit64(base, at, 0b111110, 6);
+                self.emit64(base, at + 6, vdod as u64, 64);
+            } else {
+                self.emit64(base, at, vcode, vn);
+            }
+        }
+        self.open_bits += total as u16;
+        self.open_count += 1;
+        self.last_t = t;
+        self.last_v = bits;
+    }
+
+    /// Appends a point whose value is XOR-coded; after [`ESCAPE`] when `escape` (the
+    /// chunk leaves integer coding here).
+    #[inline(always)]
+    fn push_code(&mut self, t: i64, bits: u64, dod: i64, escape: bool) {
         // The point's code, most significant bit first: the delta-of-delta, the XOR's
         // header, the XOR's meaningful bits. `dn` 0: a delta-of-delta past 32 bits.
-        let (dcode, dn): (u64, u32) = match dod {
-            0 => (0, 1),
-            -63..=64 => ((0b10 << 7) | (dod + 63) as u64, 9),
-            -255..=256 => ((0b110 << 9) | (dod + 255) as u64, 12),
-            -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
-            -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
-            _ => (0, 0),
+        let (dcode, dn) = time_code(dod);
+        // The escape goes with the time's code (at most 37 + 6 bits) or, after a time
+        // past 32 bits, is written on its own.
+        let (dcode, dn, esc) = match (escape, dn) {
+            (false, _) => (dcode, dn, 0),
+            (true, 0) => (0, 0, 6),
+            (true, _) => ((dcode << 6) | ESCAPE, dn + 6, 0),
         };
         let x = bits ^ self.last_v;
         let (vcode, vn, body, len) = if x == 0 {
@@ -151,7 +250,7 @@ impl Window {
             }
         };
         let used = u32::from(self.open_bits);
-        let total = if dn == 0 { 69 } else { dn } + vn + len;
+        let total = if dn == 0 { 69 } else { dn } + esc + vn + len;
         let base = self.open() + HEAD;
         let need = base + (used as usize + total as usize).div_ceil(64);
         if need > self.words.len() {
@@ -162,11 +261,15 @@ impl Window {
             self.emit64(base, at, 0b11111, 5);
             self.emit64(base, at + 5, dod as u64, 64);
             at += 69;
+            if esc != 0 {
+                self.emit64(base, at, ESCAPE, esc);
+                at += esc;
+            }
             (vcode, vn)
         } else {
             ((dcode << vn) | vcode, dn + vn)
         };
-        // `head` holds at most 50 bits and at least one.
+        // `head` holds at most 56 bits and at least one.
         if len > 0 && n + len <= 64 {
             head = (head << len) | body;
             n += len;
@@ -218,12 +321,15 @@ impl Window {
     fn start_chunk(&mut self, t: i64, bits: u64) {
         if !self.words.is_empty() {
             // Close the open chunk: its header gets its count and length.
+            // Its header's meta word holds the flag it started with.
             let m = self.open() + 2;
-            self.words[m] = (u64::from(self.open_count) << 32) | u64::from(self.open_bits);
+            self.words[m] |= (u64::from(self.open_count) << 32) | u64::from(self.open_bits);
         }
         self.drop_stale_chunks();
         self.reserve(HEAD);
-        self.words.extend_from_slice(&[t as u64, bits, 0]);
+        self.open_int = as_int(bits).is_some();
+        let flag = if self.open_int { INT } else { 0 };
+        self.words.extend_from_slice(&[t as u64, bits, flag]);
         self.open_bits = 0;
         self.open_count = 1;
         self.tail = 0;
@@ -442,6 +548,9 @@ impl Window {
             v: 0,
             lead: 0,
             trail: 0,
+            int: false,
+            iv: 0,
+            idelta: 0,
         }
     }
 }
@@ -455,7 +564,22 @@ fn meta(words: &[u64], chunk: usize) -> u64 {
 }
 
 fn count(meta: u64) -> u32 {
-    (meta >> 32) as u32
+    ((meta >> 32) & 0xff) as u32
+}
+
+/// The timestamp delta-of-delta's code, most significant bit first, and its length: `0`;
+/// `10` and 7 bits; `110` and 9; `1110` and 12; `11110` and 32; `11111` and 64 (length 0
+/// here: the caller writes the prefix and the raw word).
+#[inline(always)]
+fn time_code(dod: i64) -> (u64, u32) {
+    match dod {
+        0 => (0, 1),
+        -63..=64 => ((0b10 << 7) | (dod + 63) as u64, 9),
+        -255..=256 => ((0b110 << 9) | (dod + 255) as u64, 12),
+        -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
+        -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
+        _ => (0, 0),
+    }
 }
 
 /// Where the chunk after the closed one at `chunk` starts.
@@ -482,6 +606,11 @@ struct Cursor<'a> {
     v: u64,
     lead: u32,
     trail: u32,
+    /// The chunk codes values as integers here: `iv` is the value, `idelta` the delta
+    /// before it.
+    int: bool,
+    iv: i64,
+    idelta: i64,
 }
 
 impl<'a> Cursor<'a> {
@@ -522,6 +651,9 @@ impl<'a> Cursor<'a> {
             self.t = h[0] as i64;
             self.v = h[1];
             self.delta = 0;
+            self.int = h[2] & INT != 0;
+            self.iv = f64::from_bits(h[1]) as i64;
+            self.idelta = 0;
             let count = if self.chunk == self.open {
                 self.open_count
             } else {
@@ -563,6 +695,53 @@ impl<'a> Cursor<'a> {
         };
         self.delta = self.delta.wrapping_add(dod);
         self.t = self.t.wrapping_add(self.delta);
+        if self.int {
+            let y = self.peek();
+            let dod = match y.leading_ones() {
+                0 => {
+                    self.pos += 1;
+                    0
+                }
+                1 => {
+                    self.pos += 5;
+                    ((y << 2) >> 61) as i64 - 3
+                }
+                2 => {
+                    self.pos += 10;
+                    ((y << 3) >> 57) as i64 - 63
+                }
+                3 => {
+                    self.pos += 16;
+                    ((y << 4) >> 52) as i64 - 2047
+                }
+                4 => {
+                    self.pos += 5;
+                    self.read(32) as i64 - 2_147_483_647
+                }
+                5 => {
+                    self.pos += 6;
+                    self.read(64) as i64
+                }
+                _ => {
+                    // The escape: the rest of the chunk is XOR-coded.
+                    self.pos += 6;
+                    self.int = false;
+                    self.xor_value();
+                    return Some((self.t, self.v));
+                }
+            };
+            self.idelta = self.idelta.wrapping_add(dod);
+            self.iv = self.iv.wrapping_add(self.idelta);
+            self.v = (self.iv as f64).to_bits();
+            return Some((self.t, self.v));
+        }
+        self.xor_value();
+        Some((self.t, self.v))
+    }
+
+    /// Decodes an XOR-coded value.
+    #[inline(always)]
+    fn xor_value(&mut self) {
         let y = self.peek();
         if y >> 63 != 0 {
             if (y >> 62) & 1 == 0 {
@@ -579,7 +758,6 @@ impl<'a> Cursor<'a> {
         } else {
             self.pos += 1;
         }
-        Some((self.t, self.v))
     }
 }
 
