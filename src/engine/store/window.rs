@@ -558,10 +558,12 @@ fn point((t, v): (i64, u64)) -> (Timestamp, f64) {
     (Timestamp(t), f64::from_bits(v))
 }
 
+#[inline]
 fn meta(words: &[u64], chunk: usize) -> u64 {
     words.get(chunk + 2).copied().unwrap_or(0)
 }
 
+#[inline]
 fn count(meta: u64) -> u32 {
     ((meta >> 32) & 0xff) as u32
 }
@@ -582,6 +584,7 @@ fn time_code(dod: i64) -> (u64, u32) {
 }
 
 /// Where the chunk after the closed one at `chunk` starts.
+#[inline]
 fn next_chunk(words: &[u64], chunk: usize) -> usize {
     let bits = meta(words, chunk) as u32 as usize;
     chunk + HEAD + bits.div_ceil(64)
