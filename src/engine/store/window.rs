@@ -6,7 +6,18 @@
 //!
 //! Why: a window held as `VecDeque<(Timestamp, f64)>` costs 16 bytes a point; the default
 //! windows keep about 195 points at 10 s (3.1 KB a series), three times issue 13's 1 KiB
-//! per series. A counter scraped regularly costs about 1 to 3 bytes a point here.
+//! per series. A counter scraped regularly costs about 1 byte a point here, headers
+//! included.
+//!
+//! Integer values (counters, most gauges of counts) are coded as delta-of-deltas of `i64`
+//! instead of XORs, the way the timestamps are: a steady counter costs 1 bit a value
+//! instead of about 18, an irregular one (requests, errors) about a quarter less than its
+//! XORs. A chunk whose first value is an integer that converts back bit for bit (so not
+//! -0.0, a NaN, the staleness marker or an infinity) is flagged in its header and codes
+//! its values so; the first value that is not one is written after an escape code, XOR-ed
+//! with the previous value's bits, and the rest of the chunk is XOR-coded. Values read
+//! back bit for bit either way. Value codes: `0` (the delta did not change), `10` and 3
+//! bits, `110` and 7, `1110` and 12, `11110` and 32, `111110` and 64, `111111` the escape.
 //!
 //! Exactly the points of the old window: the store trimmed a window after each push,
 //! dropping its front while the second point was older than the retention horizon. That
@@ -17,20 +28,55 @@
 //! same points, values bit for bit, in the same order.
 //!
 //! Layout: one `Vec<u64>`; each chunk is a header of three words (first time, first
-//! value's bits, and the chunk's point count and bit length) followed by its bit stream,
-//! most significant bit first, starting on a word boundary so a chunk decodes on its own.
+//! value's bits, and the chunk's point count, bit length and integer flag) followed by its
+//! bit stream, most significant bit first, starting on a word boundary so a chunk decodes
+//! on its own. The decoder is in `window/cursor.rs`.
 
 use crate::model::Timestamp;
+use cursor::Cursor;
 
 /// Points per closed chunk. A read decodes from a chunk's start; 32 keeps that short (16
 /// points on average) while the three-word header costs under a byte a point.
 pub const CHUNK: u32 = 32;
 
-/// Words of a chunk's header: first time, first value, meta (count << 32 | stream bits).
+/// Words of a chunk's header: first time, first value, meta ([`INT`] | count << 32 | stream
+/// bits).
 const HEAD: usize = 3;
 
 /// "No meaningful-bit window yet" (no XOR since the chunk started).
 const NO_WINDOW: u8 = u8::MAX;
+
+/// Flag in a chunk's meta word: the chunk starts coding values as integers (its first
+/// value is one), delta-of-deltas of `i64` instead of XORs, until an escape code.
+const INT: u64 = 1 << 63;
+
+/// The value code that leaves integer coding for the rest of the chunk (six ones).
+const ESCAPE: u64 = 0b11_1111;
+
+/// The value as an integer when it is one that converts back bit for bit: every
+/// integer-valued f64 from -2^63 to 2^63 (so every one under 2^53, and the exact ones
+/// above), not -0.0, NaNs (stale markers among them) or infinities, which keep the XOR
+/// path and so their bits.
+#[inline(always)]
+fn as_int(bits: u64) -> Option<i64> {
+    let i = f64::from_bits(bits) as i64;
+    ((i as f64).to_bits() == bits).then_some(i)
+}
+
+/// The integer delta-of-delta's code, most significant bit first, and its length: `0`;
+/// `10` and 3 bits; `110` and 7; `1110` and 12; `11110` and 32; `111110` and 64 (length
+/// 0 here: the caller writes the prefix and the raw word). `111111` is [`ESCAPE`].
+#[inline(always)]
+fn int_code(dod: i64) -> (u64, u32) {
+    match dod {
+        0 => (0, 1),
+        -3..=4 => ((0b10 << 3) | (dod + 3) as u64, 5),
+        -63..=64 => ((0b110 << 7) | (dod + 63) as u64, 10),
+        -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
+        -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
+        _ => (0, 0),
+    }
+}
 
 /// A window of points in strictly increasing time, compressed (see the module docs).
 ///
@@ -46,6 +92,9 @@ pub struct Window {
     open_bits: u16,
     /// Points in the open chunk.
     open_count: u8,
+    /// The open chunk codes values as integers (see [`INT`]); false once a value that is
+    /// not one arrives, for the rest of the chunk.
+    open_int: bool,
     /// Leading and trailing zeros of the newest XOR's meaningful bits.
     lead: u8,
     trail: u8,
@@ -76,6 +125,7 @@ impl Window {
             words: Vec::new(),
             open_bits: 0,
             open_count: 0,
+            open_int: false,
             lead: NO_WINDOW,
             trail: 0,
             last_t: 0,
@@ -116,6 +166,7 @@ impl Window {
         } else {
             0
         };
+        let before = self.prev_v;
         (self.prev_t, self.prev_v) = (self.last_t, self.last_v);
         if self.words.is_empty() || u32::from(self.open_count) >= CHUNK {
             self.start_chunk(t, bits);
@@ -123,15 +174,77 @@ impl Window {
         }
         let delta = t.wrapping_sub(self.last_t);
         let dod = delta.wrapping_sub(last_delta);
+        if self.open_int {
+            // The chunk's points so far are all integers (it still codes them so).
+            let last = f64::from_bits(self.last_v) as i64;
+            let last_vdelta = if self.open_count > 1 {
+                last.wrapping_sub(f64::from_bits(before) as i64)
+            } else {
+                0
+            };
+            if let Some(i) = as_int(bits) {
+                let vdod = i.wrapping_sub(last).wrapping_sub(last_vdelta);
+                self.push_int(t, bits, dod, vdod);
+                return;
+            }
+            self.open_int = false;
+            self.push_code(t, bits, dod, true);
+            return;
+        }
+        self.push_code(t, bits, dod, false);
+    }
+
+    /// Appends a point whose value is coded as an integer delta-of-delta `vdod`.
+    #[inline(always)]
+    fn push_int(&mut self, t: i64, bits: u64, dod: i64, vdod: i64) {
+        let (dcode, dn) = time_code(dod);
+        let (vcode, vn) = int_code(vdod);
+        let total = if dn == 0 { 69 } else { dn } + if vn == 0 { 70 } else { vn };
+        let used = u32::from(self.open_bits);
+        let base = self.open() + HEAD;
+        let need = base + (used as usize + total as usize).div_ceil(64);
+        if need > self.words.len() {
+            self.grow(need);
+        }
+        if dn != 0 && vn != 0 && dn + vn <= 64 {
+            // Regular times and steady counters: one store.
+            self.emit64(base, used, (dcode << vn) | vcode, dn + vn);
+        } else {
+            let mut at = used;
+            if dn == 0 {
+                self.emit64(base, at, 0b11111, 5);
+                self.emit64(base, at + 5, dod as u64, 64);
+                at += 69;
+            } else {
+                self.emit64(base, at, dcode, dn);
+                at += dn;
+            }
+            if vn == 0 {
+                self.emit64(base, at, 0b111110, 6);
+                self.emit64(base, at + 6, vdod as u64, 64);
+            } else {
+                self.emit64(base, at, vcode, vn);
+            }
+        }
+        self.open_bits += total as u16;
+        self.open_count += 1;
+        self.last_t = t;
+        self.last_v = bits;
+    }
+
+    /// Appends a point whose value is XOR-coded; after [`ESCAPE`] when `escape` (the
+    /// chunk leaves integer coding here).
+    #[inline(always)]
+    fn push_code(&mut self, t: i64, bits: u64, dod: i64, escape: bool) {
         // The point's code, most significant bit first: the delta-of-delta, the XOR's
         // header, the XOR's meaningful bits. `dn` 0: a delta-of-delta past 32 bits.
-        let (dcode, dn): (u64, u32) = match dod {
-            0 => (0, 1),
-            -63..=64 => ((0b10 << 7) | (dod + 63) as u64, 9),
-            -255..=256 => ((0b110 << 9) | (dod + 255) as u64, 12),
-            -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
-            -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
-            _ => (0, 0),
+        let (dcode, dn) = time_code(dod);
+        // The escape goes with the time's code (at most 37 + 6 bits) or, after a time
+        // past 32 bits, is written on its own.
+        let (dcode, dn, esc) = match (escape, dn) {
+            (false, _) => (dcode, dn, 0),
+            (true, 0) => (0, 0, 6),
+            (true, _) => ((dcode << 6) | ESCAPE, dn + 6, 0),
         };
         let x = bits ^ self.last_v;
         let (vcode, vn, body, len) = if x == 0 {
@@ -151,7 +264,7 @@ impl Window {
             }
         };
         let used = u32::from(self.open_bits);
-        let total = if dn == 0 { 69 } else { dn } + vn + len;
+        let total = if dn == 0 { 69 } else { dn } + esc + vn + len;
         let base = self.open() + HEAD;
         let need = base + (used as usize + total as usize).div_ceil(64);
         if need > self.words.len() {
@@ -162,11 +275,15 @@ impl Window {
             self.emit64(base, at, 0b11111, 5);
             self.emit64(base, at + 5, dod as u64, 64);
             at += 69;
+            if esc != 0 {
+                self.emit64(base, at, ESCAPE, esc);
+                at += esc;
+            }
             (vcode, vn)
         } else {
             ((dcode << vn) | vcode, dn + vn)
         };
-        // `head` holds at most 50 bits and at least one.
+        // `head` holds at most 56 bits and at least one.
         if len > 0 && n + len <= 64 {
             head = (head << len) | body;
             n += len;
@@ -218,12 +335,15 @@ impl Window {
     fn start_chunk(&mut self, t: i64, bits: u64) {
         if !self.words.is_empty() {
             // Close the open chunk: its header gets its count and length.
+            // Its header's meta word holds the flag it started with.
             let m = self.open() + 2;
-            self.words[m] = (u64::from(self.open_count) << 32) | u64::from(self.open_bits);
+            self.words[m] |= (u64::from(self.open_count) << 32) | u64::from(self.open_bits);
         }
         self.drop_stale_chunks();
         self.reserve(HEAD);
-        self.words.extend_from_slice(&[t as u64, bits, 0]);
+        self.open_int = as_int(bits).is_some();
+        let flag = if self.open_int { INT } else { 0 };
+        self.words.extend_from_slice(&[t as u64, bits, flag]);
         self.open_bits = 0;
         self.open_count = 1;
         self.tail = 0;
@@ -430,19 +550,7 @@ impl Window {
 
     /// A cursor whose first point is the first of the chunk at word `c`.
     fn cursor(&self, c: usize) -> Cursor<'_> {
-        Cursor {
-            words: &self.words,
-            open: self.open(),
-            open_count: u32::from(self.open_count),
-            chunk: c,
-            left: 0,
-            pos: 0,
-            t: 0,
-            delta: 0,
-            v: 0,
-            lead: 0,
-            trail: 0,
-        }
+        Cursor::new(&self.words, self.open(), u32::from(self.open_count), c)
     }
 }
 
@@ -450,137 +558,36 @@ fn point((t, v): (i64, u64)) -> (Timestamp, f64) {
     (Timestamp(t), f64::from_bits(v))
 }
 
+#[inline]
 fn meta(words: &[u64], chunk: usize) -> u64 {
     words.get(chunk + 2).copied().unwrap_or(0)
 }
 
+#[inline]
 fn count(meta: u64) -> u32 {
-    (meta >> 32) as u32
+    ((meta >> 32) & 0xff) as u32
+}
+
+/// The timestamp delta-of-delta's code, most significant bit first, and its length: `0`;
+/// `10` and 7 bits; `110` and 9; `1110` and 12; `11110` and 32; `11111` and 64 (length 0
+/// here: the caller writes the prefix and the raw word).
+#[inline(always)]
+fn time_code(dod: i64) -> (u64, u32) {
+    match dod {
+        0 => (0, 1),
+        -63..=64 => ((0b10 << 7) | (dod + 63) as u64, 9),
+        -255..=256 => ((0b110 << 9) | (dod + 255) as u64, 12),
+        -2047..=2048 => ((0b1110 << 12) | (dod + 2047) as u64, 16),
+        -2_147_483_647..=2_147_483_648 => ((0b11110 << 32) | (dod + 2_147_483_647) as u64, 37),
+        _ => (0, 0),
+    }
 }
 
 /// Where the chunk after the closed one at `chunk` starts.
+#[inline]
 fn next_chunk(words: &[u64], chunk: usize) -> usize {
     let bits = meta(words, chunk) as u32 as usize;
     chunk + HEAD + bits.div_ceil(64)
-}
-
-/// Decodes points in order from a chunk's start, across chunks.
-#[derive(Clone, Debug)]
-struct Cursor<'a> {
-    words: &'a [u64],
-    /// The open chunk (its header has no count yet) and its count.
-    open: usize,
-    open_count: u32,
-    /// The current chunk's header word.
-    chunk: usize,
-    /// Points of the current chunk not yet decoded.
-    left: u32,
-    /// Next bit to read (absolute).
-    pos: usize,
-    t: i64,
-    delta: i64,
-    v: u64,
-    lead: u32,
-    trail: u32,
-}
-
-impl<'a> Cursor<'a> {
-    /// The next `n` bits (1 to 64); zeros past the end.
-    #[inline]
-    fn read(&mut self, n: u32) -> u64 {
-        let x = self.peek();
-        self.pos += n as usize;
-        x.checked_shr(64 - n).unwrap_or(0)
-    }
-
-    /// The next 64 bits of the stream, without moving on; zeros past the end.
-    #[inline]
-    fn peek(&self) -> u64 {
-        let w = self.pos >> 6;
-        let off = (self.pos & 63) as u32;
-        let a = self.words.get(w).copied().unwrap_or(0);
-        if off == 0 {
-            a
-        } else {
-            (a << off) | (self.words.get(w + 1).copied().unwrap_or(0) >> (64 - off))
-        }
-    }
-
-    fn next(&mut self) -> Option<(i64, u64)> {
-        if self.left == 0 {
-            // The next chunk: the first one, or the one after the current.
-            if self.pos != 0 {
-                if self.chunk >= self.open {
-                    return None;
-                }
-                self.chunk = next_chunk(self.words, self.chunk);
-            }
-            if self.chunk > self.open {
-                return None;
-            }
-            let h = self.words.get(self.chunk..self.chunk + HEAD)?;
-            self.t = h[0] as i64;
-            self.v = h[1];
-            self.delta = 0;
-            let count = if self.chunk == self.open {
-                self.open_count
-            } else {
-                count(h[2])
-            };
-            self.left = count.saturating_sub(1);
-            self.pos = (self.chunk + HEAD) * 64;
-            return Some((self.t, self.v));
-        }
-        self.left -= 1;
-        // Prefixes are read from one 64-bit look at the stream: the count of leading ones
-        // says the delta-of-delta's size, the next bits the XOR's.
-        let x = self.peek();
-        let dod = match x.leading_ones() {
-            0 => {
-                self.pos += 1;
-                0
-            }
-            1 => {
-                self.pos += 9;
-                ((x << 2) >> 57) as i64 - 63
-            }
-            2 => {
-                self.pos += 12;
-                ((x << 3) >> 55) as i64 - 255
-            }
-            3 => {
-                self.pos += 16;
-                ((x << 4) >> 52) as i64 - 2047
-            }
-            4 => {
-                self.pos += 5;
-                self.read(32) as i64 - 2_147_483_647
-            }
-            _ => {
-                self.pos += 5;
-                self.read(64) as i64
-            }
-        };
-        self.delta = self.delta.wrapping_add(dod);
-        self.t = self.t.wrapping_add(self.delta);
-        let y = self.peek();
-        if y >> 63 != 0 {
-            if (y >> 62) & 1 == 0 {
-                self.pos += 2;
-            } else {
-                let lead = ((y >> 57) & 31) as u32;
-                let len = ((y >> 51) & 63) as u32 + 1;
-                self.pos += 13;
-                self.lead = lead;
-                self.trail = 64u32.saturating_sub(lead + len);
-            }
-            let len = 64u32.saturating_sub(self.lead + self.trail).max(1);
-            self.v ^= self.read(len).checked_shl(self.trail).unwrap_or(0);
-        } else {
-            self.pos += 1;
-        }
-        Some((self.t, self.v))
-    }
 }
 
 /// A window's points in time order, decoded as they are read.
@@ -606,5 +613,6 @@ impl Iterator for Iter<'_> {
     }
 }
 
+mod cursor;
 #[cfg(test)]
 mod tests;
