@@ -299,26 +299,28 @@ pub async fn run(
     let on_decisions = {
         let signals = signals.clone();
         let observer = opts.decisions.clone();
-        Box::new(move |ds: &[Decision], views: &[serde_json::Value]| {
-            if let Err(e) = signals.record_with_views(ds, views) {
-                tracing::error!(error = %e, decisions = ds.len(), "Decisions could not be written to the outbox; kept in memory and retried until they are. Gates of their services answer blocked meanwhile.");
-            }
-            for d in ds {
-                let summary = d
-                    .evidence
-                    .get("summary")
-                    .and_then(|s| s.as_str())
-                    .unwrap_or("");
-                tracing::info!(
-                    deploy = %d.deploy, service = %d.service, decision = d.decision.as_str(),
-                    rule = %d.rule, phase = d.phase.as_str(), r#final = d.r#final, shadow = d.shadow,
-                    summary = %summary, "Decision."
-                );
-                if let Some(tx) = &observer {
-                    let _ = tx.send(d.clone());
+        Box::new(
+            move |ds: &[Decision], views: &mut dyn FnMut() -> Vec<serde_json::Value>| {
+                if let Err(e) = signals.record_then_views(ds, views) {
+                    tracing::error!(error = %e, decisions = ds.len(), "Decisions could not be written to the outbox; kept in memory and retried until they are. Gates of their services answer blocked meanwhile.");
                 }
-            }
-        })
+                for d in ds {
+                    let summary = d
+                        .evidence
+                        .get("summary")
+                        .and_then(|s| s.as_str())
+                        .unwrap_or("");
+                    tracing::info!(
+                        deploy = %d.deploy, service = %d.service, decision = d.decision.as_str(),
+                        rule = %d.rule, phase = d.phase.as_str(), r#final = d.r#final, shadow = d.shadow,
+                        summary = %summary, "Decision."
+                    );
+                    if let Some(tx) = &observer {
+                        let _ = tx.send(d.clone());
+                    }
+                }
+            },
+        )
     };
     let (engine_handle, engine_thread) = handle::spawn_with_seasons(
         engine,

@@ -302,9 +302,11 @@ impl EngineHandle {
 /// Where the engine thread hands each batch of decisions (the outbox, a log).
 pub type DecisionSink = Box<dyn FnMut(&[Decision]) + Send>;
 
-/// Like [`DecisionSink`], with the deploy view (`deploy_view`) of every deploy the batch
-/// decided, taken just after the decisions: the outbox keeps them as deploy history.
-pub type DecisionViewSink = Box<dyn FnMut(&[Decision], &[Value]) + Send>;
+/// Like [`DecisionSink`], with a way to take the deploy view (`deploy_view`) of every deploy
+/// the batch decided, as of just after the decisions: the outbox keeps them as deploy
+/// history. Taking the views costs more than deciding (BENCHMARKS.md, "The decision
+/// journal"), so the sink asks for them once the decisions are durable.
+pub type DecisionViewSink = Box<dyn FnMut(&[Decision], &mut dyn FnMut() -> Vec<Value>) + Send>;
 
 /// Starts the engine on its own thread with a channel of `capacity` inputs. Every batch of
 /// decisions goes to `on_decisions` on that thread before the next input is read.
@@ -355,11 +357,15 @@ pub fn spawn_with_seasons(
 
 /// Hands decisions and the views of the deploys they belong to to the sink.
 fn decided(engine: &Engine, ds: &[Decision], sink: &mut DecisionViewSink) {
+    sink(ds, &mut || views_of(engine, ds));
+}
+
+/// The views of the deploys `ds` decided, one per deploy.
+pub fn views_of(engine: &Engine, ds: &[Decision]) -> Vec<Value> {
     let mut ids: Vec<&str> = ds.iter().map(|d| d.deploy.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let views: Vec<Value> = ids.iter().filter_map(|id| engine.deploy_view(id)).collect();
-    sink(ds, &views);
+    ids.iter().filter_map(|id| engine.deploy_view(id)).collect()
 }
 
 fn ingest(engine: &mut Engine, batch: Vec<Sample>) -> IngestReport {

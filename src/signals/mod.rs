@@ -461,27 +461,58 @@ impl Signals {
         decisions: &[Decision],
         views: &[serde_json::Value],
     ) -> Result<(), SignalsError> {
+        self.record_then_views(decisions, &mut || views.to_vec())
+    }
+
+    /// [`Signals::record_with_views`], the views taken only once the decisions are durable:
+    /// the journal append carries the decisions alone (a page or two, where the views are
+    /// tens of KiB to build and write), and the views go into the same SQLite transaction as
+    /// the decisions' rows. A crash between the two loses that deploy's newest view, never
+    /// a decision. When the decisions cannot be journaled, the batch waits with its views.
+    pub fn record_then_views(
+        &self,
+        decisions: &[Decision],
+        views: &mut dyn FnMut() -> Vec<serde_json::Value>,
+    ) -> Result<(), SignalsError> {
         let mut queue = self
             .inner
             .unrecorded
             .lock()
             .map_err(|_| SignalsError::Store("unrecorded decisions lock poisoned".into()))?;
-        queue.push(Unrecorded {
+        let mut batch = Unrecorded {
             decisions: decisions.to_vec(),
-            views: views.to_vec(),
+            views: Vec::new(),
             journaled: None,
-        });
+        };
+        // Behind a batch that is still waiting, this one waits too (order is kept).
+        if queue.is_empty() && !self.failing_writes() {
+            let journaled = self.with_outbox(|ob| {
+                ob.journal(
+                    decisions,
+                    &[],
+                    &self.inner.sinks,
+                    &self.inner.public_url,
+                    self.inner.retention,
+                )
+            });
+            batch.journaled = journaled.ok();
+        }
+        batch.views = views();
+        queue.push(batch);
         self.flush(&mut queue)
+    }
+
+    /// Whether writes fail on purpose (the failure seam of the full-disk tests).
+    fn failing_writes(&self) -> bool {
+        self.inner
+            .fail_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes the kept batches, oldest first, stopping at the first failure.
     fn flush(&self, queue: &mut Vec<Unrecorded>) -> Result<(), SignalsError> {
         while let Some(batch) = queue.first_mut() {
-            let written = if self
-                .inner
-                .fail_writes
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
+            let written = if self.failing_writes() {
                 Err(SignalsError::Store(
                     "database or disk is full (injected failure)".into(),
                 ))
@@ -777,107 +808,4 @@ pub(crate) fn opt_path(p: &Option<PathBuf>) -> Option<&Path> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_parses_with_the_crate_yaml_loader() {
-        let yaml = r#"
-webhooks:
-  - name: bot
-    url: http://127.0.0.1:1/hook
-    secret_env: IMMUNE_TEST_NEVER_SET
-    decisions: [rollback, block]
-    services: [web]
-    timeout: 5s
-    max_age: 2h
-    backoff_base: 500ms
-    backoff_cap: 1m
-alertmanagers:
-  - name: am
-    url: http://127.0.0.1:9093
-exec:
-  - name: script
-    command: [/bin/true, x]
-poll_interval: 250ms
-"#;
-        let cfg: SignalsConfig = crate::rules::load::from_yaml_str("immune.yaml", yaml).unwrap();
-        assert_eq!(cfg.webhooks.len(), 1);
-        assert_eq!(cfg.webhooks[0].decisions.as_ref().unwrap().len(), 2);
-        assert_eq!(
-            cfg.webhooks[0].backoff_base,
-            Some(ConfigDuration(DurationMs(500)))
-        );
-        assert_eq!(cfg.exec[0].command, vec!["/bin/true", "x"]);
-        assert_eq!(cfg.poll_interval, Some(ConfigDuration(DurationMs(250))));
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_durations_are_errors() {
-        let bad = "webhooks:\n  - name: a\n    url: http://x\n    secret: hunter2\n";
-        let e = crate::rules::load::from_yaml_str::<SignalsConfig>("immune.yaml", bad).unwrap_err();
-        assert!(format!("{e:?}").contains("secret"), "{e:?}");
-        let bad = "exec:\n  - name: a\n    command: [x]\n    timeout: soon\n";
-        assert!(crate::rules::load::from_yaml_str::<SignalsConfig>("immune.yaml", bad).is_err());
-    }
-
-    #[test]
-    fn secrets_never_show_in_debug() {
-        let dir = std::env::temp_dir().join(format!("immune-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("s");
-        std::fs::write(&f, "hunter2\n").unwrap();
-        let s = Secret::load("a", Some(&f), None).unwrap().unwrap();
-        assert_eq!(s.expose(), b"hunter2");
-        assert!(!format!("{s:?}").contains("hunter2"));
-        let cfg = SignalsConfig {
-            webhooks: vec![webhook::WebhookConfig {
-                name: "a".into(),
-                url: "https://user:pw@example.com/h?token=abc".into(),
-                secret_file: Some(f.clone()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let sig = Signals::open(cfg.clone(), &dir, "http://immune".into()).unwrap();
-        let dbg = format!("{sig:?} {cfg:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("pw@") && !dbg.contains("abc"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn filter_defaults_and_matching() {
-        let d = Decision {
-            at: 1.0,
-            deploy: "d1".into(),
-            service: "web".into(),
-            version: None,
-            decision: DecisionKind::Rollback,
-            phase: crate::model::Phase::Canary,
-            rule: "r".into(),
-            r#final: true,
-            shadow: false,
-            evidence: serde_json::json!({}),
-        };
-        let f = Filter {
-            decisions: vec![DecisionKind::Rollback],
-            services: vec![],
-            include_shadow: false,
-        };
-        assert!(f.matches(&d));
-        let shadow = Decision {
-            shadow: true,
-            ..d.clone()
-        };
-        assert!(!f.matches(&shadow));
-        let other = Decision {
-            service: "api".into(),
-            ..d.clone()
-        };
-        let web_only = Filter {
-            services: vec!["web".into()],
-            ..f.clone()
-        };
-        assert!(!web_only.matches(&other) && web_only.matches(&d));
-    }
-}
+mod tests;
