@@ -205,7 +205,13 @@ impl Journal {
 /// Fills `file` with zeros from `from` up to [`CAPACITY`] and syncs it and its directory.
 fn preallocate(file: &mut File, path: &Path, from: u64) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(from))?;
-    file.write_all(&vec![0u8; (CAPACITY - from) as usize])?;
+    let page = [0u8; 4096];
+    let mut at = from;
+    while at < CAPACITY {
+        let n = (CAPACITY - at).min(4096) as usize;
+        file.write_all(&page[..n])?;
+        at += n as u64;
+    }
     file.sync_all()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir)?.sync_all()?;
