@@ -123,6 +123,30 @@ impl Parser {
         }
         fields(rest, 0, self.unit, &mut self.cache).ok()
     }
+
+    /// A sample line (without its newline) read as bytes: the length of its series text,
+    /// its value and its timestamp, the same [`Parser::parse`] gives for the line when
+    /// it is valid UTF-8; `None` for anything but a sample line this can read (comments,
+    /// blank lines, errors, and lines it declines), which the caller parses whole.
+    ///
+    /// Replay's reader thread reads every line this way ahead of the engine, so the
+    /// engine's thread only compares the series text with the one its cache predicts.
+    /// No UTF-8 check here: the value and timestamp are checked by
+    /// [`Parser::parse_after_series`], the series text is the caller's to check.
+    pub fn parse_sample_bytes(&mut self, line: &[u8]) -> Option<(usize, f64, Option<Timestamp>)> {
+        let mut i = 0;
+        while i < line.len() && NAME_BYTE[usize::from(line[i])] {
+            i += 1;
+        }
+        if i == 0 || line[0].is_ascii_digit() {
+            return None;
+        }
+        if line.get(i) == Some(&b'{') {
+            i = skip_labels(line, i).ok()?;
+        }
+        let (value, at) = self.parse_after_series(&line[i..])?;
+        Some((i, value, at))
+    }
 }
 
 /// `rest` (see [`Parser::parse_after_series`]) when it is whitespace, a plain decimal
