@@ -255,72 +255,65 @@ fn run_in_blocks(
             };
             for (bytes, read) in block.lines() {
                 line_no += 1;
-                // The fast path: the reader thread read the line's series text, value and
-                // timestamp, and the text is the one the cache predicts (the series that
-                // followed the previous one last time): one comparison, no lookup.
-                // Anything unusual (a line not read ahead, after `# EOF`, invalid UTF-8)
-                // takes the full path below, which gives the errors.
-                let known = if read.series > 0 && eof_at.is_none() {
-                    let text = &bytes[..read.series];
-                    if series_cache
+                // The fast path: the reader thread read the line's value and timestamp
+                // and split off its series text, and the text is the one the cache
+                // predicts (the series that followed the previous one last time): one
+                // comparison, no lookup; and since the cache's texts are series texts as
+                // parsed, a line starting with one and whitespace has that series. Anything
+                // else (another series, a line not read ahead, after `# EOF`) takes the
+                // full path below, which gives the errors.
+                let known = read.series > 0
+                    && eof_at.is_none()
+                    && series_cache
                         .predicted(engine.store())
-                        .is_some_and(|(p, _)| p == text)
-                    {
-                        Some(Series::Predicted(read.series))
-                    } else {
-                        std::str::from_utf8(text).ok().map(Series::Text)
-                    }
+                        .is_some_and(|(p, _)| p == &bytes[..read.series]);
+                let (series, value, at) = if known {
+                    (Series::Predicted(read.series), read.value, read.at)
                 } else {
-                    None
-                };
-                let (series, value, at) = match known {
-                    Some(series) => (series, read.value, read.at),
-                    None => {
-                        let text = match std::str::from_utf8(bytes) {
-                            Ok(text) => text,
-                            Err(e) => {
-                                return Err(merr(
-                                    line_no,
-                                    format!(
-                                        "invalid UTF-8 at byte {} of the line",
-                                        e.valid_up_to() + 1
-                                    ),
-                                ));
-                            }
-                        };
-                        let text = text.trim_end_matches('\n');
-                        if let Some(eof) = eof_at {
-                            if text.trim().is_empty() {
-                                continue;
-                            }
+                    let text = match std::str::from_utf8(bytes) {
+                        Ok(text) => text,
+                        Err(e) => {
                             return Err(merr(
                                 line_no,
                                 format!(
-                                    "content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"
+                                    "invalid UTF-8 at byte {} of the line",
+                                    e.valid_up_to() + 1
                                 ),
                             ));
                         }
-                        let sample = match parser.parse(text) {
-                            Ok(Line::Sample(s)) => s,
-                            Ok(Line::Eof) => {
-                                eof_at = Some(line_no);
-                                continue;
-                            }
-                            Ok(_) => continue,
-                            Err(e) => return Err(merr(line_no, e.to_string())),
-                        };
-                        let at = sample.at.ok_or_else(|| {
-                            merr(
-                                line_no,
-                                "sample has no timestamp; replay needs one on every sample".into(),
-                            )
-                        })?;
-                        (Series::Text(sample.series), sample.value, at)
+                    };
+                    let text = text.trim_end_matches('\n');
+                    if let Some(eof) = eof_at {
+                        if text.trim().is_empty() {
+                            continue;
+                        }
+                        return Err(merr(
+                            line_no,
+                            format!(
+                                "content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"
+                            ),
+                        ));
                     }
+                    let sample = match parser.parse(text) {
+                        Ok(Line::Sample(s)) => s,
+                        Ok(Line::Eof) => {
+                            eof_at = Some(line_no);
+                            continue;
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return Err(merr(line_no, e.to_string())),
+                    };
+                    let at = sample.at.ok_or_else(|| {
+                        merr(
+                            line_no,
+                            "sample has no timestamp; replay needs one on every sample".into(),
+                        )
+                    })?;
+                    (Series::Text(sample.series), sample.value, at)
                 };
-                // A sample older than the replay's clock is not a reason to stop: it goes to its
-                // series, which drops it if that series already has a newer (or the same) time,
-                // as Prometheus does, and the drop is counted.
+                // A sample older than the replay's clock is not a reason to stop: it goes
+                // to its series, which drops it if that series already has a newer (or
+                // the same) time, as Prometheus does, and the drop is counted.
                 if last_at.is_none_or(|last| at > last) {
                     clock
                         .next_tick

@@ -27,15 +27,17 @@ pub(super) const BLOCK: usize = 1 << 20;
 const IN_FLIGHT: usize = 4;
 
 /// One line of a block: where it ends and, for a sample line the reader could read, its
-/// fields (see [`Parser::parse_sample_bytes`]).
+/// fields (see [`Parser::split_sample_from_end`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct LineInfo {
     /// End of the line in the block's bytes (past its `\n`; the last line of the input
     /// may lack one).
     pub end: usize,
-    /// Length of the series text at the line's start, or 0 when the line was not read
-    /// ahead (comments, blank lines, errors, samples without a timestamp): the engine's
-    /// thread parses it whole, which gives the errors with their columns.
+    /// Length of the series text at the line's start if the line is a sample (a guess,
+    /// confirmed by the engine's thread when the text is the one its cache predicts), or
+    /// 0 when the line was not read ahead (comments, blank lines, errors, samples without
+    /// a timestamp). A line not confirmed is parsed whole on the engine's thread, which
+    /// gives the errors with their columns.
     pub series: usize,
     /// The sample's value (when `series` is not 0).
     pub value: f64,
@@ -153,11 +155,10 @@ impl<R: Read> BlockReader<R> {
         {
             let line = &block.buf[start..end];
             let line = line.strip_suffix(b"\n").unwrap_or(line);
-            let read = self
-                .parser
-                .parse_sample_bytes(line)
-                .and_then(|(series, value, at)| Some((series, value, at?)));
-            let (series, value, at) = read.unwrap_or((0, 0.0, Timestamp(0)));
+            let (series, value, at) =
+                self.parser
+                    .split_sample_from_end(line)
+                    .unwrap_or((0, 0.0, Timestamp(0)));
             block.lines.push(LineInfo {
                 end,
                 series,
