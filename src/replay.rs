@@ -6,6 +6,10 @@
 //! merged by time: before the first sample of a new instant, every deploy event and every
 //! evaluation tick earlier than it is applied, so an analysis sees exactly the samples
 //! that preceded it. Decisions go to the writer as JSON Lines, nothing else does.
+//!
+//! The metrics are read, cut into lines and read ahead on a thread of their own
+//! (`replay/reader.rs`), so the engine's thread only matches each line's series and stores it:
+//! promtool, the comparison, uses both cores.
 
 use crate::engine::{Engine, EngineError};
 use crate::model::{Decision, DeployEvent, Timestamp};
