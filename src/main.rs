@@ -365,7 +365,7 @@ fn run(command: Command) -> Result<ExitCode> {
             let mut out = BufWriter::new(stdout.lock());
             let summary = match (metrics, deploys) {
                 (Some(m), Some(d)) => {
-                    let mut metrics_reader: Box<dyn Read> = if m == "-" {
+                    let mut metrics_reader: Box<dyn Read + Send> = if m == "-" {
                         Box::new(std::io::stdin())
                     } else {
                         Box::new(File::open(&m).with_context(|| format!("{m}: cannot open"))?)
@@ -383,7 +383,7 @@ fn run(command: Command) -> Result<ExitCode> {
                         File::open(&d).with_context(|| format!("{}: cannot open", d.display()))?;
                     immune::replay::run(
                         &mut engine,
-                        replay::Input::new(&m, BufReader::with_capacity(1 << 16, metrics_reader)),
+                        replay::Input::new(&m, metrics_reader),
                         replay::Input::new(d.display().to_string(), BufReader::new(deploys_reader)),
                         replay::Options {
                             unit,

@@ -6,11 +6,17 @@
 //! merged by time: before the first sample of a new instant, every deploy event and every
 //! evaluation tick earlier than it is applied, so an analysis sees exactly the samples
 //! that preceded it. Decisions go to the writer as JSON Lines, nothing else does.
+//!
+//! The metrics are read, cut into lines and read ahead on a thread of their own
+//! (`replay/reader.rs`), so the engine's thread only matches each line's series and stores it:
+//! promtool, the comparison, uses both cores.
 
 use crate::engine::{Engine, EngineError};
 use crate::model::{Decision, DeployEvent, Timestamp};
 use crate::textformat::{self, Line, TimestampUnit};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+
+mod reader;
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -69,81 +75,6 @@ fn read_line(
         }
     }
     Ok(true)
-}
-
-/// The metrics file's lines, read in large blocks and handed out as slices of the block:
-/// no copy and no allocation per line (a line is copied only when it straddles two
-/// blocks, to the front of the buffer).
-struct LineReader<R> {
-    input: R,
-    buf: Vec<u8>,
-    /// Start of the unread part of `buf`.
-    pos: usize,
-    /// End of the filled part of `buf`.
-    end: usize,
-    eof: bool,
-}
-
-/// Bytes read at a time: large enough that the per-read cost vanishes, small enough to
-/// stay in the cache next to the engine's data.
-const BLOCK: usize = 256 * 1024;
-
-impl<R: std::io::Read> LineReader<R> {
-    fn new(input: R) -> LineReader<R> {
-        LineReader {
-            input,
-            buf: vec![0; BLOCK],
-            pos: 0,
-            end: 0,
-            eof: false,
-        }
-    }
-
-    /// The next line with its `\n` (the last line may lack one), or `None` at the end;
-    /// and whether the line starts with `prefix`, which holds no `\n`: when it does, the
-    /// search for the line's end starts after it, so a line whose series the cache
-    /// predicted is scanned once, not twice. (A prefix not yet wholly in the buffer counts
-    /// as not found.)
-    fn next_line_after(&mut self, prefix: &[u8]) -> std::io::Result<(Option<&[u8]>, bool)> {
-        let starts = !prefix.is_empty() && self.buf[self.pos..self.end].starts_with(prefix);
-        let mut scanned = self.pos + if starts { prefix.len() } else { 0 };
-        loop {
-            if let Some(n) = memchr::memchr(b'\n', &self.buf[scanned..self.end]) {
-                let start = self.pos;
-                self.pos = scanned + n + 1;
-                return Ok((Some(&self.buf[start..self.pos]), starts));
-            }
-            if self.eof {
-                if self.pos == self.end {
-                    return Ok((None, false));
-                }
-                let start = self.pos;
-                self.pos = self.end;
-                return Ok((Some(&self.buf[start..self.end]), starts));
-            }
-            // Keep the partial line, make room, read more.
-            let kept = self.end - self.pos;
-            self.buf.copy_within(self.pos..self.end, 0);
-            self.pos = 0;
-            self.end = kept;
-            scanned = kept;
-            if self.buf.len() - self.end < BLOCK / 2 {
-                // A line longer than half a block: grow rather than read in slivers.
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            let n = loop {
-                match self.input.read(&mut self.buf[self.end..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
-                self.eof = true;
-            }
-            self.end += n;
-        }
-    }
 }
 
 /// How a sample line's series was found: predicted by the series cache (the length of
@@ -258,12 +189,28 @@ pub struct Options {
 }
 
 /// Replays `metrics` and `deploys` through `engine`, writing decisions to `out`.
+///
+/// The metrics are read on a thread of their own (joined before this returns) when they
+/// are longer than one block, so `metrics` must be `Send`; it needs no buffering of its
+/// own (it is read in blocks of a megabyte).
 pub fn run(
     engine: &mut Engine,
-    metrics: Input<impl BufRead>,
+    metrics: Input<impl Read + Send>,
     deploys: Input<impl BufRead>,
     options: Options,
     out: &mut dyn Write,
+) -> Result<ReplaySummary, ReplayError> {
+    run_in_blocks(engine, metrics, deploys, options, out, reader::BLOCK)
+}
+
+/// [`run`], reading the metrics in blocks of `block_size` bytes (tests use small ones).
+fn run_in_blocks(
+    engine: &mut Engine,
+    metrics: Input<impl Read + Send>,
+    deploys: Input<impl BufRead>,
+    options: Options,
+    out: &mut dyn Write,
+    block_size: usize,
 ) -> Result<ReplaySummary, ReplayError> {
     let Options {
         unit,
@@ -289,7 +236,6 @@ pub fn run(
     };
     let mut last_at: Option<Timestamp> = None;
     let mut line_no = 0usize;
-    let mut metrics = LineReader::new(metrics.reader);
     let mut parser = textformat::Parser::new(unit);
     let mut series_cache = crate::engine::store::SeriesCache::new();
     let (ooo_before, dup_before) = (
@@ -302,110 +248,121 @@ pub fn run(
         line,
         message,
     };
-    loop {
-        // The fast path: the line starts with the series text the cache predicts (the one
-        // that followed the previous series last time), so only the value and timestamp
-        // are parsed and checked. Anything unusual (no prediction, another series, a
-        // field that does not parse) takes the full path below, which gives the errors.
-        let predicted = if eof_at.is_none() {
-            series_cache.predicted(engine.store()).map(|(text, _)| text)
-        } else {
-            None
-        };
-        let (bytes, starts) = match metrics.next_line_after(predicted.unwrap_or_default()) {
-            Ok((Some(bytes), starts)) => (bytes, starts),
-            Ok((None, _)) => break,
-            Err(e) => return Err(merr(line_no + 1, format!("cannot read: {e}"))),
-        };
-        line_no += 1;
-        let known = predicted.filter(|_| starts).and_then(|text| {
-            let rest = bytes.get(text.len()..)?;
-            let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
-            let (value, at) = parser.parse_after_series(rest)?;
-            Some((text.len(), value, at?))
-        });
-        let (series, value, at) = match known {
-            Some((len, value, at)) => (Series::Predicted(len), value, at),
-            None => {
-                let text = match std::str::from_utf8(bytes) {
-                    Ok(text) => text,
-                    Err(e) => {
+    let lines = reader::BlockReader::new(metrics.reader, unit, block_size);
+    std::thread::scope(|scope| -> Result<(), ReplayError> {
+        let (mut next, mut blocks) = reader::Blocks::start(lines, scope);
+        loop {
+            let block = match next {
+                Ok(Some(block)) => block,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(merr(line_no + 1, format!("cannot read: {e}"))),
+            };
+            for (bytes, read) in block.lines() {
+                line_no += 1;
+                // The fast path: the reader thread read the line's value and timestamp
+                // and split off its series text, and the text is the one the cache
+                // predicts (the series that followed the previous one last time): one
+                // comparison, no lookup; and since the cache's texts are series texts as
+                // parsed, a line starting with one and whitespace has that series. Anything
+                // else (another series, a line not read ahead, after `# EOF`) takes the
+                // full path below, which gives the errors.
+                let known = read.series > 0
+                    && eof_at.is_none()
+                    && series_cache
+                        .predicted(engine.store())
+                        .is_some_and(|(p, _)| p == &bytes[..read.series]);
+                let (series, value, at) = if known {
+                    (Series::Predicted(read.series), read.value, read.at)
+                } else {
+                    let text = match std::str::from_utf8(bytes) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            return Err(merr(
+                                line_no,
+                                format!(
+                                    "invalid UTF-8 at byte {} of the line",
+                                    e.valid_up_to() + 1
+                                ),
+                            ));
+                        }
+                    };
+                    let text = text.trim_end_matches('\n');
+                    if let Some(eof) = eof_at {
+                        if text.trim().is_empty() {
+                            continue;
+                        }
                         return Err(merr(
                             line_no,
-                            format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                            format!(
+                                "content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"
+                            ),
                         ));
                     }
+                    let sample = match parser.parse(text) {
+                        Ok(Line::Sample(s)) => s,
+                        Ok(Line::Eof) => {
+                            eof_at = Some(line_no);
+                            continue;
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return Err(merr(line_no, e.to_string())),
+                    };
+                    let at = sample.at.ok_or_else(|| {
+                        merr(
+                            line_no,
+                            "sample has no timestamp; replay needs one on every sample".into(),
+                        )
+                    })?;
+                    (Series::Text(sample.series), sample.value, at)
                 };
-                let text = text.trim_end_matches('\n');
-                if let Some(eof) = eof_at {
-                    if text.trim().is_empty() {
-                        continue;
-                    }
-                    return Err(merr(
-                        line_no,
-                        format!("content after `# EOF` (line {eof}): OpenMetrics ends at `# EOF`"),
-                    ));
+                // A sample older than the replay's clock is not a reason to stop: it goes
+                // to its series, which drops it if that series already has a newer (or
+                // the same) time, as Prometheus does, and the drop is counted.
+                if last_at.is_none_or(|last| at > last) {
+                    clock
+                        .next_tick
+                        .get_or_insert(Timestamp(at.0 - at.0.rem_euclid(interval) + interval));
+                    advance(
+                        engine,
+                        &mut deploys,
+                        &mut clock,
+                        at,
+                        true,
+                        out,
+                        &mut summary,
+                    )?;
+                    last_at = Some(at);
                 }
-                let sample = match parser.parse(text) {
-                    Ok(Line::Sample(s)) => s,
-                    Ok(Line::Eof) => {
-                        eof_at = Some(line_no);
-                        continue;
+                let stored = match series {
+                    Series::Predicted(len) => {
+                        if engine.ingest_predicted(&mut series_cache, value, at) {
+                            Ok(())
+                        } else {
+                            // A series expired while the clock advanced: look the text up.
+                            let text = std::str::from_utf8(&bytes[..len])
+                                .map_err(|e| merr(line_no, format!("invalid UTF-8: {e}")))?;
+                            engine.ingest_text_cached(&mut series_cache, text, value, at)
+                        }
                     }
-                    Ok(_) => continue,
+                    Series::Text(text) => {
+                        engine.ingest_text_cached(&mut series_cache, text, value, at)
+                    }
+                };
+                match stored {
+                    Ok(()) => {
+                        summary.samples += 1;
+                        clock.fresh = true;
+                    }
+                    Err(EngineError::Store(crate::engine::store::StoreError::SeriesLimit {
+                        ..
+                    })) => summary.refused += 1,
                     Err(e) => return Err(merr(line_no, e.to_string())),
-                };
-                let at = sample.at.ok_or_else(|| {
-                    merr(
-                        line_no,
-                        "sample has no timestamp; replay needs one on every sample".into(),
-                    )
-                })?;
-                (Series::Text(sample.series), sample.value, at)
-            }
-        };
-        // A sample older than the replay's clock is not a reason to stop: it goes to its
-        // series, which drops it if that series already has a newer (or the same) time,
-        // as Prometheus does, and the drop is counted.
-        if last_at.is_none_or(|last| at > last) {
-            clock
-                .next_tick
-                .get_or_insert(Timestamp(at.0 - at.0.rem_euclid(interval) + interval));
-            advance(
-                engine,
-                &mut deploys,
-                &mut clock,
-                at,
-                true,
-                out,
-                &mut summary,
-            )?;
-            last_at = Some(at);
-        }
-        let stored = match series {
-            Series::Predicted(len) => {
-                if engine.ingest_predicted(&mut series_cache, value, at) {
-                    Ok(())
-                } else {
-                    // A series expired while the clock advanced: look the text up.
-                    let text = std::str::from_utf8(&bytes[..len])
-                        .map_err(|e| merr(line_no, format!("invalid UTF-8: {e}")))?;
-                    engine.ingest_text_cached(&mut series_cache, text, value, at)
                 }
             }
-            Series::Text(text) => engine.ingest_text_cached(&mut series_cache, text, value, at),
-        };
-        match stored {
-            Ok(()) => {
-                summary.samples += 1;
-                clock.fresh = true;
-            }
-            Err(EngineError::Store(crate::engine::store::StoreError::SeriesLimit { .. })) => {
-                summary.refused += 1
-            }
-            Err(e) => return Err(merr(line_no, e.to_string())),
+            blocks.recycle(block);
+            next = blocks.next();
         }
-    }
+    })?;
     summary.out_of_order = engine.store().out_of_order_samples - ooo_before;
     summary.duplicates = engine.store().duplicate_samples - dup_before;
     if summary.out_of_order > 0 {
@@ -540,92 +497,4 @@ fn emit(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A reader handing out at most a few bytes per call, to put line ends everywhere
-    /// relative to the reads.
-    struct Trickle<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl std::io::Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.step = self.step % 7 + 1;
-            let n = self.step.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    /// The lines read, each with the previous line's first bytes as the predicted prefix
-    /// (as the replay's series cache predicts), and how often the prefix was found.
-    fn lines_of(data: &[u8], reader: impl std::io::Read) -> (Vec<Vec<u8>>, usize) {
-        let mut lines = LineReader::new(reader);
-        let mut got: Vec<Vec<u8>> = Vec::new();
-        let mut found = 0;
-        loop {
-            let prefix: Vec<u8> = got
-                .last()
-                .map(|l| {
-                    l.iter()
-                        .take(10)
-                        .take_while(|b| **b != b'\n')
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
-            let (line, starts) = lines.next_line_after(&prefix).unwrap();
-            let Some(line) = line else { break };
-            if starts {
-                assert!(
-                    line.starts_with(&prefix),
-                    "{line:?} does not start with {prefix:?}"
-                );
-                found += 1;
-            }
-            got.push(line.to_vec());
-        }
-        assert_eq!(got.concat(), data, "every byte once, in order");
-        (got, found)
-    }
-
-    #[test]
-    fn line_reader_splits_as_read_until_does() {
-        let long = "x".repeat(3 * BLOCK + 5);
-        let texts = [
-            String::new(),
-            "a\n".to_string(),
-            "a\nb".to_string(),
-            "\n\n a \r\n".to_string(),
-            format!("first\n{long}\nlast"),
-            format!("{long}\n"),
-            "m{a=\"1\"} 1 2\n".repeat(BLOCK / 10),
-        ];
-        for text in &texts {
-            let data = text.as_bytes();
-            let mut expected = Vec::new();
-            let mut input = data;
-            loop {
-                let mut line = Vec::new();
-                if input.read_until(b'\n', &mut line).unwrap() == 0 {
-                    break;
-                }
-                expected.push(line);
-            }
-            let (whole, found) = lines_of(data, data);
-            assert_eq!(whole, expected);
-            if text.starts_with("m{") {
-                // The same series line over and over: nearly every one is predicted.
-                assert!(
-                    found >= expected.len() / 2,
-                    "found {found} of {}",
-                    expected.len()
-                );
-            }
-            assert_eq!(lines_of(data, Trickle { data, step: 0 }).0, expected);
-        }
-    }
-}
+mod tests;

@@ -123,6 +123,45 @@ impl Parser {
         }
         fields(rest, 0, self.unit, &mut self.cache).ok()
     }
+
+    /// A sample line (without its newline) split where its series text likely ends,
+    /// with its value and timestamp read: the split is after the line's last `}` when
+    /// whitespace follows it, else before the last two fields (value and timestamp).
+    ///
+    /// The split is a guess the caller confirms: when `line[..len]` is a series text
+    /// [`Parser::parse`] gave for some line (as a series cache's texts are), `parse` gives
+    /// this line that series, value and timestamp (the line starts with that text and
+    /// whitespace, and the rest is read by [`Parser::parse_after_series`]), however the
+    /// guess was made. `None` for a line it cannot read so: no timestamp, a field that is
+    /// not plain, a wrong guess whose rest does not read as a value and timestamp.
+    ///
+    /// Replay's reader thread reads every line this way ahead of the engine, so the
+    /// engine's thread only compares the text with the one its cache predicts. Not
+    /// forwards: the series is most of the line and its label values may hold any byte,
+    /// and scanning it was half the reader's instructions; the value and timestamp are a
+    /// few bytes after the last `}` (found by `memrchr`) and hold no whitespace.
+    pub fn split_sample_from_end(&mut self, line: &[u8]) -> Option<(usize, f64, Timestamp)> {
+        let series_end = match memchr::memrchr(b'}', line) {
+            Some(i) if line.get(i + 1).is_some_and(|b| SPACE[usize::from(*b)]) => i + 1,
+            _ => {
+                // Back over trailing whitespace, the timestamp, whitespace, the value and
+                // the whitespace before it, one table load a byte. A missing field runs
+                // the index to 0, which is then declined.
+                let mut i = line.len();
+                for skip_space in [true, false, true, false, true] {
+                    while i > 0 && SPACE[usize::from(line[i - 1])] == skip_space {
+                        i -= 1;
+                    }
+                }
+                i
+            }
+        };
+        if series_end == 0 {
+            return None;
+        }
+        let (value, at) = self.parse_after_series(&line[series_end..])?;
+        Some((series_end, value, at?))
+    }
 }
 
 /// `rest` (see [`Parser::parse_after_series`]) when it is whitespace, a plain decimal
@@ -328,6 +367,17 @@ fn label_specials(w: u64) -> u64 {
         | zero(w ^ (ONES * u64::from(b'\\')))
         | zero(w ^ (ONES * u64::from(b'}')))
 }
+
+/// Which bytes are ASCII whitespace (`u8::is_ascii_whitespace`): one load per byte.
+static SPACE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_whitespace();
+        b += 1;
+    }
+    table
+};
 
 /// Which bytes may appear in a metric name (`[a-zA-Z0-9_:]`): one load per byte.
 static NAME_BYTE: [bool; 256] = {

@@ -282,3 +282,86 @@ fn malformed_lines_are_errors_with_columns() {
     assert!(parse_series(r#"m{a="1",a="2"}"#).is_err());
     assert!(parse_series(r#"m{a=1}"#).is_err());
 }
+
+#[test]
+fn a_sample_line_split_from_its_end_reads_what_parse_reads() {
+    // Fixed lines, then random ones over the bytes that matter (name bytes, braces,
+    // quotes, escapes, digits, whitespace, `#`, non-ASCII). Wherever the split's series
+    // part is a series text (one `parse` gives for some line), `parse` must give the
+    // line that series, its value (bit for bit) and timestamp. It may decline anything,
+    // but not the plain lines a file is made of.
+    let fixed = [
+        "m 1 1700000000",
+        r#"m{a="x y",b="}"} 1.5 1700000000.25"#,
+        "m\t-2 1700000000\r",
+        "m{a=\"1\"} NaN 1700000001",
+        "m +Inf",
+        "m 3 1700000002 # {t=\"1\"} 1",
+        "m 3 1700000002 x",
+        "m{a=\"1\"",
+        "m{a=\"\\\"} 1\"} 4 5",
+        "m{a=\" 1 2\"} 4 5",
+        "m{a=\" 1 2",
+        "1m 1 2",
+        "# TYPE m gauge",
+        "# EOF",
+        "",
+        " m 1 2",
+        "m\r",
+        "m{} 1 2",
+        "m_total{a=\"\u{e9}\"} 7 8",
+    ];
+    let alphabet: &[&str] = &[
+        "m", "_", ":", "1", ".", " ", "\t", "\r", "{", "}", "\"", "\\", "=", ",", "#", "\u{e9}",
+    ];
+    let tails = [" 1 2", " 1.5 17", "\t3", " 1 2 x", "", " -0 1700000000\r"];
+    let mut lines: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..100_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut line = String::new();
+        let mut y = x;
+        for _ in 0..(x % 14) {
+            y = y.rotate_left(5).wrapping_mul(0x2545_F491_4F6C_DD1D);
+            line.push_str(alphabet[(y >> 59) as usize % alphabet.len()]);
+        }
+        line.push_str(tails[(x >> 40) as usize % tails.len()]);
+        lines.push(line);
+    }
+    let mut confirmed = 0;
+    for unit in [TimestampUnit::Seconds, TimestampUnit::Auto] {
+        let mut splitter = Parser::new(unit);
+        let mut full = Parser::new(unit);
+        for line in &lines {
+            let Some((len, value, at)) = splitter.split_sample_from_end(line.as_bytes()) else {
+                continue;
+            };
+            // Is the guessed series a series text? (Then a cache could hold it.)
+            let Some(series) = line.get(..len) else {
+                continue;
+            };
+            let probe = format!("{series} 0 0");
+            if !matches!(full.parse(&probe), Ok(Line::Sample(s)) if s.series == series) {
+                continue;
+            }
+            confirmed += 1;
+            match full.parse(line) {
+                Ok(Line::Sample(s)) => {
+                    assert_eq!(s.series, series, "{line:?}");
+                    assert_eq!(s.value.to_bits(), value.to_bits(), "{line:?}");
+                    assert_eq!(s.at, Some(at), "{line:?}");
+                }
+                other => panic!("{line:?}: split as a sample, parse gives {other:?}"),
+            }
+        }
+        for plain in [fixed[0], fixed[1], fixed[2], fixed[8], fixed[9], fixed[18]] {
+            assert!(
+                splitter.split_sample_from_end(plain.as_bytes()).is_some(),
+                "{plain:?} declined"
+            );
+        }
+    }
+    assert!(confirmed > 1000, "confirmed only {confirmed} times");
+}
