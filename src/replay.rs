@@ -270,7 +270,7 @@ fn run_in_blocks(
                     && eof_at.is_none()
                     && series_cache
                         .predicted(engine.store())
-                        .is_some_and(|(p, _)| p == &bytes[..read.series]);
+                        .is_some_and(|(p, _)| bytes.get(..read.series) == Some(p));
                 let (series, value, at) = if known {
                     (Series::Predicted(read.series), read.value, read.at)
                 } else {

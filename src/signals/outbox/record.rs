@@ -8,9 +8,10 @@
 //! twice. A batch that was journaled but could not be applied (a full disk) is applied
 //! again by the caller or, after a restart, from the journal.
 //!
-//! What is journaled is everything applying needs: the decisions, the deploys' views, the
-//! sinks each decision matched when it was decided, the public URL and the history
-//! retention. A restart with another configuration still applies a batch as it was decided.
+//! What is journaled is everything applying needs: the decisions, the sinks each decision
+//! matched when it was decided, the public URL and the history retention, and the deploys'
+//! views when the batch has them (`Signals::record_then_views` journals the decisions
+//! before it takes the views; a batch that had to wait is journaled with them). A restart with another configuration still applies a batch as it was decided.
 
 use super::{HistoryRetention, KEEP_MS, Outbox, ms, signal_id};
 use crate::model::Decision;

@@ -127,6 +127,23 @@ fn bits(p: Option<(Timestamp, f64)>) -> Option<(Timestamp, u64)> {
     p.map(|(t, v)| (t, v.to_bits()))
 }
 
+/// Pushes `(t, v)` into the window and the reference, then trims both to `retention`
+/// before `t` (the window never past its newest point).
+fn push_both(w: &mut Window, r: &mut VecDeque<(Timestamp, f64)>, t: i64, v: f64, retention: i64) {
+    w.push(Timestamp(t), v);
+    r.push_back((Timestamp(t), v));
+    let horizon = Timestamp(t).sub(crate::model::DurationMs(retention));
+    w.trim(horizon.min(Timestamp(t)));
+    trim_reference(r, horizon);
+}
+
+/// [`check`] of the window, then of a window rebuilt from its points.
+fn check_and_rebuilt(w: &Window, r: &VecDeque<(Timestamp, f64)>, rng: &mut Rng, case: u64) {
+    check(w, r, rng, case);
+    let rebuilt = Window::from_points(w.iter());
+    check(&rebuilt, r, rng, case);
+}
+
 fn check(w: &Window, r: &VecDeque<(Timestamp, f64)>, rng: &mut Rng, case: u64) {
     let want: Vec<_> = r.iter().copied().collect();
     let got: Vec<_> = w.iter().collect();
@@ -190,11 +207,7 @@ fn windows_read_as_the_trimmed_deque_did() {
         let mut v = 0.0;
         for k in 0..n {
             v = value(&mut rng, kind / 7, k, v);
-            w.push(Timestamp(t), v);
-            r.push_back((Timestamp(t), v));
-            let horizon = Timestamp(t).sub(crate::model::DurationMs(retention));
-            w.trim(horizon.min(Timestamp(t)));
-            trim_reference(&mut r, horizon);
+            push_both(&mut w, &mut r, t, v, retention);
             if rng.below(97) == 0 {
                 // A reload: another retention from the next push on.
                 retention = rng.below(3_000_000) as i64;
@@ -207,9 +220,7 @@ fn windows_read_as_the_trimmed_deque_did() {
                 None => break,
             }
         }
-        check(&w, &r, &mut rng, case);
-        let rebuilt = Window::from_points(w.iter());
-        check(&rebuilt, &r, &mut rng, case);
+        check_and_rebuilt(&w, &r, &mut rng, case);
     }
 }
 
@@ -234,11 +245,7 @@ fn integer_values_read_back_bit_for_bit() {
             } else {
                 mixed(&mut rng, case, v)
             };
-            w.push(Timestamp(t), v);
-            r.push_back((Timestamp(t), v));
-            let horizon = Timestamp(t).sub(crate::model::DurationMs(retention));
-            w.trim(horizon.min(Timestamp(t)));
-            trim_reference(&mut r, horizon);
+            push_both(&mut w, &mut r, t, v, retention);
             if rng.below(37) == 0 {
                 check(&w, &r, &mut rng, case);
             }
@@ -247,9 +254,7 @@ fn integer_values_read_back_bit_for_bit() {
                 None => break,
             }
         }
-        check(&w, &r, &mut rng, case);
-        let rebuilt = Window::from_points(w.iter());
-        check(&rebuilt, &r, &mut rng, case);
+        check_and_rebuilt(&w, &r, &mut rng, case);
     }
 }
 
