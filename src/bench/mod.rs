@@ -11,6 +11,7 @@ pub mod detect;
 pub mod experiments;
 pub mod field;
 pub mod fleet;
+mod latency;
 pub mod nab;
 pub mod perf;
 

@@ -10,14 +10,13 @@
 //! - `memory`: resident bytes per active series with the default windows, each size in a
 //!   fresh child process (`--parts memory-one`) so allocator state does not carry over.
 //! - `latency`: the time from the deciding sample being in the engine to the decision
-//!   being durable (`Engine::tick`, then the decision journal's append and sync) and to
-//!   its rows and its deploy's view being in the SQLite outbox, ready to deliver.
+//!   being durable and ready to deliver, beside one fsync of the same disk (`latency.rs`).
 
 use super::BenchError;
 use super::agent::{Agent, cpu_seconds, ingested, rss_kib_of};
 use super::detect::{Case, plan_of};
 use crate::engine::{Engine, EngineConfig};
-use crate::model::{Decision, DurationMs, Sample, Timestamp};
+use crate::model::{DurationMs, Sample, Timestamp};
 use crate::sim::{FleetConfig, Scenario};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -98,7 +97,7 @@ pub fn run(args: PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
                     memory_one(*n, part == "memory-one-count", out)?;
                 }
             }
-            "latency" => latency(&args, out)?,
+            "latency" => super::latency::run(&args, out)?,
             "fleet" => super::fleet::fleet(&args, out)?,
             other => return Err(BenchError::Usage(format!("unknown part {other:?}"))),
         }
@@ -564,159 +563,6 @@ pub(super) fn pctl(sorted: &[f64], q: f64) -> f64 {
     }
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
-}
-
-fn latency(args: &PerfArgs, out: &mut dyn Write) -> Result<(), BenchError> {
-    use crate::signals::outbox::{HistoryRetention, Outbox, journal_path};
-    let rules = crate::defaults::load_rules(&[]).map_err(|e| BenchError::Rules(e.to_string()))?;
-    let db = args.dir.join("latency-outbox.sqlite");
-    for f in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(args.dir.join(format!("latency-outbox.sqlite{f}")));
-    }
-    let _ = std::fs::remove_file(journal_path(&db));
-    let mut outbox = Outbox::open(&db).map_err(|e| BenchError::Agent(e.to_string()))?;
-    // One fsync of the same disk beside every outbox write: 4 KiB written over the start of
-    // a file in the same directory, then fdatasync.
-    let mut probe = std::fs::File::create(args.dir.join("latency-fsync.probe"))?;
-    let block = [0x5au8; 4096];
-    let url = "http://127.0.0.1:9977";
-    let retention = HistoryRetention::default();
-    let mut failures: Vec<String> = Vec::new();
-    writeln!(
-        out,
-        "\n### Decision latency (40 hosts, shipped rules; {} deploys, twice)\n\n\
-         The same deploys run twice on one outbox: first on a new file (fresh: the WAL grows \
-         to its size), then again on the outbox the first pass left (steady state, as in an \
-         agent that has been running). As in the agent (`Signals::record_then_views`): the \
-         durable write is the decisions appended to the decision journal and synced; then \
-         the deciding deploys' views are taken and go with the rows into one SQLite \
-         transaction without a sync.\n\n\
-         | outbox | what | n | p50 ms | p99 ms | max ms |\n|---|---|---:|---:|---:|---:|",
-        2 * args.latency_deploys
-    )?;
-    let mut ratios = Vec::new();
-    for pass in ["fresh", "steady"] {
-        let mut all_ticks: Vec<f64> = Vec::new();
-        let mut deciding: Vec<f64> = Vec::new();
-        let mut durable: Vec<f64> = Vec::new();
-        let mut deliverable: Vec<f64> = Vec::new();
-        let mut journal_only: Vec<f64> = Vec::new();
-        let mut apply_only: Vec<f64> = Vec::new();
-        let mut views_only: Vec<f64> = Vec::new();
-        let mut fsync_only: Vec<f64> = Vec::new();
-        for scenario in [Scenario::ErrorRate(2.0), Scenario::Healthy] {
-            for seed in 0..args.latency_deploys {
-                let case = Case {
-                    hosts: 40,
-                    canary: 2,
-                    scenario,
-                    seed: 20_000 + seed,
-                };
-                let mut on_tick = |took: Duration, active: bool, ds: &[Decision], e: &Engine| {
-                    if ds.is_empty() {
-                        if active {
-                            all_ticks.push(took.as_secs_f64() * 1e3);
-                        }
-                        return;
-                    }
-                    let tick = took.as_secs_f64() * 1e3;
-                    all_ticks.push(tick);
-                    deciding.push(tick);
-                    // As `Signals::record_then_views`: the decisions are made durable, then
-                    // the views are taken and go into SQLite with the rows.
-                    let started = Instant::now();
-                    let journaled = outbox.journal(ds, &[], &[], url, retention);
-                    let j = started.elapsed().as_secs_f64() * 1e3;
-                    let started = Instant::now();
-                    let views = crate::engine::handle::views_of(e, ds);
-                    let v = started.elapsed().as_secs_f64() * 1e3;
-                    let started = Instant::now();
-                    let applied =
-                        journaled.and_then(|jd| outbox.apply(&jd, ds, &views, url, retention));
-                    let a = started.elapsed().as_secs_f64() * 1e3;
-                    if let Err(e) = applied {
-                        failures.push(e.to_string());
-                    }
-                    journal_only.push(j);
-                    views_only.push(v);
-                    apply_only.push(a);
-                    durable.push(tick + j);
-                    deliverable.push(tick + j + v + a);
-                    let started = Instant::now();
-                    if let Err(e) = fsync_probe(&mut probe, &block) {
-                        failures.push(format!("fsync probe: {e}"));
-                    }
-                    fsync_only.push(started.elapsed().as_secs_f64() * 1e3);
-                };
-                super::detect::simulate_with(&case, &rules, &mut on_tick)?;
-            }
-        }
-        for v in [
-            &mut all_ticks,
-            &mut deciding,
-            &mut durable,
-            &mut deliverable,
-            &mut journal_only,
-            &mut apply_only,
-            &mut views_only,
-            &mut fsync_only,
-        ] {
-            v.sort_by(f64::total_cmp);
-        }
-        for (name, v) in [
-            ("tick while a deploy is active", &all_ticks),
-            ("deciding tick", &deciding),
-            (
-                "deciding tick + durable write (journal append + fdatasync)",
-                &durable,
-            ),
-            (
-                "deciding tick + durable write + views + SQLite rows (ready to deliver)",
-                &deliverable,
-            ),
-            ("journal append + fdatasync alone", &journal_only),
-            (
-                "the deploys' views alone (`Engine::deploy_view`)",
-                &views_only,
-            ),
-            ("SQLite transaction alone (synchronous=NORMAL)", &apply_only),
-            (
-                "4 KiB write + fdatasync, same directory (beside each outbox write)",
-                &fsync_only,
-            ),
-        ] {
-            writeln!(
-                out,
-                "| {pass} | {name} | {} | {:.2} | {:.2} | {:.2} |",
-                v.len(),
-                pctl(v, 0.5),
-                pctl(v, 0.99),
-                v.last().copied().unwrap_or(f64::NAN)
-            )?;
-        }
-        ratios.push(format!(
-            "{pass} {:.2}x",
-            pctl(&durable, 0.99) / pctl(&fsync_only, 0.99)
-        ));
-    }
-    writeln!(
-        out,
-        "\np99 of the deciding tick with its durable write / p99 of one fsync: {}",
-        ratios.join(", ")
-    )?;
-    if !failures.is_empty() {
-        writeln!(out, "\noutbox errors: {}", failures.join("; "))?;
-    }
-    Ok(())
-}
-
-/// Writes `block` over the start of `file` and waits for it to be on the disk
-/// (`fdatasync`): the cost of one durable write, to set the outbox's beside.
-fn fsync_probe(file: &mut std::fs::File, block: &[u8]) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(block)?;
-    file.sync_data()
 }
 
 #[cfg(test)]
