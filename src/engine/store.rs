@@ -510,9 +510,11 @@ impl Store {
         Ok(id)
     }
 
-    /// Appends a point. Points at or before the series' newest are dropped and counted.
+    /// Appends a point; returns whether it was stored. Points at or before the series'
+    /// newest are dropped and counted ([`Store::out_of_order_samples`]), so a caller
+    /// counting what it stored counts only `true`.
     /// NaN values are stored: they mean "no value" (Prometheus staleness markers).
-    pub fn push(&mut self, id: SeriesId, at: Timestamp, value: f64) {
+    pub fn push(&mut self, id: SeriesId, at: Timestamp, value: f64) -> bool {
         let history_retention = self.history_retention;
         let retention = if self.is_long(id) {
             self.long_retention
@@ -529,7 +531,7 @@ impl Store {
             if at == last {
                 self.duplicate_samples += 1;
             }
-            return;
+            return false;
         }
         if self.oldest.is_none_or(|o| at < o) {
             self.oldest = Some(at);
@@ -555,6 +557,7 @@ impl Store {
                 h.pop_front();
             }
         }
+        true
     }
 
     /// Adds points older than series `id`'s oldest (a fill from a TSDB after a reload
