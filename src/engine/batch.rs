@@ -343,11 +343,19 @@ mod tests {
         // A series the store does not hold takes a backfill as live samples: a repeated
         // time in it is dropped and not counted.
         let b = "m_total{instance=\"b\"}";
-        let stored = e.backfill(vec![sample(b, 1.0, 5), sample(b, 1.0, 5), sample(b, 1.0, 6)]);
+        let stored = e.backfill(vec![
+            sample(b, 1.0, 5),
+            sample(b, 1.0, 5),
+            sample(b, 1.0, 6),
+        ]);
         assert_eq!(stored, 2);
         assert_eq!(stored_and_dropped(&e), (5, 5));
         let points: u64 = e.store().iter().map(|(_, s)| s.points.len() as u64).sum();
-        assert_eq!(points, e.counters().samples, "every counted sample is in the store");
+        assert_eq!(
+            points,
+            e.counters().samples,
+            "every counted sample is in the store"
+        );
     }
 
     /// The batch path stores what the label-pair path stores, series ids included, over

@@ -181,6 +181,9 @@ pub struct Store {
     cursor: usize,
     /// Series dropped for silence.
     pub expired_series: u64,
+    /// Per-minute history points held, all series together: kept wherever a history
+    /// gains or loses points, so a scrape of /metrics reads it without walking the store.
+    history_points: usize,
 }
 
 impl Store {
@@ -235,6 +238,7 @@ impl Store {
             cursor: 0,
             expired_series: 0,
             generation: 0,
+            history_points: 0,
         }
     }
 
@@ -308,7 +312,9 @@ impl Store {
             self.generation += 1;
             let s = &mut self.series[i];
             s.points = Window::new();
-            s.history = None;
+            if let Some(h) = s.history.take() {
+                self.history_points -= h.len();
+            }
             let labels = std::mem::take(&mut s.labels);
             let name = std::mem::replace(&mut s.name, Arc::from(""));
             for text in labels.iter().flat_map(|(k, v)| [k, v]).chain([&name]) {
@@ -550,11 +556,15 @@ impl Store {
             let minute = Timestamp(at.0 - at.0.rem_euclid(60_000));
             match h.back_mut() {
                 Some((m, v)) if *m == minute => *v = value,
-                _ => h.push_back((minute, value)),
+                _ => {
+                    h.push_back((minute, value));
+                    self.history_points += 1;
+                }
             }
             let horizon = at.sub(history_retention);
             while h.len() > 2 && h[1].0 < horizon {
                 h.pop_front();
+                self.history_points -= 1;
             }
         }
         true
@@ -590,6 +600,7 @@ impl Store {
     pub fn merge_history(&mut self, id: SeriesId, minutes: &[(Timestamp, f64)]) {
         let s = &mut self.series[id.0 as usize];
         let h = s.history.get_or_insert_with(History::default);
+        let held = h.len();
         let mut merged = Vec::with_capacity(h.len() + minutes.len());
         let (mut a, mut b) = (
             h.iter().copied().peekable(),
@@ -610,6 +621,7 @@ impl Store {
         merged.extend(a);
         merged.extend(b);
         merged.dedup_by_key(|p| p.0);
+        self.history_points = self.history_points - held + merged.len();
         **h = merged.into();
         if s.last_seen == Timestamp(i64::MIN)
             && let Some(&(m, _)) = minutes.last()
@@ -620,7 +632,23 @@ impl Store {
 
     /// Drops series `id`'s per-minute history (no deploy reads it any more).
     pub fn drop_history(&mut self, id: SeriesId) {
-        self.series[id.0 as usize].history = None;
+        if let Some(h) = self.series[id.0 as usize].history.take() {
+            self.history_points -= h.len();
+        }
+    }
+
+    /// Per-minute history points held, all series together (`immune_store_history_points`):
+    /// a running count, read on every scrape without walking the store.
+    pub fn history_points(&self) -> usize {
+        self.history_points
+    }
+
+    /// The same count by walking every series: what [`Store::history_points`] must equal
+    /// (the tests compare them after mixes of pushes, merges, drops and expiry).
+    pub fn history_points_walked(&self) -> usize {
+        self.iter()
+            .filter_map(|(_, s)| s.history.as_ref().map(|h| h.len()))
+            .sum()
     }
 }
 
