@@ -325,10 +325,13 @@ mod tests {
         assert!(none.raw_selectors.is_empty());
     }
 
+    /// The queries a fake TSDB answered: (selector, range start, time), in ms.
+    type Queries = Arc<Mutex<Vec<(String, i64, i64)>>>;
+
     /// A query API on a port of its own answering every instant query `sel[Ns]` at
     /// `time` with one series per selector, a point every 15 s of the range; it records
     /// each query as (selector, range start, time), both in ms.
-    fn fake_tsdb() -> (Tsdb, Arc<Mutex<Vec<(String, i64, i64)>>>) {
+    fn fake_tsdb() -> (Tsdb, Queries) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
