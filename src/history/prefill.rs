@@ -117,7 +117,8 @@ pub struct Filled {
 }
 
 /// Fetches `plan` from the TSDB behind `client`, oldest first, in chunks of at most
-/// `chunk`, handing each chunk's samples, in time order, to `sink`. Stops with an error when a request fails, `sink` refuses a batch, or
+/// `chunk` (each selector from its own start), handing each chunk's samples, in time
+/// order, to `sink`. Stops with an error when a request fails, `sink` refuses a batch, or
 /// `cancel` is set (the caller's overall timeout); what was handed over stays.
 pub fn fetch(
     client: &Client,
@@ -146,7 +147,8 @@ pub fn fetch(
     let step = chunk.0.max(1000);
     // Chunks end at `to`, `to - step`, ...: a selector whose span is at most a chunk long
     // costs one request, whatever the longest span is.
-    let mut a = Timestamp(to.0 - (to.0.saturating_sub(from.0) + step - 1) / step * step);
+    let chunks = to.0.saturating_sub(from.0).saturating_add(step - 1) / step;
+    let mut a = Timestamp(to.0.saturating_sub(chunks.saturating_mul(step)));
     while a < to {
         let b = Timestamp(a.0.saturating_add(step).min(to.0));
         let mut samples = Vec::new();
