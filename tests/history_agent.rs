@@ -275,6 +275,8 @@ struct Run {
     most_history: f64,
     /// Those it held at the end, both deploys over.
     history_at_end: f64,
+    /// Samples the start-up fill read from the TSDB.
+    prefilled: f64,
 }
 
 /// Runs an agent (with `history` pointing at `tsdb`, or without) from `w` through the
@@ -297,6 +299,8 @@ async fn run_agent(
     } = start_agent(dir, rules, tsdb, w).await;
     let client = reqwest::Client::new();
     let mut most_history: f64 = 0.0;
+    // The fill is over before the agent answers.
+    let prefilled = metric(&client, &url, "immune_history_prefill_samples_total").await;
 
     let live_from = points.partition_point(|p| p.0 <= w);
     let mut next = live_from;
@@ -389,6 +393,7 @@ async fn run_agent(
         fetches,
         most_history,
         history_at_end,
+        prefilled,
     }
 }
 
@@ -511,6 +516,15 @@ fn a_started_agent_judges_from_history_as_replay_does() {
         live.most_history
     );
     assert_eq!(live.history_at_end, 0.0, "released when the deploys ended");
+    // The one selector is read by a 10-minute window and a season: the fill reads 10
+    // minutes and the slack (7 blocks and 2 evaluations, a minute each: 19 minutes) of the
+    // four series at 15 s, not the control calibration's hour no rule here reads.
+    eprintln!("start-up fill: {} samples", live.prefilled);
+    assert_eq!(
+        live.prefilled,
+        4.0 * 19.0 * 4.0,
+        "samples of the start-up fill"
+    );
 
     // Without history the same agent cannot judge the first deploy's pre-deploy window.
     let blind = rt.block_on(run_agent(

@@ -212,9 +212,9 @@ impl Engine {
             match found {
                 Ok(id) => {
                     for &(at, value) in points {
-                        self.store.push(id, at, value);
+                        // Only what is stored counts (see [`Engine::ingest`]).
+                        self.counters.samples += u64::from(self.store.push(id, at, value));
                     }
-                    self.counters.samples += points.len() as u64;
                     report.stored += points.len();
                 }
                 Err(EngineError::Store(StoreError::SeriesLimit { .. })) => {
@@ -315,6 +315,47 @@ mod tests {
         b.finish_series([(Timestamp(2), 2.0)]);
         assert_eq!(b.series_count(), 1);
         assert_eq!(b.to_samples(), vec![sample("n", 2.0, 2)]);
+    }
+
+    /// `immune_samples_ingested_total` ("samples stored by the engine") counts only what
+    /// was stored: a repeated or older point, dropped as out of order, is counted there
+    /// and not here, on the sample, batch and backfill paths alike.
+    #[test]
+    fn samples_dropped_as_out_of_order_are_not_counted_as_stored() {
+        let rules = crate::defaults::load_rules(&[]).unwrap();
+        let mut e = Engine::new(rules, EngineConfig::default());
+        let stored_and_dropped =
+            |e: &Engine| (e.counters().samples, e.store().out_of_order_samples);
+        let a = "m_total{instance=\"a\"}";
+        for (at, acked) in [(20, true), (20, true), (10, true), (30, true)] {
+            let s = sample(a, 1.0, at);
+            assert_eq!(e.ingest(&s.name, &s.labels, s.value, s.at).is_ok(), acked);
+        }
+        assert_eq!(stored_and_dropped(&e), (2, 2));
+        let mut cache = SeriesCache::new();
+        let report = e.ingest_batch(
+            &mut cache,
+            &batch_of(&[sample(a, 1.0, 30), sample(a, 1.0, 25), sample(a, 1.0, 40)]),
+        );
+        // All three taken (acknowledged), one stored.
+        assert_eq!(report.stored, 3);
+        assert_eq!(stored_and_dropped(&e), (3, 4));
+        // A series the store does not hold takes a backfill as live samples: a repeated
+        // time in it is dropped and not counted.
+        let b = "m_total{instance=\"b\"}";
+        let stored = e.backfill(vec![
+            sample(b, 1.0, 5),
+            sample(b, 1.0, 5),
+            sample(b, 1.0, 6),
+        ]);
+        assert_eq!(stored, 2);
+        assert_eq!(stored_and_dropped(&e), (5, 5));
+        let points: u64 = e.store().iter().map(|(_, s)| s.points.len() as u64).sum();
+        assert_eq!(
+            points,
+            e.counters().samples,
+            "every counted sample is in the store"
+        );
     }
 
     /// The batch path stores what the label-pair path stores, series ids included, over

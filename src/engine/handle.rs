@@ -82,7 +82,9 @@ pub enum Query {
 /// What became of an acknowledged batch of samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IngestReport {
-    /// Samples stored.
+    /// Samples taken: stored, or dropped as at or before their series' newest point
+    /// (counted in `immune_samples_out_of_order_total`, not in
+    /// `immune_samples_ingested_total`).
     pub stored: usize,
     /// Samples of new series refused because the series limit (`engine.max_series`) is reached.
     pub series_limit: usize,

@@ -136,7 +136,8 @@ pub enum EngineError {
 /// Counters for immune's own metrics.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EngineCounters {
-    /// Samples stored.
+    /// Samples stored (`immune_samples_ingested_total`); those dropped as out of order
+    /// are counted by the store instead.
     pub samples: u64,
     /// Rule evaluations.
     pub evaluations: u64,
@@ -532,8 +533,9 @@ impl Engine {
         let Some(id) = cache.take_predicted(&self.store) else {
             return false;
         };
-        self.store.push(id, at, value);
-        self.counters.samples += 1;
+        if self.store.push(id, at, value) {
+            self.counters.samples += 1;
+        }
         true
     }
 
@@ -554,12 +556,17 @@ impl Engine {
             history: !self.season_tsdb,
         };
         let id = find(&mut self.store, &mut index)?;
-        self.store.push(id, at, value);
-        self.counters.samples += 1;
+        // Only what is stored counts: a point at or before its series' newest is counted
+        // as out of order by the store instead.
+        if self.store.push(id, at, value) {
+            self.counters.samples += 1;
+        }
         Ok(())
     }
 
-    /// Stores a sample given as name and labels.
+    /// Stores a sample given as name and labels. A sample at or before its series' newest
+    /// point is taken (`Ok`) but not stored: the store counts it as out of order, and it
+    /// is not in [`EngineCounters::samples`].
     pub fn ingest(
         &mut self,
         name: &str,
@@ -591,9 +598,8 @@ impl Engine {
         for (id, points) in by_series {
             if self.store.get(id).points.is_empty() {
                 for &(at, v) in &points {
-                    self.store.push(id, at, v);
+                    stored += u64::from(self.store.push(id, at, v));
                 }
-                stored += points.len() as u64;
             } else {
                 stored += self.store.backfill(id, &points) as u64;
             }

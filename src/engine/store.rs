@@ -181,6 +181,9 @@ pub struct Store {
     cursor: usize,
     /// Series dropped for silence.
     pub expired_series: u64,
+    /// Per-minute history points held, all series together: kept wherever a history
+    /// gains or loses points, so a scrape of /metrics reads it without walking the store.
+    history_points: usize,
 }
 
 impl Store {
@@ -235,6 +238,7 @@ impl Store {
             cursor: 0,
             expired_series: 0,
             generation: 0,
+            history_points: 0,
         }
     }
 
@@ -308,7 +312,9 @@ impl Store {
             self.generation += 1;
             let s = &mut self.series[i];
             s.points = Window::new();
-            s.history = None;
+            if let Some(h) = s.history.take() {
+                self.history_points -= h.len();
+            }
             let labels = std::mem::take(&mut s.labels);
             let name = std::mem::replace(&mut s.name, Arc::from(""));
             for text in labels.iter().flat_map(|(k, v)| [k, v]).chain([&name]) {
@@ -510,9 +516,11 @@ impl Store {
         Ok(id)
     }
 
-    /// Appends a point. Points at or before the series' newest are dropped and counted.
+    /// Appends a point; returns whether it was stored. Points at or before the series'
+    /// newest are dropped and counted ([`Store::out_of_order_samples`]), so a caller
+    /// counting what it stored counts only `true`.
     /// NaN values are stored: they mean "no value" (Prometheus staleness markers).
-    pub fn push(&mut self, id: SeriesId, at: Timestamp, value: f64) {
+    pub fn push(&mut self, id: SeriesId, at: Timestamp, value: f64) -> bool {
         let history_retention = self.history_retention;
         let retention = if self.is_long(id) {
             self.long_retention
@@ -529,7 +537,7 @@ impl Store {
             if at == last {
                 self.duplicate_samples += 1;
             }
-            return;
+            return false;
         }
         if self.oldest.is_none_or(|o| at < o) {
             self.oldest = Some(at);
@@ -548,13 +556,18 @@ impl Store {
             let minute = Timestamp(at.0 - at.0.rem_euclid(60_000));
             match h.back_mut() {
                 Some((m, v)) if *m == minute => *v = value,
-                _ => h.push_back((minute, value)),
+                _ => {
+                    h.push_back((minute, value));
+                    self.history_points += 1;
+                }
             }
             let horizon = at.sub(history_retention);
             while h.len() > 2 && h[1].0 < horizon {
                 h.pop_front();
+                self.history_points -= 1;
             }
         }
+        true
     }
 
     /// Adds points older than series `id`'s oldest (a fill from a TSDB after a reload
@@ -587,6 +600,7 @@ impl Store {
     pub fn merge_history(&mut self, id: SeriesId, minutes: &[(Timestamp, f64)]) {
         let s = &mut self.series[id.0 as usize];
         let h = s.history.get_or_insert_with(History::default);
+        let held = h.len();
         let mut merged = Vec::with_capacity(h.len() + minutes.len());
         let (mut a, mut b) = (
             h.iter().copied().peekable(),
@@ -607,6 +621,7 @@ impl Store {
         merged.extend(a);
         merged.extend(b);
         merged.dedup_by_key(|p| p.0);
+        self.history_points = self.history_points - held + merged.len();
         **h = merged.into();
         if s.last_seen == Timestamp(i64::MIN)
             && let Some(&(m, _)) = minutes.last()
@@ -617,7 +632,23 @@ impl Store {
 
     /// Drops series `id`'s per-minute history (no deploy reads it any more).
     pub fn drop_history(&mut self, id: SeriesId) {
-        self.series[id.0 as usize].history = None;
+        if let Some(h) = self.series[id.0 as usize].history.take() {
+            self.history_points -= h.len();
+        }
+    }
+
+    /// Per-minute history points held, all series together (`immune_store_history_points`):
+    /// a running count, read on every scrape without walking the store.
+    pub fn history_points(&self) -> usize {
+        self.history_points
+    }
+
+    /// The same count by walking every series: what [`Store::history_points`] must equal
+    /// (the tests compare them after mixes of pushes, merges, drops and expiry).
+    pub fn history_points_walked(&self) -> usize {
+        self.iter()
+            .filter_map(|(_, s)| s.history.as_ref().map(|h| h.len()))
+            .sum()
     }
 }
 

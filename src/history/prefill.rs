@@ -7,10 +7,15 @@
 //! The engine never does I/O; `serve` runs [`fetch`] on a blocking thread and hands each
 //! chunk of samples to the engine thread as an ordinary batch, so the store receives
 //! exactly what it would have received live, in time order per series: for every
-//! selector, the raw samples of the recent retention (the longest pre-deploy window or
-//! the control calibration, plus blocks and ticks of slack) through raw range-vector
-//! selectors, as `immune backtest` reads them. A reload fills the rules it adds or
-//! changes the same way ([`plan`] over those rules only).
+//! selector, the raw samples as far back as the rules reading it look (the longest
+//! pre-deploy window among them, or the control calibration for a rule against the
+//! control, plus blocks and ticks of slack; a selector only short windows read is not
+//! fetched as far back as the longest window of all) through raw range-vector selectors,
+//! as `immune backtest` reads them. The chunks of a fill are laid over the whole span and
+//! end at its end, so a span shorter than a chunk costs one request, and each chunk holds
+//! every selector's samples of its stretch: a series two selectors match still arrives
+//! oldest first. A reload fills the rules it adds or changes the same way ([`plan`] over
+//! those rules only).
 //!
 //! A seasonal span is read one sample per minute: `last_over_time(<selector>[1m])`
 //! evaluated by `/api/v1/query_range` at the last millisecond of each minute, i.e. the
@@ -43,39 +48,57 @@ const MINUTE: i64 = 60_000;
 /// What to fetch at start-up.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    /// Raw samples in (from, to], every selector.
+    /// The whole raw span, (earliest selector's start, now]: the chunks of a fill are laid
+    /// over it, so every series reaches the store in time order even when two selectors
+    /// match it.
     pub raw: (Timestamp, Timestamp),
-    /// Every selector the rules read.
-    pub raw_selectors: Vec<String>,
+    /// Every selector the rules read, each with its own start: a selector only short
+    /// windows read is not fetched as far back as the longest window of all.
+    pub raw_selectors: Vec<RawSpan>,
 }
 
-/// The spans `rules` read at `now`, with the engine's `block` and evaluation interval.
+/// One selector's raw span, `(from, plan end]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawSpan {
+    /// The selector, as PromQL text.
+    pub selector: String,
+    /// Start (exclusive; one millisecond before a minute, so a sample at the minute is in).
+    pub from: Timestamp,
+}
+
+/// How far before a deploy `rule` reads recent raw points: its pre-deploy window, or the
+/// control calibration; a seasonal rule reads last season's minutes (fetched per deploy,
+/// see [`minutes`]) and only its own deploy's points, which the slack covers.
+fn reach(rule: &Rule) -> DurationMs {
+    match rule.baseline {
+        Baseline::PreDeploy { window } => window.min(MAX_BASELINE_WINDOW),
+        Baseline::Control => CONTROL_CALIBRATION,
+        Baseline::Seasonal { .. } => DurationMs(0),
+    }
+}
+
+/// The spans `rules` read at `now`, with the engine's `block` and evaluation interval:
+/// per selector, the longest reach of the rules reading it plus blocks and ticks of slack.
 pub fn plan(rules: &[Rule], now: Timestamp, block: DurationMs, eval: DurationMs) -> Plan {
-    let longest_pre = rules
-        .iter()
-        .filter_map(|r| match r.baseline {
-            Baseline::PreDeploy { window } => Some(window.min(MAX_BASELINE_WINDOW)),
-            _ => None,
-        })
-        .max()
-        .unwrap_or_default()
-        .max(CONTROL_CALIBRATION);
-    let lookback = longest_pre
+    let slack = block
         .0
-        .saturating_add(block.0.saturating_mul(2 + RAW_SLACK_BLOCKS))
+        .saturating_mul(2 + RAW_SLACK_BLOCKS)
         .saturating_add(eval.0.saturating_mul(2));
-    let raw_from = floor_minute(now.sub(DurationMs(lookback)));
-    let mut raw_selectors = Vec::new();
+    let mut raw_selectors: Vec<RawSpan> = Vec::new();
     for r in rules {
-        for s in rule_selectors(r) {
-            if !raw_selectors.contains(&s) {
-                raw_selectors.push(s);
+        let from = floor_minute(now.sub(DurationMs(reach(r).0.saturating_add(slack))));
+        // The span includes a sample exactly at the minute it starts.
+        let from = Timestamp(from.0.saturating_sub(1));
+        for selector in rule_selectors(r) {
+            match raw_selectors.iter_mut().find(|s| s.selector == selector) {
+                Some(s) => s.from = s.from.min(from),
+                None => raw_selectors.push(RawSpan { selector, from }),
             }
         }
     }
+    let first = raw_selectors.iter().map(|s| s.from).min().unwrap_or(now);
     Plan {
-        // The raw span includes a sample exactly at `raw_from`.
-        raw: (Timestamp(raw_from.0 - 1), now),
+        raw: (first, now),
         raw_selectors,
     }
 }
@@ -94,7 +117,8 @@ pub struct Filled {
 }
 
 /// Fetches `plan` from the TSDB behind `client`, oldest first, in chunks of at most
-/// `chunk`, handing each chunk's samples, in time order, to `sink`. Stops with an error when a request fails, `sink` refuses a batch, or
+/// `chunk` (each selector from its own start), handing each chunk's samples, in time
+/// order, to `sink`. Stops with an error when a request fails, `sink` refuses a batch, or
 /// `cancel` is set (the caller's overall timeout); what was handed over stays.
 pub fn fetch(
     client: &Client,
@@ -121,20 +145,25 @@ pub fn fetch(
     };
     let (from, to) = plan.raw;
     let step = chunk.0.max(1000);
-    let mut a = from;
+    // Chunks end at `to`, `to - step`, ...: a selector whose span is at most a chunk long
+    // costs one request, whatever the longest span is.
+    let chunks = to.0.saturating_sub(from.0).saturating_add(step - 1) / step;
+    let mut a = Timestamp(to.0.saturating_sub(chunks.saturating_mul(step)));
     while a < to {
         let b = Timestamp(a.0.saturating_add(step).min(to.0));
         let mut samples = Vec::new();
-        let range_s = (b.0 - a.0 + 999) / 1000;
         let time = secs(b);
-        for sel in &plan.raw_selectors {
+        for span in plan.raw_selectors.iter().filter(|s| s.from < b) {
             check()?;
+            let sel = &span.selector;
+            let lo = a.max(span.from);
+            let range_s = (b.0 - lo.0 + 999) / 1000;
             let query = format!("{sel}[{range_s}s]");
             let body = client.get("/api/v1/query", &[("query", &query), ("time", &time)])?;
             filled.requests += 1;
             let name = sel.split('{').next().unwrap_or(sel);
             parse(&body, name, &mut samples, |t| {
-                (t > a.0 && t <= b.0).then_some(Timestamp(t))
+                (t > lo.0 && t <= b.0).then_some(Timestamp(t))
             })
             .map_err(|message| client.error(format!("{query}: {message}")))?;
         }
@@ -237,6 +266,10 @@ fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Tsdb;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
 
     fn rules(yaml: &str) -> Vec<Rule> {
         crate::rules::load::load_str("t.yaml", yaml)
@@ -249,9 +282,15 @@ mod tests {
         let r = rules(concat!(
             "rules:\n",
             "  - name: pre\n    metric: {kind: counter_rate, selector: 'a_total{job=\"web\"}'}\n",
-            "    baseline: pre_deploy\n    baseline_window: 1h\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+            "    baseline: pre_deploy\n    baseline_window: 2h\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
             "  - name: week\n    metric: {kind: counter_rate, selector: 'b_total{job=\"web\"}'}\n",
             "    baseline: seasonal\n    seasonal_offset: 7d\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+            "  - name: control\n    metric: {kind: counter_rate, selector: 'c_total{job=\"web\"}'}\n",
+            "    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+            "  - name: short\n    metric: {kind: counter_rate, selector: 'c_total{job=\"web\"}'}\n",
+            "    baseline: pre_deploy\n    baseline_window: 10m\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+            "  - name: shorter\n    metric: {kind: counter_rate, selector: 'd_total{job=\"web\"}'}\n",
+            "    baseline: pre_deploy\n    baseline_window: 10m\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
         ));
         let now = Timestamp(10 * 86_400_000 + 30_500);
         let p = plan(
@@ -260,13 +299,196 @@ mod tests {
             DurationMs::from_secs(60),
             DurationMs::from_secs(10),
         );
-        // 1 h + 7 blocks + 2 ticks = 67m20s before 10d+30.5s, floored to the minute.
-        let raw_from = 10 * 86_400_000 - 67 * 60_000;
-        assert_eq!(p.raw, (Timestamp(raw_from - 1), now));
+        // Each selector's longest reach + 7 blocks + 2 ticks (7m20s) before 10d+30.5s,
+        // floored to the minute: 2 h, the season's none, the control's 1 h (over a 10 m
+        // window on the same selector), 10 m.
+        let from = |minutes: i64| Timestamp(10 * 86_400_000 - minutes * 60_000 - 1);
+        let span = |sel: &str, minutes: i64| RawSpan {
+            selector: sel.to_string(),
+            from: from(minutes),
+        };
+        assert_eq!(p.raw, (from(127), now));
         assert_eq!(
             p.raw_selectors,
-            vec!["a_total{job=\"web\"}", "b_total{job=\"web\"}"]
+            vec![
+                span("a_total{job=\"web\"}", 127),
+                span("b_total{job=\"web\"}", 7),
+                span("c_total{job=\"web\"}", 67),
+                span("d_total{job=\"web\"}", 17),
+            ]
         );
+        let none = plan(
+            &[],
+            now,
+            DurationMs::from_secs(60),
+            DurationMs::from_secs(10),
+        );
+        assert_eq!(none.raw, (now, now));
+        assert!(none.raw_selectors.is_empty());
+    }
+
+    /// The queries a fake TSDB answered: (selector, range start, time), in ms.
+    type Queries = Arc<Mutex<Vec<(String, i64, i64)>>>;
+
+    /// A query API on a port of its own answering every instant query `sel[Ns]` at
+    /// `time` with one series per selector, a point every 15 s of the range; it records
+    /// each query as (selector, range start, time), both in ms.
+    fn fake_tsdb() -> (Tsdb, Queries) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head.split(' ').nth(1).unwrap_or("/");
+                let url = reqwest::Url::parse(&format!("http://x{target}")).unwrap();
+                let param = |k: &str| {
+                    url.query_pairs()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.to_string())
+                        .unwrap_or_default()
+                };
+                let query = param("query");
+                let time = (param("time").parse::<f64>().unwrap() * 1000.0).round() as i64;
+                let (sel, range) = query.trim_end_matches("s]").rsplit_once('[').unwrap();
+                let start = time - range.parse::<i64>().unwrap() * 1000;
+                log.lock().unwrap().push((sel.to_string(), start, time));
+                let mut values = Vec::new();
+                let mut t = start - start.rem_euclid(15_000) + 15_000;
+                while t <= time {
+                    values.push(serde_json::json!([
+                        t as f64 / 1000.0,
+                        format!("{}", t / 15_000)
+                    ]));
+                    t += 15_000;
+                }
+                let name = sel.split('{').next().unwrap_or(sel);
+                let body = serde_json::json!({"status": "success", "data": {"resultType": "matrix",
+                    "result": [{"metric": {"__name__": name, "selector": sel}, "values": values}]}})
+                .to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let tsdb = Tsdb {
+            url,
+            headers: Vec::new(),
+            bearer_token: None,
+            basic_auth: None,
+            timeout: std::time::Duration::from_secs(10),
+            retries: 0,
+        };
+        (tsdb, seen)
+    }
+
+    /// Fills `plan` from `tsdb` in chunks of an hour; the samples in the order handed over.
+    fn fill(tsdb: &Tsdb, plan: &Plan) -> (Filled, Vec<Sample>) {
+        let client = Client::new(tsdb).unwrap();
+        let mut filled = Filled::default();
+        let mut got = Vec::new();
+        fetch(
+            &client,
+            plan,
+            DurationMs::from_secs(3600),
+            &AtomicBool::new(false),
+            &mut filled,
+            &mut |batch| {
+                got.extend(batch);
+                Ok(())
+            },
+        )
+        .unwrap();
+        (filled, got)
+    }
+
+    #[test]
+    fn a_selector_only_short_windows_read_is_fetched_only_as_far_back_as_they_read() {
+        let r = rules(concat!(
+            "rules:\n",
+            "  - name: control\n    metric: {kind: counter_rate, selector: 'long_total{job=\"web\"}'}\n",
+            "    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+            "  - name: short\n    metric: {kind: counter_rate, selector: 'short_total{job=\"web\"}'}\n",
+            "    baseline: pre_deploy\n    baseline_window: 10m\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
+        ));
+        let now = Timestamp(10 * 86_400_000 + 30_500);
+        let p = plan(
+            &r,
+            now,
+            DurationMs::from_secs(60),
+            DurationMs::from_secs(10),
+        );
+        let (tsdb, seen) = fake_tsdb();
+        let (filled, got) = fill(&tsdb, &p);
+        let seen = seen.lock().unwrap().clone();
+        let reach = |sel: &str| {
+            seen.iter()
+                .filter(|q| q.0 == sel)
+                .map(|q| now.0 - q.1)
+                .max()
+                .unwrap_or(0)
+        };
+        // 10 m + 7m20s of slack before now, floored to the minute: 17m30.5s (in whole
+        // seconds); the control's 1 h + 7m20s, 67m30.5s.
+        let short = reach("short_total{job=\"web\"}");
+        assert_eq!(short, 17 * 60_000 + 31_000, "{short}");
+        let long = reach("long_total{job=\"web\"}");
+        assert_eq!(long, 67 * 60_000 + 31_000, "{long}");
+        // Each series reaches the sink in time order, every point of its span once.
+        for sel in ["short_total{job=\"web\"}", "long_total{job=\"web\"}"] {
+            let times: Vec<i64> = got
+                .iter()
+                .filter(|s| s.labels[0].1 == sel)
+                .map(|s| s.at.0)
+                .collect();
+            assert!(
+                times.windows(2).all(|w| w[1] - w[0] == 15_000),
+                "{sel}: {times:?}"
+            );
+            assert!(now.0 - times[0] <= reach(sel) && times[times.len() - 1] <= now.0);
+        }
+        assert_eq!(filled.samples, got.len() as u64);
+        // Chunks end at now: the short span is one request, the long one two.
+        assert_eq!(filled.requests, 3);
+    }
+
+    /// The shipped rules' fill, per selector and with every selector read as far back
+    /// as the longest (what the fill did before), printed for the record.
+    #[test]
+    fn the_shipped_rules_fill_reads_less_than_the_longest_span_for_all() {
+        let r = crate::defaults::load_rules(&[]).unwrap().rules;
+        let now = Timestamp(10 * 86_400_000 + 30_500);
+        let per_selector = plan(
+            &r,
+            now,
+            DurationMs::from_secs(60),
+            DurationMs::from_secs(10),
+        );
+        let mut longest = per_selector.clone();
+        for s in &mut longest.raw_selectors {
+            s.from = longest.raw.0;
+        }
+        let (tsdb, _) = fake_tsdb();
+        let (after, _) = fill(&tsdb, &per_selector);
+        let (before, _) = fill(&tsdb, &longest);
+        eprintln!(
+            "shipped rules, {} selectors, one series each at 15 s, 1 h chunks: per selector {} requests {} samples; longest span for all {} requests {} samples",
+            per_selector.raw_selectors.len(),
+            after.requests,
+            after.samples,
+            before.requests,
+            before.samples
+        );
+        assert!(after.samples < before.samples && after.requests <= before.requests);
     }
 
     #[test]

@@ -243,3 +243,79 @@ fn windows_stay_bounded_and_ordered() {
     assert_eq!(s.out_of_order_samples, 1);
     assert_eq!(s.get(id).last_seen, Timestamp(9990));
 }
+
+/// Every series keeps per-minute history.
+struct WithHistory;
+impl SeriesObserver for WithHistory {
+    fn on_new_series(&mut self, _: SeriesId, _: &Series) -> SeriesNeeds {
+        SeriesNeeds {
+            history: true,
+            long: false,
+        }
+    }
+}
+
+/// The running count of history points (what a scrape reads) equals a walk over every
+/// series after each of a long mix of pushes (new minutes, the same minute again, out of
+/// order, history trimmed at its retention), merges, drops, expiry and reused slots.
+#[test]
+fn the_running_history_count_is_the_walked_count_after_any_mix() {
+    let mut s = Store::new(DurationMs(600_000), DurationMs(20 * 60_000), 6);
+    let mut seed = 7u64;
+    let mut rand = |n: u64| {
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    };
+    let mut now = 0i64;
+    let (mut most, mut expired, mut trimmed) = (0, 0, false);
+    for step in 0..5_000 {
+        now += 10_000 + rand(50_000) as i64;
+        let name = format!("m{{i=\"{}\"}}", rand(8));
+        let before = s.history_points();
+        match rand(10) {
+            0..=5 => {
+                let with: &mut dyn SeriesObserver = if rand(4) == 0 {
+                    &mut NoHistory
+                } else {
+                    &mut WithHistory
+                };
+                if let Ok(id) = s.intern(&name, with) {
+                    let at = if rand(8) == 0 { now - 120_000 } else { now };
+                    s.push(id, Timestamp(at), step as f64);
+                    trimmed |= s.history_points() < before;
+                }
+            }
+            6 => {
+                if let Ok(id) = s.intern(&name, &mut WithHistory) {
+                    let from = now - rand(40) as i64 * 60_000;
+                    let from = from - from.rem_euclid(60_000);
+                    let minutes: Vec<(Timestamp, f64)> = (0..rand(30) as i64)
+                        .map(|k| (Timestamp(from + k * 60_000), k as f64))
+                        .collect();
+                    s.merge_history(id, &minutes);
+                }
+            }
+            7 => {
+                let n = rand(6) as usize;
+                let id = s.iter().nth(n).map(|(id, _)| id);
+                if let Some(id) = id {
+                    s.drop_history(id);
+                }
+            }
+            _ => {
+                expired += s
+                    .expire(Timestamp(now), DurationMs(90_000), DurationMs(90_000), 3)
+                    .len()
+            }
+        }
+        assert_eq!(s.history_points(), s.history_points_walked(), "step {step}");
+        most = most.max(s.history_points());
+    }
+    assert!(
+        most > 20 && expired > 0 && trimmed,
+        "{most} {expired} {trimmed}"
+    );
+}
