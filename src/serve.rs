@@ -344,7 +344,19 @@ pub async fn run(
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     }
-    // History first: the windows are full before any deploy is resumed or sample arrives.
+    let resumable = crate::model::EventWindow {
+        past: RESUME_MAX_AGE,
+        future: config.api.max_event_lead.0,
+    };
+    let to_resume = signals.resume_events()?;
+    // History first: the windows are full before any deploy is resumed or sample arrives,
+    // reaching back to before the oldest resumed deploy's start.
+    let start_now = clock.now();
+    let oldest_resumed = to_resume
+        .iter()
+        .filter_map(|ev| resumable.check(ev.at, start_now).ok())
+        .min()
+        .unwrap_or(start_now);
     let mut reload_fill = None;
     if let (Some((h, m)), Some(rules)) = (&history, history_rules) {
         let cfg = config.engine.engine_config();
@@ -354,14 +366,11 @@ pub async fn run(
             rules.clone(),
             m,
         ));
-        crate::history::live::prefill(h, rules, &cfg, clock.now(), &engine_handle, m).await?;
+        crate::history::live::prefill(h, rules, &cfg, start_now, oldest_resumed, &engine_handle, m)
+            .await?;
     }
-    let resumable = crate::model::EventWindow {
-        past: RESUME_MAX_AGE,
-        future: config.api.max_event_lead.0,
-    };
     let mut resumed = std::collections::BTreeSet::new();
-    for ev in signals.resume_events()? {
+    for ev in to_resume {
         if let Err(why) = resumable.check(ev.at, clock.now()) {
             tracing::error!(
                 deploy = ev.deploy.as_deref().unwrap_or(""), reason = %why,

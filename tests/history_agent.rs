@@ -548,6 +548,60 @@ fn a_started_agent_judges_from_history_as_replay_does() {
             && blind[0].contains(r#""errors_vs_last_week":"inconclusive""#),
         "without history the first deploy's rules cannot judge: {blind:?}"
     );
+
+    // A restart while the first deploy is in flight, 11 minutes after its start: the
+    // resumed deploy reads its 10-minute pre-deploy window before its own start, so the
+    // fill reaches back from there (19 minutes before the deploy's start, on the minute),
+    // not from the restart (which would leave out the window's first two minutes).
+    let restart = w + 12 * MIN;
+    let resumed_dir = dir.path().join("resumed");
+    let (before, after): (Vec<_>, Vec<_>) = events.iter().cloned().partition(|e| e.0 <= restart);
+    let first = rt.block_on(run_agent(
+        &resumed_dir,
+        &rules,
+        Some(&url),
+        &points,
+        &before,
+        w,
+        restart,
+    ));
+    assert!(
+        first.decisions.iter().all(|d| !d.r#final),
+        "d0 is still in flight at the restart: {:?}",
+        first.decisions
+    );
+    let second = rt.block_on(run_agent(
+        &resumed_dir,
+        &rules,
+        Some(&url),
+        &points,
+        &after,
+        restart,
+        until,
+    ));
+    let d0_start = before[0].0;
+    let from = d0_start - 19 * MIN;
+    let from = from - from.rem_euclid(MIN);
+    let expected = points
+        .iter()
+        .filter(|p| p.0 >= from && p.0 <= restart && p.1.starts_with("php_errors_total"))
+        .count();
+    assert_eq!(
+        second.prefilled, expected as f64,
+        "the fill after the restart reaches back from the resumed deploy's start"
+    );
+    let d0_final = second
+        .decisions
+        .iter()
+        .map(|d| key(&serde_json::to_value(d).expect("decision")))
+        .find(|k| k.starts_with("d0 ") && k.contains("final=true"));
+    eprintln!("resumed d0: {d0_final:?}");
+    assert!(
+        d0_final.as_ref().is_some_and(
+            |k| k.contains(r#""errors_vs_pre_deploy":"pass""#) && k.contains(" pass ")
+        ),
+        "the resumed deploy judges its pre-deploy window: {d0_final:?}"
+    );
 }
 
 const ADDED_RULE: &str = r#"rules:

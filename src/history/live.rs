@@ -80,16 +80,19 @@ impl HistoryMetrics {
 /// (`immune_history_prefill_failures_total`) and the agent starts anyway: rules whose
 /// windows stay short are inconclusive and say so, they never pass for want of data.
 /// Only an unusable `history` section (an unreadable secret file) stops start-up.
+/// `since` is the start of the oldest deploy about to be resumed (`now` when none): the
+/// windows reach back from there (see [`fill::plan`]).
 pub async fn prefill(
     h: &HistoryConfig,
     rules: Vec<Rule>,
     cfg: &EngineConfig,
     now: Timestamp,
+    since: Timestamp,
     engine: &EngineHandle,
     metrics: &HistoryMetrics,
 ) -> Result<(), ServeError> {
     let tsdb = h.tsdb()?;
-    let plan = fill::plan(&rules, now, cfg.block, cfg.eval_interval);
+    let plan = fill::plan(&rules, now, since, cfg.block, cfg.eval_interval);
     tracing::info!(
         url = %tsdb.url, selectors = plan.raw_selectors.len(),
         raw_from = plan.raw.0.as_secs_f64(),
@@ -323,7 +326,7 @@ impl ReloadFill {
                 return 0;
             }
         };
-        let plan = fill::plan(&fresh, now, self.cfg.block, self.cfg.eval_interval);
+        let plan = fill::plan(&fresh, now, now, self.cfg.block, self.cfg.eval_interval);
         let collected = Arc::new(Mutex::new(Vec::new()));
         let (result, filled) = {
             let collected = collected.clone();

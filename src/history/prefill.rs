@@ -78,15 +78,27 @@ fn reach(rule: &Rule) -> DurationMs {
 }
 
 /// The spans `rules` read at `now`, with the engine's `block` and evaluation interval:
-/// per selector, the longest reach of the rules reading it plus blocks and ticks of slack.
-pub fn plan(rules: &[Rule], now: Timestamp, block: DurationMs, eval: DurationMs) -> Plan {
+/// per selector, the longest reach of the rules reading it plus blocks and ticks of slack,
+/// counted back from `since` when that is earlier than `now`. `since` is the start of the
+/// oldest deploy the agent is about to resume: such a deploy reads its pre-deploy window
+/// (or calibrates its control) before its own start, not before the restart, so a fill
+/// reaching back from `now` alone would leave a deploy resumed a while after its start
+/// without its baseline (as far as the store keeps points at all).
+pub fn plan(
+    rules: &[Rule],
+    now: Timestamp,
+    since: Timestamp,
+    block: DurationMs,
+    eval: DurationMs,
+) -> Plan {
+    let anchor = since.min(now);
     let slack = block
         .0
         .saturating_mul(2 + RAW_SLACK_BLOCKS)
         .saturating_add(eval.0.saturating_mul(2));
     let mut raw_selectors: Vec<RawSpan> = Vec::new();
     for r in rules {
-        let from = floor_minute(now.sub(DurationMs(reach(r).0.saturating_add(slack))));
+        let from = floor_minute(anchor.sub(DurationMs(reach(r).0.saturating_add(slack))));
         // The span includes a sample exactly at the minute it starts.
         let from = Timestamp(from.0.saturating_sub(1));
         for selector in rule_selectors(r) {
@@ -296,6 +308,7 @@ mod tests {
         let p = plan(
             &r,
             now,
+            now,
             DurationMs::from_secs(60),
             DurationMs::from_secs(10),
         );
@@ -320,11 +333,35 @@ mod tests {
         let none = plan(
             &[],
             now,
+            now,
             DurationMs::from_secs(60),
             DurationMs::from_secs(10),
         );
         assert_eq!(none.raw, (now, now));
         assert!(none.raw_selectors.is_empty());
+        // A deploy resumed 20 minutes after it started reads its windows before its start:
+        // every span reaches back from there. A start after `now` changes nothing.
+        let block = DurationMs::from_secs(60);
+        let eval = DurationMs::from_secs(10);
+        let resumed = plan(
+            &r,
+            now,
+            now.sub(DurationMs::from_secs(20 * 60)),
+            block,
+            eval,
+        );
+        assert_eq!(resumed.raw, (from(147), now));
+        assert_eq!(
+            resumed.raw_selectors,
+            vec![
+                span("a_total{job=\"web\"}", 147),
+                span("b_total{job=\"web\"}", 27),
+                span("c_total{job=\"web\"}", 87),
+                span("d_total{job=\"web\"}", 37),
+            ]
+        );
+        let ahead = plan(&r, now, now.add(DurationMs::from_secs(60)), block, eval);
+        assert_eq!(ahead, p);
     }
 
     /// The queries a fake TSDB answered: (selector, range start, time), in ms.
@@ -424,6 +461,7 @@ mod tests {
         let p = plan(
             &r,
             now,
+            now,
             DurationMs::from_secs(60),
             DurationMs::from_secs(10),
         );
@@ -469,6 +507,7 @@ mod tests {
         let now = Timestamp(10 * 86_400_000 + 30_500);
         let per_selector = plan(
             &r,
+            now,
             now,
             DurationMs::from_secs(60),
             DurationMs::from_secs(10),
