@@ -82,6 +82,12 @@ pub struct PerfArgs {
     /// Deploys per scenario for the latency part (each runs twice: fresh and steady).
     #[arg(long, default_value_t = 120)]
     pub latency_deploys: u64,
+    /// In the latency part, let a deciding tick's writes meet a WAL checkpoint still running
+    /// from earlier decisions (the ticks run back to back, milliseconds apart). By default
+    /// each deciding tick first waits until the outbox's checkpointer is idle, as it is when
+    /// decisions are an evaluation interval apart.
+    #[arg(long)]
+    pub latency_back_to_back: bool,
 }
 
 /// Runs the parts asked for.

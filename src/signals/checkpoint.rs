@@ -87,6 +87,26 @@ impl Checkpointer {
     }
 }
 
+impl Checkpointer {
+    /// Waits (up to `within`) until no checkpoint is due or running; returns whether none
+    /// is. The agent's decisions are an evaluation interval apart, and a checkpoint is long
+    /// over by the next one; a benchmark that runs ticks back to back waits here so its
+    /// decisions meet the disk as the agent's do.
+    pub(super) fn quiet(&self, within: std::time::Duration) -> bool {
+        let every = self.every;
+        let busy = |st: &mut CkptState| {
+            st.commits - st.checkpointed >= every || (st.now && st.commits > st.checkpointed)
+        };
+        let st = lock(&self.shared.state);
+        let (mut st, _) = self
+            .shared
+            .wake
+            .wait_timeout_while(st, within, busy)
+            .unwrap_or_else(|e| e.into_inner());
+        !busy(&mut st)
+    }
+}
+
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         lock(&self.shared.state).stop = true;

@@ -290,6 +290,12 @@ impl Outbox {
         }
     }
 
+    /// See [`Checkpointer::quiet`]; true at once without a checkpointer (the writer then
+    /// checkpoints inside its own commits).
+    pub(crate) fn checkpoint_quiet(&self, within: std::time::Duration) -> bool {
+        self.checkpointer.as_ref().is_none_or(|c| c.quiet(within))
+    }
+
     /// See [`Checkpointer::settle`]; `None` without a checkpointer.
     #[cfg(test)]
     fn settle(&self, within: std::time::Duration) -> Option<u64> {
