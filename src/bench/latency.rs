@@ -13,12 +13,12 @@
 //! probe right after the journal) printed beside it.
 //!
 //! Why it waits for the WAL checkpointer: the ticks run back to back, so deciding ticks
-//! come milliseconds apart where the agent's come an evaluation interval apart. The
-//! outbox's thread checkpoints the WAL every 256 commits (16 MB and a sync, tens of
-//! milliseconds); back to back, several decisions in a row meet it and set the p99 of
-//! whichever write they hit. In the agent a checkpoint is over long before the next tick,
-//! so by default the bench waits for it (and reports the waits); `--latency-back-to-back`
-//! measures without waiting.
+//! come milliseconds apart where the agent's come an evaluation interval apart, and the
+//! outbox's thread checkpoints the WAL every 256 commits. In the agent a checkpoint is
+//! over long before the next tick, so by default the bench waits for it and reports the
+//! waits (`--latency-back-to-back` does not wait). Measured: 0 or 1 deciding tick in 571
+//! per pass found a checkpoint running, so the wait changes little; it keeps the
+//! comparison from depending on where checkpoints fall.
 
 use super::BenchError;
 use super::detect::Case;

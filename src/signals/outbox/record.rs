@@ -231,17 +231,27 @@ impl Outbox {
         }
         if !views.is_empty() {
             let newest = decisions.iter().map(|d| d.at).fold(0.0, f64::max);
+            // Older than the age limit, or than the newest `keep`: a cut found by one walk
+            // down the `at` index, then a range delete on it. (Testing every row against
+            // the list of the newest `keep` cost 2 to 3 ms a batch once the table held a
+            // thousand deploys.) Deploys tied with the `keep`-th newest are kept.
+            let age_cut = newest - retention.max_age_ms as f64 / 1000.0;
+            let keep_cut = match retention.keep.checked_sub(1) {
+                None => Some(f64::MAX),
+                Some(offset) => tx
+                    .prepare_cached("SELECT at FROM history ORDER BY at DESC LIMIT 1 OFFSET ?1")?
+                    .query_row([i64::try_from(offset).unwrap_or(i64::MAX)], |r| {
+                        r.get::<_, f64>(0)
+                    })
+                    .optional()?,
+            };
             tx.prepare_cached(
                 "DELETE FROM history
-                 WHERE (at < ?1 OR deploy NOT IN
-                          (SELECT deploy FROM history ORDER BY at DESC LIMIT ?2))
+                 WHERE at < ?1
                    AND deploy NOT IN
                           (SELECT json_extract(decision, '$.deploy') FROM lines)",
             )?
-            .execute(params![
-                newest - retention.max_age_ms as f64 / 1000.0,
-                retention.keep as i64
-            ])?;
+            .execute([keep_cut.map_or(age_cut, |k| k.max(age_cut))])?;
         }
         for (i, d) in decisions.iter().enumerate() {
             let body_json =

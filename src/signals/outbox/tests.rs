@@ -198,3 +198,49 @@ fn a_second_outbox_on_the_same_file_is_refused() {
     let err = Outbox::open(&db).err().expect("a second writer");
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+/// The deploys whose views the history table holds, by name.
+fn history_deploys(o: &Outbox) -> Vec<String> {
+    let mut st = o
+        .conn
+        .prepare("SELECT deploy FROM history ORDER BY deploy")
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn history_keeps_the_newest_deploys_within_the_age_and_every_line_blocker() {
+    let d = dir("outbox-history-retention");
+    let mut o = Outbox::open(&d.join("o.sqlite")).unwrap();
+    let retention = HistoryRetention {
+        keep: 3,
+        max_age_ms: 1_000_000,
+    };
+    let mut apply = |o: &mut Outbox, dec: Decision| {
+        let view = json!({"deploy": dec.deploy, "service": dec.service});
+        let ds = [dec];
+        let j = o.journal(&ds, &[], &[], "http://i", retention).unwrap();
+        o.apply(&j, &ds, &[view], "http://i", retention).unwrap();
+    };
+    for i in 1..=6 {
+        apply(&mut o, decision(i));
+    }
+    assert_eq!(history_deploys(&o), ["d000004", "d000005", "d000006"]);
+    // A rollback blocks the web line: its deploy stays while it blocks, past `keep`.
+    let mut rollback = decision(7);
+    rollback.decision = DecisionKind::Rollback;
+    apply(&mut o, rollback);
+    for i in 8..=10 {
+        apply(&mut o, decision(i));
+    }
+    assert_eq!(
+        history_deploys(&o),
+        ["d000007", "d000008", "d000009", "d000010"]
+    );
+    // A decision 5000 s later: everything older than 1000 s before it goes, but the blocker.
+    apply(&mut o, decision(5_000));
+    assert_eq!(history_deploys(&o), ["d000007", "d005000"]);
+}
