@@ -219,7 +219,7 @@ fn history_keeps_the_newest_deploys_within_the_age_and_every_line_blocker() {
         keep: 3,
         max_age_ms: 1_000_000,
     };
-    let mut apply = |o: &mut Outbox, dec: Decision| {
+    let apply = |o: &mut Outbox, dec: Decision| {
         let view = json!({"deploy": dec.deploy, "service": dec.service});
         let ds = [dec];
         let j = o.journal(&ds, &[], &[], "http://i", retention).unwrap();
