@@ -31,7 +31,7 @@
 use super::backtest::Answer;
 use super::{Client, HistoryError, rule_selectors};
 use crate::engine::MAX_BASELINE_WINDOW;
-use crate::engine::judge::CONTROL_CALIBRATION;
+use crate::engine::judge::{CONTINUOUS_CALIBRATION, CONTROL_CALIBRATION};
 use crate::model::{DurationMs, Sample, Timestamp};
 use crate::rules::{Baseline, Rule};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,7 +83,9 @@ fn reach(rule: &Rule) -> DurationMs {
 /// oldest deploy the agent is about to resume: such a deploy reads its pre-deploy window
 /// (or calibrates its control) before its own start, not before the restart, so a fill
 /// reaching back from `now` alone would leave a deploy resumed a while after its start
-/// without its baseline (as far as the store keeps points at all).
+/// without its baseline. No span starts further before `now` than the store keeps points
+/// (the longest reach of all the rules, at least the continuous calibration, plus the
+/// slack): a deploy that has hung for days costs no more to fill than a fresh start.
 pub fn plan(
     rules: &[Rule],
     now: Timestamp,
@@ -96,9 +98,17 @@ pub fn plan(
         .0
         .saturating_mul(2 + RAW_SLACK_BLOCKS)
         .saturating_add(eval.0.saturating_mul(2));
+    let longest = rules
+        .iter()
+        .map(reach)
+        .max()
+        .unwrap_or_default()
+        .max(CONTINUOUS_CALIBRATION);
+    let earliest = now.sub(DurationMs(longest.0.saturating_add(slack)));
     let mut raw_selectors: Vec<RawSpan> = Vec::new();
     for r in rules {
-        let from = floor_minute(anchor.sub(DurationMs(reach(r).0.saturating_add(slack))));
+        let from = anchor.sub(DurationMs(reach(r).0.saturating_add(slack)));
+        let from = floor_minute(from.max(earliest));
         // The span includes a sample exactly at the minute it starts.
         let from = Timestamp(from.0.saturating_sub(1));
         for selector in rule_selectors(r) {
@@ -340,7 +350,8 @@ mod tests {
         assert_eq!(none.raw, (now, now));
         assert!(none.raw_selectors.is_empty());
         // A deploy resumed 20 minutes after it started reads its windows before its start:
-        // every span reaches back from there. A start after `now` changes nothing.
+        // every span reaches back from there, but none further than the store keeps (the
+        // 2 h window and the slack before now). A start after `now` changes nothing.
         let block = DurationMs::from_secs(60);
         let eval = DurationMs::from_secs(10);
         let resumed = plan(
@@ -350,11 +361,11 @@ mod tests {
             block,
             eval,
         );
-        assert_eq!(resumed.raw, (from(147), now));
+        assert_eq!(resumed.raw, (from(127), now));
         assert_eq!(
             resumed.raw_selectors,
             vec![
-                span("a_total{job=\"web\"}", 147),
+                span("a_total{job=\"web\"}", 127),
                 span("b_total{job=\"web\"}", 27),
                 span("c_total{job=\"web\"}", 87),
                 span("d_total{job=\"web\"}", 37),
@@ -362,6 +373,17 @@ mod tests {
         );
         let ahead = plan(&r, now, now.add(DurationMs::from_secs(60)), block, eval);
         assert_eq!(ahead, p);
+        // A deploy resumed six days after its start: no span reaches past the longest
+        // (2 h and the slack before now), which is all the store would keep.
+        let hung = plan(
+            &r,
+            now,
+            now.sub(DurationMs::from_secs(6 * 86_400)),
+            block,
+            eval,
+        );
+        assert_eq!(hung.raw, (from(127), now));
+        assert!(hung.raw_selectors.iter().all(|s| s.from == from(127)));
     }
 
     /// The queries a fake TSDB answered: (selector, range start, time), in ms.
