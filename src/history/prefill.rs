@@ -293,35 +293,57 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
 
-    fn rules(yaml: &str) -> Vec<Rule> {
-        crate::rules::load::load_str("t.yaml", yaml)
+    /// Rules counting `<selector>{job="web"}` increases, one per `(name, selector,
+    /// baseline settings)`.
+    fn rules(specs: &[(&str, &str, &str)]) -> Vec<Rule> {
+        let mut yaml = String::from("rules:\n");
+        for (name, selector, baseline) in specs {
+            yaml.push_str(&format!(
+                "  - name: {name}\n    metric: {{kind: counter_rate, selector: '{selector}{{job=\"web\"}}'}}\n    \
+                 {baseline}\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n"
+            ));
+        }
+        crate::rules::load::load_str("t.yaml", &yaml)
             .map(|r| r.rules)
             .unwrap_or_else(|e| panic!("{e:?}"))
     }
 
+    /// The engine settings of every plan here: 60 s blocks, 10 s evaluations.
+    const BLOCK: DurationMs = DurationMs::from_secs(60);
+    const EVAL: DurationMs = DurationMs::from_secs(10);
+
+    /// The plan at `now` with no deploy to resume.
+    fn plan_now(rules: &[Rule], now: Timestamp) -> Plan {
+        plan(rules, now, now, BLOCK, EVAL)
+    }
+
     #[test]
     fn the_plan_reads_the_recent_windows_raw_and_no_season() {
-        let r = rules(concat!(
-            "rules:\n",
-            "  - name: pre\n    metric: {kind: counter_rate, selector: 'a_total{job=\"web\"}'}\n",
-            "    baseline: pre_deploy\n    baseline_window: 2h\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
-            "  - name: week\n    metric: {kind: counter_rate, selector: 'b_total{job=\"web\"}'}\n",
-            "    baseline: seasonal\n    seasonal_offset: 7d\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
-            "  - name: control\n    metric: {kind: counter_rate, selector: 'c_total{job=\"web\"}'}\n",
-            "    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
-            "  - name: short\n    metric: {kind: counter_rate, selector: 'c_total{job=\"web\"}'}\n",
-            "    baseline: pre_deploy\n    baseline_window: 10m\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
-            "  - name: shorter\n    metric: {kind: counter_rate, selector: 'd_total{job=\"web\"}'}\n",
-            "    baseline: pre_deploy\n    baseline_window: 10m\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
-        ));
+        let r = rules(&[
+            (
+                "pre",
+                "a_total",
+                "baseline: pre_deploy\n    baseline_window: 2h",
+            ),
+            (
+                "week",
+                "b_total",
+                "baseline: seasonal\n    seasonal_offset: 7d",
+            ),
+            ("control", "c_total", "baseline: control"),
+            (
+                "short",
+                "c_total",
+                "baseline: pre_deploy\n    baseline_window: 10m",
+            ),
+            (
+                "shorter",
+                "d_total",
+                "baseline: pre_deploy\n    baseline_window: 10m",
+            ),
+        ]);
         let now = Timestamp(10 * 86_400_000 + 30_500);
-        let p = plan(
-            &r,
-            now,
-            now,
-            DurationMs::from_secs(60),
-            DurationMs::from_secs(10),
-        );
+        let p = plan_now(&r, now);
         // Each selector's longest reach + 7 blocks + 2 ticks (7m20s) before 10d+30.5s,
         // floored to the minute: 2 h, the season's none, the control's 1 h (over a 10 m
         // window on the same selector), 10 m.
@@ -340,26 +362,18 @@ mod tests {
                 span("d_total{job=\"web\"}", 17),
             ]
         );
-        let none = plan(
-            &[],
-            now,
-            now,
-            DurationMs::from_secs(60),
-            DurationMs::from_secs(10),
-        );
+        let none = plan_now(&[], now);
         assert_eq!(none.raw, (now, now));
         assert!(none.raw_selectors.is_empty());
         // A deploy resumed 20 minutes after it started reads its windows before its start:
         // every span reaches back from there, but none further than the store keeps (the
         // 2 h window and the slack before now). A start after `now` changes nothing.
-        let block = DurationMs::from_secs(60);
-        let eval = DurationMs::from_secs(10);
         let resumed = plan(
             &r,
             now,
             now.sub(DurationMs::from_secs(20 * 60)),
-            block,
-            eval,
+            BLOCK,
+            EVAL,
         );
         assert_eq!(resumed.raw, (from(127), now));
         assert_eq!(
@@ -371,7 +385,7 @@ mod tests {
                 span("d_total{job=\"web\"}", 37),
             ]
         );
-        let ahead = plan(&r, now, now.add(DurationMs::from_secs(60)), block, eval);
+        let ahead = plan(&r, now, now.add(DurationMs::from_secs(60)), BLOCK, EVAL);
         assert_eq!(ahead, p);
         // A deploy resumed six days after its start: no span reaches past the longest
         // (2 h and the slack before now), which is all the store would keep.
@@ -379,8 +393,8 @@ mod tests {
             &r,
             now,
             now.sub(DurationMs::from_secs(6 * 86_400)),
-            block,
-            eval,
+            BLOCK,
+            EVAL,
         );
         assert_eq!(hung.raw, (from(127), now));
         assert!(hung.raw_selectors.iter().all(|s| s.from == from(127)));
@@ -472,21 +486,16 @@ mod tests {
 
     #[test]
     fn a_selector_only_short_windows_read_is_fetched_only_as_far_back_as_they_read() {
-        let r = rules(concat!(
-            "rules:\n",
-            "  - name: control\n    metric: {kind: counter_rate, selector: 'long_total{job=\"web\"}'}\n",
-            "    baseline: control\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
-            "  - name: short\n    metric: {kind: counter_rate, selector: 'short_total{job=\"web\"}'}\n",
-            "    baseline: pre_deploy\n    baseline_window: 10m\n    direction: increase\n    min_effect: \"+50%\"\n    action: rollback\n",
-        ));
+        let r = rules(&[
+            ("control", "long_total", "baseline: control"),
+            (
+                "short",
+                "short_total",
+                "baseline: pre_deploy\n    baseline_window: 10m",
+            ),
+        ]);
         let now = Timestamp(10 * 86_400_000 + 30_500);
-        let p = plan(
-            &r,
-            now,
-            now,
-            DurationMs::from_secs(60),
-            DurationMs::from_secs(10),
-        );
+        let p = plan_now(&r, now);
         let (tsdb, seen) = fake_tsdb();
         let (filled, got) = fill(&tsdb, &p);
         let seen = seen.lock().unwrap().clone();
@@ -527,13 +536,7 @@ mod tests {
     fn the_shipped_rules_fill_reads_less_than_the_longest_span_for_all() {
         let r = crate::defaults::load_rules(&[]).unwrap().rules;
         let now = Timestamp(10 * 86_400_000 + 30_500);
-        let per_selector = plan(
-            &r,
-            now,
-            now,
-            DurationMs::from_secs(60),
-            DurationMs::from_secs(10),
-        );
+        let per_selector = plan_now(&r, now);
         let mut longest = per_selector.clone();
         for s in &mut longest.raw_selectors {
             s.from = longest.raw.0;
